@@ -1,0 +1,126 @@
+"""The eventsourcing Application holding every aggregate, and the unit of work commands use."""
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking, Transcoding
+
+from aggregates.catalog import Catalog
+from aggregates.customer import Customer
+from aggregates.subscription import Subscription
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+
+class KeptConflicting(RuntimeError):
+    """Other writers changed the same aggregates on every attempt."""
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class Orders(Application):
+    """All of coterm's history in one notification log, so read models and the outbox follow one sequence."""
+
+    name = "coterm"
+    # A cache of reconstructed aggregates, fast-forwarded from the store on every get: safe with
+    # several processors on one store, and one query per hit instead of two (snapshot + events).
+    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    is_snapshotting_enabled = True
+    snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100}  # type: ignore[dict-item]
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process recorder stores Kafka positions (tracking records) atomically with events.
+        return self.factory.process_recorder()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def unit_of_work(self) -> "UnitOfWork":
+        return UnitOfWork(self)
+
+    def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5) -> T:
+        """Run `change` on fresh state and commit it; when another writer got there first
+        (a version conflict), look again. Exceptions from `change` pass through uncommitted."""
+        for _ in range(attempts):
+            uow = self.unit_of_work()
+            result = change(uow)
+            try:
+                self.commit(uow)
+            except IntegrityError:
+                continue
+            return result
+        raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
+
+    def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None) -> int:
+        """Record every change of the unit (and the position it came from) in one transaction."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
+        processing.collect_events(*uow.changed())
+        if not processing.events and tracking is None:
+            return 0
+        self._record(processing)
+        self._take_snapshots(processing)
+        return len(processing.events)
+
+
+class UnitOfWork:
+    """Aggregates loaded or created while handling one batch; each is loaded at most once."""
+
+    def __init__(self, app: Application) -> None:
+        self._app = app
+        self._aggregates: dict[UUID, Aggregate | None] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self._app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self._aggregates[aggregate_id] = None
+        found = self._aggregates[aggregate_id]
+        if found is not None and not isinstance(found, cls):
+            raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
+        return found
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        """Whether any event of this aggregate is stored or pending, without reconstructing it."""
+        if self._aggregates.get(aggregate_id) is not None:
+            return True
+        return bool(list(self._app.events.get(aggregate_id, limit=1)))
+
+    def add(self, aggregate: A) -> A:
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self._aggregates.values() if a is not None and a.pending_events]
+
+
+def plain(value: Any) -> Any:
+    """Dates to ISO strings, recursively: for facts that leave the domain as text."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value

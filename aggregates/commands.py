@@ -1,0 +1,252 @@
+"""Command handlers: load aggregates through a unit of work, apply rules, record decisions.
+
+Each handler takes plain values; the processor translates wire messages into these calls.
+Business refusals are recorded as events (they become results); invalid reference data
+raises `InvalidInput` (it becomes a dead letter).
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from aggregates import errors
+from aggregates.application import UnitOfWork, plain
+from aggregates.catalog import Catalog
+from aggregates.customer import Customer
+from aggregates.migration import Migration
+from aggregates.migration_rules import MigrationDecision, decide_migration
+from aggregates.subscription import Subscription
+from aggregates.transfer import Transfer
+from aggregates.transfer_rules import check_transfer, new_target_key, transfer_date, vendor_request
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a command came from: the inbound message id and its business clock."""
+
+    message_id: str
+    occurred_at: datetime  # timezone-aware
+    recorded_at: datetime  # processor wall clock; only pairing timeouts look at it
+
+    @property
+    def on(self) -> date:
+        return self.occurred_at.astimezone(timezone.utc).date()
+
+
+def _catalog(uow: UnitOfWork) -> Catalog:
+    return uow.get(Catalog, Catalog.create_id()) or uow.add(Catalog())
+
+
+def _subscription(uow: UnitOfWork, subscription_id: str) -> Subscription | None:
+    return uow.get(Subscription, Subscription.create_id(subscription_id))
+
+
+def _customer(uow: UnitOfWork, customer_id: str) -> Customer | None:
+    return uow.get(Customer, Customer.create_id(customer_id))
+
+
+# -- reference data -------------------------------------------------------------------------
+def define_product(uow: UnitOfWork, ctx: Context, product_id: str, name: str, supports_usage_based: bool, in_usage_bundle: bool) -> None:
+    _catalog(uow).define_product(product_id, name, supports_usage_based, in_usage_bundle, ctx.message_id)
+
+
+def register_customer(uow: UnitOfWork, ctx: Context, customer_id: str, **fields: Any) -> None:
+    existing = _customer(uow, customer_id)
+    if existing is not None:  # registered again: the newer data wins, as an update
+        existing.update(fields, ctx.message_id)
+        return
+    uow.add(Customer(customer_id=customer_id, message_id=ctx.message_id, **fields))
+
+
+def update_customer(uow: UnitOfWork, ctx: Context, customer_id: str, changes: dict[str, Any]) -> None:
+    customer = _customer(uow, customer_id)
+    if customer is None:
+        raise errors.UnknownReference(f"customer {customer_id} was never registered")
+    customer.update(changes, ctx.message_id)
+
+
+def purchase_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, customer_id: str, **fields: Any) -> None:
+    customer = _customer(uow, customer_id)
+    if customer is None:
+        raise errors.UnknownReference(f"customer {customer_id} was never registered")
+    if _subscription(uow, subscription_id) is not None:
+        raise errors.ConflictingInput(f"subscription {subscription_id} was already purchased")
+    uow.add(
+        Subscription(
+            subscription_id=subscription_id,
+            customer_id=customer_id,
+            purchased_on=ctx.on,
+            billing_start_date=fields["start_date"],
+            origin="purchase",
+            message_id=ctx.message_id,
+            **fields,
+        )
+    )
+    customer.add_subscription(subscription_id, ctx.message_id)
+
+
+def resize_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, seats: int) -> None:
+    subscription = _subscription(uow, subscription_id)
+    if subscription is None:
+        raise errors.UnknownReference(f"subscription {subscription_id} was never purchased")
+    subscription.resize(seats, ctx.on, ctx.message_id)
+
+
+# -- migration to usage-based ---------------------------------------------------------------
+def customer_holdings(uow: UnitOfWork, customer_id: str) -> tuple[Customer | None, list[Subscription]]:
+    """The customer (None when unknown) and every subscription it holds: what migration rules look at."""
+    customer = _customer(uow, customer_id)
+    subscriptions = [s for s in (_subscription(uow, i) for i in (customer.subscription_ids if customer else [])) if s]
+    return customer, subscriptions
+
+
+def preview_migration(uow: UnitOfWork, customer_id: str, product_ids: list[str], on: date) -> MigrationDecision:
+    """What a migration request would decide on `on`; records nothing (the caller does not commit)."""
+    customer, subscriptions = customer_holdings(uow, customer_id)
+    return decide_migration("preview", customer_id, product_ids, customer, _catalog(uow), subscriptions, on)
+
+
+def request_migration(
+    uow: UnitOfWork, ctx: Context, request_id: str, customer_id: str, product_ids: list[str], requested_by: str
+) -> Migration:
+    customer, subscriptions = customer_holdings(uow, customer_id)
+    decision = decide_migration(request_id, customer_id, product_ids, customer, _catalog(uow), subscriptions, ctx.on)
+    migration = uow.get(Migration, Migration.create_id(request_id)) or uow.add(
+        Migration(request_id=request_id, customer_id=customer_id)
+    )
+    migration.decide(
+        request_id=request_id, customer_id=customer_id, product_ids=product_ids, requested_by=requested_by,
+        on=ctx.on, migrated=decision.migrated, bundle=decision.bundle, rejected=decision.rejected,
+        message_id=ctx.message_id,
+    )
+    if decision.accepted:
+        assert customer is not None
+        by_id = {s.subscription_id: s for s in subscriptions}
+        for entry in decision.migrated:
+            sub = by_id[entry["subscription_id"]]
+            sub.migrate_to_usage_based(request_id, sub.billing_model, ctx.message_id)
+        customer.create_bundle(request_id, decision.bundle, ctx.message_id)
+    return migration
+
+
+# -- seat transfer --------------------------------------------------------------------------
+def _transfer(uow: UnitOfWork, operation_id: str) -> Transfer:
+    return uow.get(Transfer, Transfer.create_id(operation_id)) or uow.add(Transfer(operation_id=operation_id))
+
+
+def add_half(uow: UnitOfWork, ctx: Context, side: str, half: dict[str, Any]) -> Transfer:
+    """Record one half; when it completes the pair, decide and (maybe) request the vendor call."""
+    transfer = _transfer(uow, half["operation_id"])
+    stamped = {**half, "message_id": ctx.message_id, "occurred_at": ctx.occurred_at.isoformat(),
+               "recorded_at": ctx.recorded_at.isoformat()}
+    try:
+        paired = transfer.add_half(side, stamped, ctx.message_id)
+    except errors.Refusal as refusal:
+        transfer.refuse(refusal.reason, refusal.detail, half["order_id"], ctx.message_id)
+        return transfer
+    if paired:
+        _decide_pair(uow, transfer, ctx)
+    return transfer
+
+
+def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
+    down, up = transfer.halves["downgrade"], transfer.halves["upgrade"]
+    spec = up["target"]
+    on = transfer_date(down, up)
+    source = _subscription(uow, down["subscription_id"])
+    target = _subscription(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
+    taken = spec["kind"] == "new_subscription" and _subscription(uow, spec["new_subscription_id"]) is not None
+    try:
+        check_transfer(down, up, source, target, taken, on)
+    except errors.Refusal as refusal:
+        facts = plain({**refusal.facts, "transfer_date": on, "eligible_from": refusal.eligible_from})
+        transfer.reject(refusal.reason, refusal.detail, facts, None, ctx.message_id)
+        return
+    assert source is not None
+    request = vendor_request(transfer.operation_id, down, up, source, target, on)
+    transfer.request_vendor_call(request, up["requested_by"], ctx.message_id)
+
+
+def cancel_transfer(uow: UnitOfWork, ctx: Context, operation_id: str, requested_by: str, reason: str) -> Transfer:
+    transfer = _transfer(uow, operation_id)
+    try:
+        transfer.cancel(requested_by, reason, ctx.message_id)
+    except errors.Refusal as refusal:
+        transfer.refuse(refusal.reason, refusal.detail, None, ctx.message_id)
+    return transfer
+
+
+def retry_transfer(uow: UnitOfWork, operation_id: str, requested_by: str, reason: str, action_id: str) -> Transfer:
+    """An operator's retry of a parked vendor failure; raises a Refusal when there is none."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None:
+        raise errors.OperationClosed(f"operation {operation_id} is unknown")
+    transfer.retry(requested_by, reason, action_id)
+    return transfer
+
+
+def expire_transfer(uow: UnitOfWork, operation_id: str, now: datetime, timeout_s: float) -> bool:
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or transfer.status != "waiting_for_pair":
+        return False
+    if (now - transfer.first_recorded_at).total_seconds() < timeout_s:
+        return False
+    transfer.expire(now, timeout_s)
+    return True
+
+
+def mark_vendor_call_sent(uow: UnitOfWork, operation_id: str) -> bool:
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or transfer.status != "paired":
+        return False
+    transfer.mark_sent()
+    return True
+
+
+def record_vendor_success(uow: UnitOfWork, operation_id: str, vendor_reference: str, attempts: int, latency_ms: int) -> bool:
+    """The vendor did it: complete the operation and move the seats, exactly once."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or not transfer.awaiting_vendor:
+        return False  # already recorded (e.g. by an earlier run): the outcome stands
+    assert transfer.vendor_request is not None and transfer.call_cause is not None
+    request, cause = transfer.vendor_request, transfer.call_cause
+    transfer.complete(vendor_reference, attempts, latency_ms, cause)
+    seats = request["seats"]
+    source = _subscription(uow, request["source"]["subscription_id"])
+    assert source is not None
+    source.transfer_out(transfer.operation_id, seats, cause)
+    target_id = request["target"]["subscription_id"]
+    target = _subscription(uow, target_id)
+    if target is not None:
+        target.transfer_in(transfer.operation_id, seats, cause)
+    else:
+        _create_cotermed_target(uow, transfer, source, request, cause)
+    return True
+
+
+def _create_cotermed_target(uow: UnitOfWork, transfer: Transfer, source: Subscription, request: dict[str, Any], cause: str) -> None:
+    spec = transfer.halves["upgrade"]["target"]
+    target = request["target"]
+    billing_start = date.fromisoformat(target["billing_start_date"])
+    uow.add(
+        Subscription(
+            subscription_id=target["subscription_id"], customer_id=source.customer_id, product_id=spec["product_id"],
+            plan_id=spec["plan_id"], billing_model=source.billing_model, management=source.management,
+            seats=request["seats"], term_months=spec["term_months"], start_date=source.start_date,
+            end_date=source.end_date, subscription_key=new_target_key(transfer.operation_id),
+            resource_count=source.resource_count, purchased_on=billing_start - timedelta(days=1),
+            billing_start_date=billing_start, origin=f"transfer:{transfer.operation_id}", message_id=cause,
+        )
+    )
+    customer = _customer(uow, source.customer_id)
+    if customer is not None:
+        customer.add_subscription(target["subscription_id"], cause)
+
+
+def record_vendor_failure(uow: UnitOfWork, operation_id: str, reason_code: str, detail: str, retryable: bool, attempts: int) -> bool:
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or not transfer.awaiting_vendor:
+        return False
+    assert transfer.call_cause is not None
+    transfer.fail(reason_code, detail, retryable, attempts, transfer.call_cause)
+    return True

@@ -1,0 +1,122 @@
+"""Pure rules for a migration to usage-based billing (CONTRACT.md section 3)."""
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from aggregates import errors
+from aggregates.catalog import Catalog
+from aggregates.customer import Customer
+from aggregates.ids import subscription_key
+from aggregates.subscription import Subscription
+
+RENEWAL_WINDOW_DAYS = 90
+
+
+@dataclass
+class MigrationDecision:
+    migrated: list[dict[str, Any]] = field(default_factory=list)  # product_id, subscription_id, subscription_key
+    bundle: list[dict[str, Any]] = field(default_factory=list)  # product_id, subscription_key
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # product_id, reason_code, detail, eligible_from
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.migrated)
+
+
+def check_customer(customer: Customer | None, customer_id: str) -> Customer:
+    """Customer-level codes: each refuses every product of the request."""
+    if customer is None:
+        raise errors.CustomerUnknown(f"customer {customer_id} was never registered")
+    if not customer.data_complete:
+        raise errors.IncompleteCustomerData(f"customer {customer_id} data is incomplete or out of date")
+    conflict = customer.relationship_conflict
+    if conflict:
+        raise errors.ConflictingRelationship(f"customer {customer_id}: {conflict}")
+    if customer.bundle is not None:
+        raise errors.AlreadyMigrated(
+            f"customer {customer_id} already has a usage-based bundle (request {customer.migrated_by})",
+            request_id=customer.migrated_by,
+        )
+    return customer
+
+
+def renewal_window_opens(sub: Subscription) -> date:
+    return sub.end_date - timedelta(days=RENEWAL_WINDOW_DAYS)
+
+
+def check_product(product_id: str, catalog: Catalog, subscriptions: list[Subscription], on: date) -> list[Subscription]:
+    """The subscriptions that migrate for this product, or the first refusal any of them meets."""
+    if not catalog.supports_usage_based(product_id):
+        known = product_id in catalog.products
+        raise errors.ProductNotSupported(
+            f"product {product_id} " + ("does not support usage-based billing" if known else "is not in the catalog")
+        )
+    active = [s for s in subscriptions if s.product_id == product_id and s.is_active(on)]
+    fixed = [s for s in active if s.billing_model != "usage_based"]
+    company = [s.subscription_id for s in fixed if s.management == "company_managed"]
+    if company:
+        raise errors.CompanyManagedNotSupported(
+            f"subscription {', '.join(company)} is company managed; ask Order Services to make it partner managed",
+            subscription_ids=company,
+        )
+    if not fixed:
+        raise errors.NoSubscription(f"no active annual or monthly subscription of {product_id} on {on}")
+    usage = [s.subscription_id for s in active if s.billing_model == "usage_based"]
+    if usage:
+        raise errors.DuplicateUsageSubscription(
+            f"usage-based subscription {', '.join(usage)} of {product_id} is already active", subscription_ids=usage
+        )
+    early = [s for s in fixed if s.billing_model == "annual" and s.end_date > on + timedelta(days=RENEWAL_WINDOW_DAYS)]
+    if early:
+        opens = max(renewal_window_opens(s) for s in early)
+        ends = ", ".join(f"{s.subscription_id} expires {s.end_date}" for s in early)
+        raise errors.NotInRenewalWindow(
+            f"{ends}; the {RENEWAL_WINDOW_DAYS}-day renewal window opens {opens}",
+            eligible_from=opens,
+            end_dates=[s.end_date.isoformat() for s in early],
+        )
+    return fixed
+
+
+def decide_migration(
+    request_id: str,
+    customer_id: str,
+    product_ids: list[str],
+    customer: Customer | None,
+    catalog: Catalog,
+    subscriptions: list[Subscription],
+    on: date,
+) -> MigrationDecision:
+    requested = list(dict.fromkeys(product_ids))  # a product named twice is decided once
+    decision = MigrationDecision()
+    try:
+        check_customer(customer, customer_id)
+    except errors.Refusal as refusal:
+        decision.rejected = [_rejection(p, refusal) for p in requested]
+        return decision
+    for product_id in requested:
+        try:
+            migrating = check_product(product_id, catalog, subscriptions, on)
+        except errors.Refusal as refusal:
+            decision.rejected.append(_rejection(product_id, refusal))
+            continue
+        for sub in sorted(migrating, key=lambda s: s.subscription_id):
+            entry = {"product_id": product_id, "subscription_id": sub.subscription_id, "subscription_key": sub.subscription_key}
+            decision.migrated.append(entry)
+            decision.bundle.append({"product_id": product_id, "subscription_key": sub.subscription_key})
+    if decision.accepted:
+        for product_id in catalog.bundle_products():
+            if product_id not in requested:
+                key = subscription_key("bundle", request_id, product_id)
+                decision.bundle.append({"product_id": product_id, "subscription_key": key})
+    return decision
+
+
+def _rejection(product_id: str, refusal: errors.Refusal) -> dict[str, Any]:
+    return {
+        "product_id": product_id,
+        "reason_code": refusal.reason,
+        "detail": refusal.detail,
+        "eligible_from": refusal.eligible_from,
+    }

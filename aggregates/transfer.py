@@ -1,0 +1,211 @@
+"""A partial seat transfer: one aggregate per operation id, holding both halves.
+
+Status: open (a cancel came first) -> waiting_for_pair -> paired (vendor call requested)
+-> sent (handed to the vendor client) -> completed | failed; or rejected / cancelled / expired. A failure with `retryable`
+parks the operation (status failed, parked) until an operator retries or cancels it.
+"""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from aggregates.errors import AlreadySent, DuplicateHalf, OperationClosed
+from aggregates.ids import aggregate_id
+
+SIDES = ("downgrade", "upgrade")
+CLOSED = frozenset({"completed", "rejected", "failed", "cancelled", "expired"})
+
+
+class Transfer(Aggregate):
+    class_version = 1
+
+    @staticmethod
+    def create_id(operation_id: str) -> UUID:
+        return aggregate_id("transfers", operation_id)
+
+    @event("Opened")
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        self.status = "open"
+        self.halves: dict[str, dict[str, Any]] = {}
+        self.vendor_request: dict[str, Any] | None = None
+        self.call_cause: str | None = None  # message_id of the pairing half, or of an operator's retry
+        self.parked = False
+        self.outcome: dict[str, Any] | None = None
+        self.vendor_rounds = 0
+
+    # -- halves ------------------------------------------------------------------------
+    def add_half(self, side: str, half: dict[str, Any], message_id: str) -> bool:
+        """Record a half; True when this half completes the pair. Raises a non-final refusal."""
+        assert side in SIDES
+        # Contract table order: DUPLICATE_HALF is checked before OPERATION_CLOSED.
+        first = self.halves.get(side)
+        if first is not None and not _same_order(first, half):
+            raise DuplicateHalf(
+                f"operation {self.operation_id} already has a {side} (order {first['order_id']})",
+                first_order_id=first["order_id"],
+            )
+        if self.status in CLOSED:
+            raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
+        if first is not None:
+            return False  # the same order sent again under a new message_id: nothing changes
+        self._half_received(side=side, half=half, message_id=message_id)
+        return len(self.halves) == 2
+
+    @event("HalfReceived")
+    def _half_received(self, side: str, half: dict[str, Any], message_id: str) -> None:
+        self.halves[side] = half
+        if self.status == "open":
+            self.status = "waiting_for_pair"
+
+    @property
+    def first_half_message_id(self) -> str | None:
+        earliest = min(self.halves.values(), key=lambda h: h["recorded_at"], default=None)
+        return earliest["message_id"] if earliest else None
+
+    def refuse(self, reason_code: str, detail: str, order_id: str | None, message_id: str) -> None:
+        """Answer one message with a non-final refusal; the operation stays as it was."""
+        self._message_refused(
+            operation_id=self.operation_id, reason_code=reason_code, detail=detail, order_id=order_id, message_id=message_id
+        )
+
+    @event("MessageRefused")
+    def _message_refused(self, operation_id: str, reason_code: str, detail: str, order_id: str | None, message_id: str) -> None:
+        pass
+
+    # -- decisions at pairing -----------------------------------------------------------
+    def reject(self, reason_code: str, detail: str, facts: dict[str, Any], order_id: str | None, message_id: str) -> None:
+        self._rejected(
+            operation_id=self.operation_id, reason_code=reason_code, detail=detail, facts=facts,
+            order_id=order_id, message_id=message_id,
+        )
+
+    @event("Rejected")
+    def _rejected(
+        self, operation_id: str, reason_code: str, detail: str, facts: dict[str, Any], order_id: str | None, message_id: str
+    ) -> None:
+        self.status = "rejected"
+        self.outcome = {"reason_code": reason_code, "detail": detail, "facts": facts}
+
+    def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired") -> None:
+        self._vendor_call_requested(
+            operation_id=self.operation_id, request=request, requested_by=requested_by, reason=reason,
+            message_id=message_id,
+        )
+
+    class VendorCallRequested(Aggregate.Event):
+        """Version 2 added `reason` (why the call was requested: "paired", or an operator's words)."""
+
+        class_version = 2
+        request: dict[str, Any]
+        requested_by: str
+        reason: str
+        message_id: str
+        operation_id: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reason"] = "paired"
+
+    @event(VendorCallRequested)
+    def _vendor_call_requested(
+        self, operation_id: str, request: dict[str, Any], requested_by: str, reason: str, message_id: str
+    ) -> None:
+        self.vendor_request = request
+        self.call_cause = message_id
+        self.status = "paired"
+        self.parked = False
+        self.outcome = None
+        self.vendor_rounds += 1
+
+    # -- vendor outcomes ----------------------------------------------------------------
+    def complete(self, vendor_reference: str, attempts: int, vendor_latency_ms: int, message_id: str) -> None:
+        assert self.vendor_request is not None
+        self._completed(
+            operation_id=self.operation_id,
+            source_subscription_id=self.vendor_request["source"]["subscription_id"],
+            target_subscription_id=self.vendor_request["target"]["subscription_id"],
+            seats=self.vendor_request["seats"],
+            vendor_reference=vendor_reference, attempts=attempts, vendor_latency_ms=vendor_latency_ms, message_id=message_id,
+        )
+
+    @event("Completed")
+    def _completed(
+        self, operation_id: str, source_subscription_id: str, target_subscription_id: str, seats: int,
+        vendor_reference: str, attempts: int, vendor_latency_ms: int, message_id: str,
+    ) -> None:
+        self.status = "completed"
+        self.outcome = {"vendor_reference": vendor_reference, "attempts": attempts}
+
+    def fail(self, reason_code: str, detail: str, retryable: bool, attempts: int, message_id: str) -> None:
+        self._failed(
+            operation_id=self.operation_id, reason_code=reason_code, detail=detail, retryable=retryable,
+            attempts=attempts, message_id=message_id,
+        )
+
+    @event("Failed")
+    def _failed(self, operation_id: str, reason_code: str, detail: str, retryable: bool, attempts: int, message_id: str) -> None:
+        self.status = "failed"
+        self.parked = retryable
+        self.outcome = {"reason_code": reason_code, "detail": detail, "retryable": retryable, "attempts": attempts}
+
+    def mark_sent(self) -> None:
+        """The dispatcher handed the call to the vendor client (status `sent`)."""
+        if self.status == "paired":
+            self._vendor_call_sent(operation_id=self.operation_id, round=self.vendor_rounds)
+
+    @event("VendorCallSent")
+    def _vendor_call_sent(self, operation_id: str, round: int) -> None:
+        self.status = "sent"
+
+    @property
+    def awaiting_vendor(self) -> bool:
+        return self.status in ("paired", "sent")
+
+    # -- operators and timeouts ---------------------------------------------------------
+    def cancel(self, requested_by: str, reason: str, message_id: str) -> None:
+        if self.awaiting_vendor:
+            raise AlreadySent(f"operation {self.operation_id}: the vendor call was already requested")
+        if self.status in CLOSED and not self.parked:
+            raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
+        self._cancelled(operation_id=self.operation_id, requested_by=requested_by, reason=reason, message_id=message_id)
+
+    @event("Cancelled")
+    def _cancelled(self, operation_id: str, requested_by: str, reason: str, message_id: str) -> None:
+        self.status = "cancelled"
+        self.parked = False
+        self.outcome = {"requested_by": requested_by, "reason": reason}
+
+    def retry(self, requested_by: str, reason: str, message_id: str) -> None:
+        """An operator retries a parked vendor failure with the same request and key."""
+        if not self.parked or self.vendor_request is None:
+            raise OperationClosed(f"operation {self.operation_id} is {self.status}, not a parked failure")
+        self.request_vendor_call(self.vendor_request, requested_by, message_id, reason=reason)
+
+    def expire(self, now: datetime, timeout_s: float) -> None:
+        if self.status != "waiting_for_pair":
+            return
+        waited = (now - self.first_recorded_at).total_seconds()
+        missing = next(s for s in SIDES if s not in self.halves)
+        self._expired(
+            operation_id=self.operation_id,
+            detail=f"no {missing} within {timeout_s:g}s of the first half (waited {waited:.0f}s)",
+            waited_s=round(waited, 3),
+            message_id=self.first_half_message_id,
+        )
+
+    @event("Expired")
+    def _expired(self, operation_id: str, detail: str, waited_s: float, message_id: str) -> None:
+        self.status = "expired"
+        self.outcome = {"reason_code": "PAIRING_TIMEOUT", "detail": detail}
+
+    @property
+    def first_recorded_at(self) -> datetime:
+        return min(datetime.fromisoformat(h["recorded_at"]) for h in self.halves.values())
+
+
+def _same_order(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    ignore = {"message_id", "occurred_at", "recorded_at"}
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}

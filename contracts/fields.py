@@ -1,0 +1,26 @@
+"""Field types shared by the message models: strict where JSON is ambiguous."""
+
+import re
+from datetime import date
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, StrictBool, StrictStr
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_string(value: Any) -> Any:
+    # Python-mode validation would accept ints and datetimes as dates; the wire
+    # carries dates only as "YYYY-MM-DD" strings.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError(f"must be a date string YYYY-MM-DD, got {value!r}")
+    return date.fromisoformat(value)
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_string)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Text = Annotated[StrictStr, Field(max_length=2000)]
+PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+Flag = StrictBool

@@ -1,0 +1,101 @@
+"""Result payloads and dead letters (CONTRACT.md section 4)."""
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TransferCompleted(Result):
+    operation_id: str
+    source_subscription_id: str
+    target_subscription_id: str
+    seats: int
+    vendor_reference: str
+
+
+class TransferRejected(Result):
+    operation_id: str
+    order_id: str | None
+    reason_code: str
+    detail: str
+    final: bool
+
+
+class TransferFailed(Result):
+    operation_id: str
+    reason_code: Literal["PAIRING_TIMEOUT", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE"]
+    detail: str
+    retryable: bool
+
+
+class TransferCancelled(Result):
+    operation_id: str
+    requested_by: str
+
+
+class MigratedProduct(Result):
+    product_id: str
+    subscription_id: str
+    subscription_key: str
+
+
+class BundleEntry(Result):
+    product_id: str
+    subscription_key: str
+
+
+class RejectedProduct(Result):
+    product_id: str
+    reason_code: str
+    detail: str
+    eligible_from: date | None
+
+
+class MigrationCompleted(Result):
+    request_id: str
+    customer_id: str
+    migrated: list[MigratedProduct]
+    bundle: list[BundleEntry]
+    rejected: list[RejectedProduct]
+
+
+class MigrationRejected(Result):
+    request_id: str
+    customer_id: str
+    rejected: list[RejectedProduct]
+
+
+RESULT_MODELS: dict[str, type[Result]] = {
+    "transfer.completed": TransferCompleted,
+    "transfer.rejected": TransferRejected,
+    "transfer.failed": TransferFailed,
+    "transfer.cancelled": TransferCancelled,
+    "migration.completed": MigrationCompleted,
+    "migration.rejected": MigrationRejected,
+}
+RESULTS: dict[str, TypeAdapter[Result]] = {t: TypeAdapter(m) for t, m in RESULT_MODELS.items()}
+
+DeadLetterReason = Literal[
+    "INVALID_JSON",
+    "INVALID_ENVELOPE",
+    "UNKNOWN_TYPE",
+    "UNSUPPORTED_SCHEMA_VERSION",
+    "INVALID_PAYLOAD",
+    "UNKNOWN_REFERENCE",
+]
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: DeadLetterReason
+    error: str
+    topic: str
+    partition: int
+    offset: int
+    original: str  # base64 of the original bytes

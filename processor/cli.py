@@ -1,0 +1,155 @@
+"""The `coterm` command: the only place that reads settings and opens connections."""
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from processor import cli_audit, cli_serve
+from processor.settings import Settings, SettingsError
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from processor.broker import BundledBroker
+    from processor.log_setup import configure_logging
+    from processor.runner import run
+    from processor.store import open_store
+    from projections.projection import Projection
+
+    settings = Settings.from_env()
+    if not settings.vendor_url:
+        raise SettingsError("COTERM_VENDOR_URL is not set: `coterm run` needs the vendor API (try `coterm vendor-sim`)")
+    configure_logging()
+    stop = _stop_on_signals()
+    app = open_store(settings.store)
+    broker = None
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        broker = BundledBroker().start()
+        bootstrap = broker.bootstrap
+        print(f"coterm: started the bundled broker at {bootstrap} (COTERM_KAFKA_BOOTSTRAP unset)", file=sys.stderr)
+        if app.process_recorder.max_tracking_id(f"{settings.topic_orders}:0") is not None:
+            print(f"coterm: warning: the bundled broker starts empty but {settings.store} already holds Kafka "
+                  "positions; offsets below them are treated as applied. Use a fresh COTERM_STORE with it.",
+                  file=sys.stderr)
+    try:
+        projection = Projection(app)
+        return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, followers=[projection.catch_up])
+    finally:
+        app.close()
+        if broker:
+            broker.stop()
+
+
+def cmd_vendor_sim(args: argparse.Namespace) -> int:
+    from processor.vendor_sim import Faults, VendorSimulator
+
+    faults = Faults(fail_rate=args.fail_rate, fail_first=args.fail_first, reject_plans=args.reject_plan or [])
+    sim = VendorSimulator(args.port, faults, host=args.host)
+    stop = _stop_on_signals()
+    sim.start()
+    print(f"vendor simulator listening on {sim.url}", flush=True)
+    stop.wait()
+    sim.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from processor.demo import run_demo
+
+    return run_demo(customers=args.customers, seed=args.seed)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text else \
+            datetime.fromisoformat(text + "T00:00:00+00:00")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO timestamp (e.g. 2026-03-03T12:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} must not be negative")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coterm", description="Event-sourced order processor for "
+                                     "usage-based migrations and partial seat transfers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="consume orders from Kafka until SIGTERM/SIGINT (or idle)")
+    run.add_argument("--until-idle", type=_positive(float), metavar="S",
+                     help="exit 0 once S seconds pass with no input, no pending vendor call and no result to publish")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="bundled broker + SQLite + vendor simulator: a realistic stream, end to end")
+    demo.add_argument("--customers", type=int, default=300, help="how many customers the stream has (default 300)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed of the generated stream")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("vendor-sim", help="run the vendor API simulator")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--fail-rate", type=_positive(float), default=0.0, help="share of attempts answered 503")
+    sim.add_argument("--fail-first", type=int, default=0, help="answer the first N attempts of every key with 503")
+    sim.add_argument("--reject-plan", action="append", metavar="PLAN_ID", help="answer 400 for this target plan")
+    sim.set_defaults(func=cmd_vendor_sim)
+
+    serve = sub.add_parser("serve", help="query API and operations dashboard over the store")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cli_serve.cmd_serve)
+
+    hist = sub.add_parser("history", help="every event of one aggregate, and its state as of a moment")
+    hist.add_argument("kind", choices=["subscription", "customer", "transfer"])
+    hist.add_argument("id", help="subscription_id, customer_id or operation_id")
+    hist.add_argument("--as-of", type=_timestamp, metavar="TIMESTAMP", help="only what was recorded by then")
+    hist.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    hist.set_defaults(func=cli_audit.cmd_history)
+
+    rep = sub.add_parser("replay", help="rebuild every read model from the first event into fresh tables")
+    rep.add_argument("--verify", action="store_true", help="compare with the live read models; exit 1 when they differ")
+    rep.set_defaults(func=cli_audit.cmd_replay)
+
+    exp = sub.add_parser("export", help="write the audit trail as JSON Lines")
+    exp.add_argument("--since", type=_timestamp, required=True, metavar="TIMESTAMP")
+    exp.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
+    exp.set_defaults(func=cli_audit.cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # e.g. `coterm export ... | head`
+        sys.stderr.close()
+        return 0
+    except SettingsError as error:
+        print(f"coterm: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

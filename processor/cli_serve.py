@@ -1,0 +1,27 @@
+"""`coterm serve`: the query API, staff actions and dashboard over the store."""
+
+import argparse
+import sys
+
+from processor.settings import Settings, SettingsError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from processor.store import open_store
+    from projections.api import create_app
+    from projections.staff import Staff, StaffError
+
+    settings = Settings.from_env()
+    try:
+        staff = Staff.load(settings.staff_file)
+    except StaffError as error:
+        raise SettingsError(str(error)) from None
+    app = open_store(settings.store)
+    if not staff.enabled:
+        print("coterm: COTERM_STAFF_FILE is unset: cancel and retry are refused", file=sys.stderr)
+    print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(create_app(app, staff), host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,179 @@
+"""`coterm demo`: bundled broker, fresh SQLite store and vendor simulator, end to end."""
+
+import json
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+
+from processor.broker import BundledBroker, ensure_topics
+from processor.demo_stream import RETIRED_PLAN, Message, build_stream
+from processor.inbox import Inbox
+from processor.kafka_io import read_topic
+from processor.log_setup import configure_logging
+from processor.outbox import Outbox
+from processor.runner import Progress, run
+from processor.settings import Settings
+from processor.store import open_store
+from processor.vendor_sim import Faults, VendorSimulator
+from projections.projection import Projection
+
+DEMO_DIR = Path("var/demo")
+PAIRING_TIMEOUT_S = 5.0  # short, so the demo's orphan half expires while you watch
+
+
+def run_demo(customers: int = 300, seed: int = 42) -> int:
+    if DEMO_DIR.exists():
+        shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
+    DEMO_DIR.mkdir(parents=True)
+    store = str(DEMO_DIR / "coterm.sqlite")
+    log_file = (DEMO_DIR / "coterm.log").open("w")
+    configure_logging(log_file)
+    stream = build_stream(customers, seed)
+    say(f"coterm demo: {customers} customers, {len(stream.reference)} reference messages, "
+        f"{len(stream.orders)} orders (incl. duplicates and malformed ones)")
+    with BundledBroker() as broker:
+        vendor = VendorSimulator(faults=Faults(fail_rate=0.2, reject_plans=[RETIRED_PLAN], seed=seed)).start()
+        say(f"  broker    {broker.bootstrap} (bundled Tansu, in memory)")
+        say(f"  vendor    {vendor.url} (simulator: 20% of attempts answer 503, plan {RETIRED_PLAN} is refused)")
+        say(f"  store     {store} (SQLite); logs in {DEMO_DIR / 'coterm.log'}")
+        settings = Settings(kafka_bootstrap=broker.bootstrap, store=store, vendor_url=vendor.url,
+                            pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
+        ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
+        watch = _Watch()
+        app = open_store(store)
+        stop = threading.Event()
+        projection = Projection(app)  # read models for `coterm serve`, kept current as in `coterm run`
+        worker = threading.Thread(target=run, args=(app, settings, broker.bootstrap, stop), daemon=True,
+                                  kwargs={"on_progress": watch.update, "followers": [projection.catch_up]})
+        started = time.monotonic()
+        worker.start()
+        try:
+            _publish(broker.bootstrap, settings.topic_orders, stream.reference)
+            watch.wait_for(len(stream.reference), "reference data")
+            _publish(broker.bootstrap, settings.topic_orders, stream.orders)
+            watch.wait_for(len(stream.reference) + len(stream.orders), "orders", settle_s=PAIRING_TIMEOUT_S + 2)
+        finally:
+            stop.set()
+            worker.join(timeout=60)
+            projection.run_to_end()  # whatever the last loop left: the dashboard starts current
+            app.close()
+        elapsed = time.monotonic() - started
+        results = _read_all(broker.bootstrap, settings.topic_results)
+        letters = _read_all(broker.bootstrap, settings.topic_deadletter)
+        _summary(results, letters, vendor, watch, elapsed)
+        vendor.stop()
+    say(f"\nThe store stays in {store}. Look inside with:  COTERM_STORE={store} .venv/bin/coterm serve")
+    return 0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class _Watch:
+    """Progress shared by the processor thread (writer) and the demo (reader)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = 0
+        self.published = 0
+        self.vendor_pending = 0
+        self.waiting = 0
+        self.duplicates = 0
+        self.busy = True
+        self.caught_up = False
+
+    def update(self, progress: Progress, inbox: Inbox, outbox: Outbox) -> None:
+        with self.lock:
+            self.received = progress.received
+            self.published = outbox.published
+            self.vendor_pending = len(outbox.calls)
+            self.waiting = len(outbox.waiting)
+            self.duplicates = inbox.stats.duplicates
+            self.caught_up = progress.caught_up
+            self.busy = outbox.busy
+
+    def line(self, total: int) -> str:
+        with self.lock:
+            return (f"  processed {self.received:>5}/{total}  results {self.published:>4}  "
+                    f"vendor calls pending {self.vendor_pending:>3}  halves waiting {self.waiting:>2}  "
+                    f"duplicates ignored {self.duplicates:>2}")
+
+    def wait_for(self, total: int, what: str, settle_s: float = 0.0, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        settled_since: float | None = None
+        tty = sys.stdout.isatty()
+        last_print = 0.0
+        while time.monotonic() < deadline:
+            with self.lock:
+                done = self.received >= total and self.caught_up and not self.busy and self.waiting == 0
+            now = time.monotonic()
+            if tty or now - last_print > 2:
+                print(("\r" if tty else "") + self.line(total), end="" if tty else "\n", flush=True)
+                last_print = now
+            if done:
+                settled_since = settled_since or now
+                if now - settled_since >= min(settle_s, 1.0):
+                    break
+            else:
+                settled_since = None
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the demo's {what} were not processed within {timeout_s}s")
+        print(("\r" if tty else "") + self.line(total) + f"  <- {what} done", flush=True)
+
+
+def _publish(bootstrap: str, topic: str, messages: list[Message]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    for m in messages:
+        producer.send(topic, key=m.key.encode() if m.key else None, value=m.value, partition=m.partition)
+    producer.flush()
+    producer.close()
+
+
+def _read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in read_topic(bootstrap, topic)]
+
+
+def _table(title: str, rows: list[tuple[str, int]]) -> None:
+    say(f"\n{title}")
+    width = max([len(r[0]) for r in rows] + [10])
+    for label, count in rows:
+        say(f"  {label:<{width}}  {count:>5}")
+
+
+def _summary(results: list[dict[str, Any]], letters: list[dict[str, Any]], vendor: VendorSimulator,
+             watch: _Watch, elapsed: float) -> None:
+    outcomes: Counter[str] = Counter()
+    for r in results:
+        p = r["payload"]
+        if r["type"] == "transfer.rejected":
+            outcomes[f"rejected {p['reason_code']}" + ("" if p["final"] else " (message only)")] += 1
+        elif r["type"] == "transfer.failed":
+            outcomes[f"failed {p['reason_code']}" + (" (parked)" if p["retryable"] else "")] += 1
+        elif r["type"].startswith("transfer."):
+            outcomes[r["type"].split(".")[1]] += 1
+    _table("Seat transfers by outcome", sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0])))
+    migrations = Counter(r["type"] for r in results if r["type"].startswith("migration."))
+    products: Counter[str] = Counter()
+    for r in results:
+        if r["type"].startswith("migration."):
+            products["product migrated (key kept)"] += len(r["payload"].get("migrated", []))
+            for rej in r["payload"]["rejected"]:
+                products[f"product refused {rej['reason_code']}"] += 1
+    _table("Migrations to usage-based", sorted(migrations.items()) + sorted(products.items(), key=lambda kv: -kv[1]))
+    _table("Dead letters", sorted(Counter(d["reason"] for d in letters).items()))
+    completed = outcomes["completed"]
+    with vendor.state.lock:
+        accepted, attempts = len(vendor.state.accepted), len(vendor.state.requests)
+    _table("Vendor", [("calls accepted by the vendor", accepted), ("completed transfers", completed),
+                      ("HTTP attempts incl. retries", attempts), ("duplicate messages ignored", watch.duplicates)])
+    verdict = "OK" if accepted == completed else "MISMATCH"
+    say(f"\nExactly one vendor call per completed transfer: {verdict} ({accepted} = {completed}); "
+        f"{len(results)} results, {len(letters)} dead letters in {elapsed:.1f}s")

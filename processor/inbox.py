@@ -1,0 +1,125 @@
+"""Apply polled Kafka records to the store: one transaction per partition per batch,
+holding the new events and the position they came from (a tracking record)."""
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from aggregates import commands, errors
+from aggregates.application import Orders, UnitOfWork
+from aggregates.inbox import DeadLetter, InboundMessage
+from contracts.parsing import Inbound, Rejection, parse_message
+from processor import translate
+
+log = structlog.get_logger("coterm.inbox")
+MAX_ATTEMPTS = 5
+
+
+def position_name(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class InboxStats:
+    duplicates: int = 0
+    dead_letters: int = 0
+
+
+class Inbox:
+    def __init__(self, app: Orders, clock: Callable[[], datetime] = utc_now) -> None:
+        self.app = app
+        self.clock = clock
+        self.stats = InboxStats()
+
+    def resume_position(self, topic: str, partition: int) -> int | None:
+        """The next offset to read, from the store (None: never read)."""
+        return self.app.process_recorder.max_tracking_id(position_name(topic, partition))
+
+    def process(self, topic: str, partition: int, records: Sequence[Any]) -> int:
+        """Apply records of one partition atomically; returns how many were new.
+
+        A conflict (another processor wrote the same aggregate or position) rolls the
+        transaction back; the batch is then re-read against the store and applied again.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            resume_at = self.resume_position(topic, partition)
+            todo = [r for r in records if resume_at is None or r.offset >= resume_at]
+            if len(todo) < len(records):
+                # Redelivered (e.g. after a rebalance): the store already holds their effects.
+                log.info("batch.already_applied", topic=topic, partition=partition,
+                         skipped=len(records) - len(todo), resume_at=resume_at)
+            if not todo:
+                return 0
+            uow = self.app.unit_of_work()
+            try:
+                lines = [self._apply(uow, topic, partition, r) for r in todo]
+            except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
+                if len(todo) == 1:
+                    uow, lines = self._quarantine(topic, partition, todo[0], error)
+                else:
+                    return self._one_by_one(topic, partition, todo)
+            try:
+                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1))
+            except IntegrityError as conflict:
+                log.warning("batch.conflicted", topic=topic, partition=partition, attempt=attempt, error=str(conflict))
+                continue
+            for line in lines:  # logged only once committed: a rolled-back batch said nothing
+                self._count(line)
+                log.info("message.processed", **line)
+            return len(todo)
+        raise RuntimeError(f"{topic}:{partition}: batch kept conflicting after {MAX_ATTEMPTS} attempts")
+
+    def _one_by_one(self, topic: str, partition: int, records: Sequence[Any]) -> int:
+        """Find the record that breaks processing: each then commits alone."""
+        return sum(self.process(topic, partition, [record]) for record in records)
+
+    def _quarantine(self, topic: str, partition: int, record: Any, error: Exception) -> tuple[UnitOfWork, list[dict[str, Any]]]:
+        """A record that breaks processing (a bug, not bad input) is dead-lettered, not retried forever."""
+        log.error("message.processing_failed", topic=topic, partition=partition, offset=record.offset,
+                  error=repr(error)[:500])
+        uow = self.app.unit_of_work()
+        line = {"topic": topic, "partition": partition, "offset": record.offset, "message_id": None, "type": None}
+        return uow, [self._dead_letter(uow, record, line, "INVALID_PAYLOAD", f"processing failed: {error!r}"[:1000])]
+
+    def _apply(self, uow: UnitOfWork, topic: str, partition: int, record: Any) -> dict[str, Any]:
+        parsed = parse_message(record.value)
+        envelope = parsed.envelope
+        line: dict[str, Any] = {"topic": topic, "partition": partition, "offset": record.offset,
+                                "message_id": str(envelope.message_id) if envelope else None,
+                                "type": envelope.type if envelope else None}
+        if envelope is not None:
+            if uow.exists(InboundMessage.create_id(str(envelope.message_id))):
+                return {**line, "outcome": "duplicate"}
+            uow.add(InboundMessage(message_id=str(envelope.message_id), type=envelope.type, topic=topic,
+                                   partition=partition, offset=record.offset, occurred_at=envelope.occurred_at.isoformat()))
+        if isinstance(parsed, Rejection):
+            return self._dead_letter(uow, record, line, parsed.reason, parsed.detail)
+        assert isinstance(parsed, Inbound)
+        line.update(translate.log_context(parsed))
+        ctx = commands.Context(str(envelope.message_id), envelope.occurred_at, self.clock())
+        try:
+            translate.apply(uow, parsed, ctx)
+        except errors.InvalidInput as invalid:
+            return self._dead_letter(uow, record, line, invalid.reason, invalid.detail)
+        return {**line, "outcome": "applied"}
+
+    def _dead_letter(self, uow: UnitOfWork, record: Any, line: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+        original = base64.b64encode(record.value or b"").decode("ascii")
+        uow.add(DeadLetter(topic=line["topic"], partition=line["partition"], offset=line["offset"], reason=reason,
+                           error=detail, original=original, message_id=line["message_id"], type=line["type"]))
+        return {**line, "outcome": "dead_lettered", "reason": reason, "error": detail[:300]}
+
+    def _count(self, line: dict[str, Any]) -> None:
+        if line["outcome"] == "duplicate":
+            self.stats.duplicates += 1
+        elif line["outcome"] == "dead_lettered":
+            self.stats.dead_letters += 1

@@ -1,0 +1,110 @@
+"""kafka-python wiring: the consumer that resumes from the store, and the outbound publisher."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+
+from processor.results import Outbound
+
+log = structlog.get_logger("coterm.kafka")
+
+
+class ResumeFromStore(ConsumerRebalanceListener):
+    """On assignment, seek to the positions recorded in the store, not Kafka's committed offsets."""
+
+    def __init__(self, consumer: KafkaConsumer, resume_position: Callable[[str, int], int | None]) -> None:
+        self.consumer = consumer
+        self.resume_position = resume_position
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            offset = self.resume_position(tp.topic, tp.partition)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info("partitions.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions.revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+
+def make_consumer(bootstrap: str, group_id: str) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=f"{group_id}-consumer",
+        enable_auto_commit=False,  # the store's tracking records are the positions
+        auto_offset_reset="earliest",
+        # The bundled broker's group join waits about session_timeout/2.
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_records=500,
+        fetch_max_wait_ms=200,
+    )
+
+
+def caught_up(consumer: KafkaConsumer) -> bool:
+    """True when every assigned partition is read up to its high watermark.
+
+    The high watermark comes from fetch responses (the bundled broker's ListOffsets
+    answer is not reliable), so before the first fetch a partition counts as behind.
+    """
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    for tp in assignment:
+        highwater = consumer.highwater(tp)
+        if highwater is None or consumer.position(tp) < highwater:
+            return False
+    return True
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap: str, results_topic: str, deadletter_topic: str) -> None:
+        self.topics = {"result": results_topic, "deadletter": deadletter_topic}
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=10,
+                                      client_id="coterm-publisher")
+
+    def publish(self, messages: list[Outbound]) -> None:
+        futures = [
+            self.producer.send(self.topics[m.kind], key=m.key.encode() if m.key else None, value=m.value)
+            for m in messages
+        ]
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # raises if the broker refused one: then nothing is marked published
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every record on a topic, read until each partition reaches its high watermark."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=100).values():
+            records.extend(batch)
+        marks = [consumer.highwater(tp) for tp in partitions]
+        if all(m is not None and consumer.position(tp) >= m for tp, m in zip(partitions, marks, strict=True)):
+            break
+    consumer.close()
+    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
+
+
+def commit_positions(consumer: KafkaConsumer, positions: dict[Any, int]) -> None:
+    """Mirror the store's positions to Kafka for lag dashboards; best effort, never the truth."""
+    from kafka.structs import OffsetAndMetadata
+
+    try:
+        consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()})
+    except Exception as error:  # noqa: BLE001 - a failed mirror must not stop processing
+        log.warning("kafka.commit_failed", error=str(error))

@@ -1,0 +1,178 @@
+"""The outbox: follows the store's notification log to publish results, send vendor calls
+and expire orphan halves. Nothing here decides business outcomes; it only carries out
+what the store already records, and records what came back.
+
+Two tracking records keep its place across restarts:
+- `coterm.results`: the last notification whose result or dead letter Kafka acknowledged;
+- `coterm.work`: a low-water mark below which no half waits and no vendor call is open,
+  so a restart re-reads only what may still need work.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
+
+from aggregates import commands
+from aggregates.application import Orders
+from aggregates.transfer import Transfer
+from processor.results import OUTBOUND, Outbound, outbound_of
+from processor.vendor_client import Stopped, VendorClient, VendorOutcome
+
+log = structlog.get_logger("coterm.outbox")
+
+RESULTS_TRACKING = "coterm.results"
+WORK_TRACKING = "coterm.work"
+OPENS_WAIT = Transfer.HalfReceived
+OPENS_CALL = Transfer.VendorCallRequested
+CLOSES = (Transfer.Rejected, Transfer.Completed, Transfer.Failed, Transfer.Expired, Transfer.Cancelled)
+TOPICS = sorted({get_topic(c) for c in (OPENS_WAIT, OPENS_CALL, *CLOSES, *OUTBOUND)})
+
+
+class Publisher(Protocol):
+    def publish(self, messages: list[Outbound]) -> None:
+        """Send and wait until the broker acknowledged every message."""
+
+
+@dataclass
+class Waiting:
+    notification_id: int
+    recorded_at: datetime
+
+
+@dataclass
+class Call:
+    notification_id: int
+    request: dict[str, Any]
+
+
+class Outbox:
+    def __init__(self, app: Orders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
+                 clock: Callable[[], datetime], workers: int = 8) -> None:
+        self.app = app
+        self.publisher = publisher
+        self.vendor = vendor
+        self.pairing_timeout_s = pairing_timeout_s
+        self.clock = clock
+        recorder = app.process_recorder
+        self.results_at = recorder.max_tracking_id(RESULTS_TRACKING) or 0
+        self.work_at = recorder.max_tracking_id(WORK_TRACKING) or 0
+        self.read_at = min(self.results_at, self.work_at)
+        self.waiting: dict[str, Waiting] = {}
+        self.calls: dict[str, Call] = {}
+        self.in_flight: dict[str, Future[VendorOutcome]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
+        self.published = 0
+
+    # -- following the log ------------------------------------------------------------------
+    def follow(self, limit: int = 1000) -> int:
+        """Read new notifications, publish what they answer; returns how many were read."""
+        notifications = self.app.process_recorder.select_notifications(
+            start=self.read_at + 1, limit=limit, topics=TOPICS)
+        outgoing: list[Outbound] = []
+        for notification in notifications:
+            event = self.app.mapper.to_domain_event(notification)
+            self._track(notification.id, event)
+            if notification.id > self.results_at:
+                message = outbound_of(event)
+                if message is not None:
+                    outgoing.append(message)
+        if not notifications:
+            return 0
+        last = notifications[-1].id
+        if outgoing:
+            self.publisher.publish(outgoing)
+            self.published += len(outgoing)
+        self.read_at = last
+        if last > self.results_at:
+            self.results_at = last
+            self.app.process_recorder.insert_tracking(Tracking(RESULTS_TRACKING, last))
+        self._save_low_water()
+        return len(notifications)
+
+    def _track(self, notification_id: int, event: Any) -> None:
+        op = getattr(event, "operation_id", None)
+        if isinstance(event, OPENS_WAIT):
+            op = event.half["operation_id"]
+            if op not in self.waiting and op not in self.calls:
+                self.waiting[op] = Waiting(notification_id, datetime.fromisoformat(event.half["recorded_at"]))
+        elif isinstance(event, OPENS_CALL):
+            self.waiting.pop(op, None)
+            self.calls[op] = Call(notification_id, event.request)
+        elif isinstance(event, CLOSES):
+            self.waiting.pop(op, None)
+            self.calls.pop(op, None)
+
+    def _save_low_water(self) -> None:
+        open_ids = [w.notification_id for w in self.waiting.values()] + [c.notification_id for c in self.calls.values()]
+        low = min(open_ids) - 1 if open_ids else self.read_at
+        if low > self.work_at:
+            self.work_at = low
+            self.app.process_recorder.insert_tracking(Tracking(WORK_TRACKING, low))
+
+    # -- vendor calls -----------------------------------------------------------------------
+    def dispatch(self) -> int:
+        """Send every requested call not yet in flight; record outcomes that came back."""
+        if self.vendor is None:
+            return 0
+        for op, call in list(self.calls.items()):
+            if op not in self.in_flight:
+                self.app.decide(lambda uow, op=op: commands.mark_vendor_call_sent(uow, op))
+                log.info("vendor.call_started", operation_id=op)
+                self.in_flight[op] = self.pool.submit(self.vendor.send, call.request)
+        recorded = 0
+        for op, future in list(self.in_flight.items()):
+            if future.done():
+                del self.in_flight[op]
+                try:
+                    outcome = future.result()
+                except Stopped:
+                    continue  # stays requested in the store: sent again on restart
+                self._record_outcome(op, outcome)
+                recorded += 1
+        return recorded
+
+    def _record_outcome(self, op: str, outcome: VendorOutcome) -> None:
+        def record(uow: Any) -> bool:
+            if outcome.ok:
+                assert outcome.vendor_reference is not None
+                return commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
+            assert outcome.reason_code is not None
+            return commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable, outcome.attempts)
+
+        self.app.decide(record)
+        self.calls.pop(op, None)
+        event = "vendor.call_succeeded" if outcome.ok else "vendor.call_failed"
+        log.info(event, operation_id=op, attempts=outcome.attempts, latency_ms=outcome.latency_ms,
+                 vendor_reference=outcome.vendor_reference, reason_code=outcome.reason_code, detail=outcome.detail[:300])
+
+    # -- pairing timeouts -------------------------------------------------------------------
+    def expire(self, caught_up: bool) -> int:
+        """Expire halves that waited too long; only while all input on our partitions is read."""
+        if not caught_up:
+            return 0
+        now = self.clock()
+        due = [op for op, w in self.waiting.items() if (now - w.recorded_at).total_seconds() >= self.pairing_timeout_s]
+        for op in due:
+            if self.app.decide(lambda uow, op=op: commands.expire_transfer(uow, op, now, self.pairing_timeout_s)):
+                log.info("transfer.expired", operation_id=op)
+            self.waiting.pop(op, None)
+        return len(due)
+
+    # -- idleness ---------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Vendor calls pending or results unpublished (waiting halves do not count)."""
+        if self.calls or self.in_flight:
+            return True
+        return bool(self.app.process_recorder.select_notifications(start=self.read_at + 1, limit=1, topics=TOPICS))
+
+    def close(self) -> None:
+        if self.vendor is not None:
+            self.vendor.stop.set()  # calls in backoff give up; they stay requested in the store
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,76 @@
+"""Open the event store named by COTERM_STORE: a SQLite path or a postgresql:// URL."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from aggregates.application import Orders
+from processor.settings import SettingsError
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def store_env(store: str) -> dict[str, str]:
+    """eventsourcing's environment for a store location.
+
+    A `?schema=NAME` query on a PostgreSQL URL keeps coterm's tables in that schema
+    (created if missing), so that several stores can share one database.
+    """
+    if store.startswith(("postgresql://", "postgres://")):
+        url = urlparse(store)
+        if not url.path.strip("/"):
+            raise SettingsError(f"COTERM_STORE={store!r} names no database")
+        query = parse_qs(url.query)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(url.path.lstrip("/")),
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_POOL_SIZE": "4",
+        }
+        return env
+    if "://" in store:
+        raise SettingsError(f"COTERM_STORE={store!r}: use a SQLite file path or a postgresql:// URL")
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
+
+
+def open_store(store: str) -> Orders:
+    env = store_env(store)
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        Path(env["SQLITE_DBNAME"]).parent.mkdir(parents=True, exist_ok=True)
+    elif env["POSTGRES_SCHEMA"] != "public":
+        _create_schema(env)
+    try:
+        return Orders(env=env)
+    except Exception as error:  # noqa: BLE001 - any driver error means "cannot open", said plainly
+        raise SettingsError(f"cannot open the event store {redact(store)}: {error}") from error
+
+
+def connect_postgres(env: dict[str, str], connect_timeout: int = 10) -> "psycopg.Connection[Any]":
+    """An autocommit connection to the database the store env names (outside the library's pool)."""
+    import psycopg
+
+    return psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
+        connect_timeout=connect_timeout,
+    )
+
+
+def _create_schema(env: dict[str, str]) -> None:
+    from psycopg import sql
+
+    with connect_postgres(env) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+
+
+def redact(store: str) -> str:
+    url = urlparse(store)
+    if url.password:
+        return store.replace(f":{url.password}@", ":***@")
+    return store

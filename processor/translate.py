@@ -1,0 +1,51 @@
+"""The one place that knows both the wire models and the domain commands."""
+
+from collections.abc import Callable
+from typing import Any
+
+from aggregates import commands
+from aggregates.application import UnitOfWork
+from contracts import inbound as wire
+from contracts.parsing import Inbound
+
+Handler = Callable[[UnitOfWork, commands.Context, Any], object]
+
+
+def _half(side: str) -> Handler:
+    return lambda uow, ctx, p: commands.add_half(uow, ctx, side, p.model_dump())
+
+
+HANDLERS: dict[str, Handler] = {
+    "catalog.product_defined": lambda uow, ctx, p: commands.define_product(
+        uow, ctx, p.product_id, p.name, p.supports_usage_based, p.in_usage_bundle
+    ),
+    "customer.registered": lambda uow, ctx, p: commands.register_customer(
+        uow, ctx, **p.model_dump()
+    ),
+    "customer.updated": lambda uow, ctx, p: commands.update_customer(uow, ctx, p.customer_id, p.changes()),
+    "subscription.purchased": lambda uow, ctx, p: commands.purchase_subscription(uow, ctx, **p.model_dump()),
+    "subscription.resized": lambda uow, ctx, p: commands.resize_subscription(uow, ctx, p.subscription_id, p.seats),
+    "migration.requested": lambda uow, ctx, p: commands.request_migration(
+        uow, ctx, p.request_id, p.customer_id, list(p.product_ids), p.requested_by
+    ),
+    "transfer.downgrade_ordered": _half("downgrade"),
+    "transfer.upgrade_ordered": _half("upgrade"),
+    "transfer.cancel_requested": lambda uow, ctx, p: commands.cancel_transfer(
+        uow, ctx, p.operation_id, p.requested_by, p.reason
+    ),
+}
+assert set(HANDLERS) == set(wire.PAYLOAD_MODELS), "every inbound type needs a handler"
+
+
+def apply(uow: UnitOfWork, message: Inbound, ctx: commands.Context) -> None:
+    HANDLERS[message.envelope.type](uow, ctx, message.payload)
+
+
+def log_context(message: Inbound) -> dict[str, str]:
+    """The business ids a log line about this message is bound to."""
+    fields = {}
+    for name in ("operation_id", "customer_id", "request_id", "subscription_id", "product_id"):
+        value = getattr(message.payload, name, None)
+        if value is not None:
+            fields[name] = value
+    return fields

@@ -1,0 +1,127 @@
+"""A vendor simulator implementing the transfer API, for the demo and the tests.
+
+It dedupes by Idempotency-Key (a repeat gets 409 with the first vendor_reference), and
+can inject faults: a share of 503s, the first N attempts per key failing, or plans it
+rejects with 400. `GET /_sim/requests` lists what it received; `POST /_sim/faults` changes
+the faults at run time.
+"""
+
+import json
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts.vendor import VendorTransferRequest
+
+
+@dataclass
+class Faults:
+    fail_rate: float = 0.0  # share of attempts answered 503
+    fail_first: int = 0  # the first N attempts of every key answered 503
+    reject_plans: list[str] = field(default_factory=list)  # plan ids answered 400
+    seed: int = 7
+
+
+class VendorState:
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.lock = threading.Lock()
+        self.random = random.Random(faults.seed)
+        self.accepted: dict[str, dict[str, Any]] = {}  # key -> {"reference", "body"}
+        self.requests: list[dict[str, Any]] = []  # every attempt, for tests and the demo
+        self.attempts: dict[str, int] = {}
+
+    def handle(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace")})
+            if not key:
+                return 400, {"error": "Idempotency-Key header is required"}
+            try:
+                body = VendorTransferRequest.model_validate_json(raw)
+            except ValidationError as error:
+                return 400, {"error": f"invalid transfer request: {error.errors(include_url=False)[:3]}"}
+            seen = self.accepted.get(key)
+            if seen is not None:
+                if seen["body"] != body:
+                    return 422, {"error": "Idempotency-Key reused with a different body"}
+                return 409, {"vendor_reference": seen["reference"], "error": "duplicate Idempotency-Key"}
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if self.attempts[key] <= self.faults.fail_first or self.random.random() < self.faults.fail_rate:
+                return 503, {"error": "vendor temporarily unavailable"}
+            plan = getattr(body.target, "plan_id", None)
+            if plan in self.faults.reject_plans:
+                return 400, {"error": f"plan {plan} is retired and takes no new subscriptions"}
+            reference = f"VND-{len(self.accepted) + 1:06d}"
+            self.accepted[key] = {"reference": reference, "body": body}
+            return 201, {"vendor_reference": reference}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "VendorSimulator"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo read /_sim
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_POST(self) -> None:  # noqa: N802
+        state = self.server.state
+        if self.path == "/v1/transfers":
+            self._reply(*state.handle(self.headers.get("Idempotency-Key"), self._body()))
+        elif self.path == "/_sim/faults":
+            try:
+                changes = json.loads(self._body())
+                with state.lock:
+                    state.faults = Faults(**{**asdict(state.faults), **changes})
+            except (ValueError, TypeError) as error:
+                self._reply(400, {"error": str(error)})
+                return
+            self._reply(200, asdict(state.faults))
+        else:
+            self._reply(404, {"error": f"no route {self.path}"})
+
+    def do_GET(self) -> None:  # noqa: N802
+        state = self.server.state
+        if self.path == "/_sim/requests":
+            with state.lock:
+                self._reply(200, {"requests": state.requests, "accepted": {k: v["reference"] for k, v in state.accepted.items()}})
+        elif self.path == "/healthz":
+            self._reply(200, {"ok": True})
+        else:
+            self._reply(404, {"error": f"no route {self.path}"})
+
+
+class VendorSimulator(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, faults: Faults | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), _Handler)
+        self.state = VendorState(faults or Faults())
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "VendorSimulator":
+        self._thread = threading.Thread(target=self.serve_forever, name="vendor-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

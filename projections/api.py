@@ -1,0 +1,178 @@
+"""`coterm serve`: the query API, the staff actions and the dashboard, in one process."""
+
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aggregates import commands, errors
+from aggregates.application import KeptConflicting, Orders, UnitOfWork
+from aggregates.transfer import Transfer
+from projections.projection import Projection
+from projections.queries import BadQuery, Queries
+from projections.staff import PARTIAL_UPGRADE, Staff
+
+DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        self.status, self.error, self.detail = status, error, detail
+
+
+class Action(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why: recorded in the operation's history")
+
+
+class ActionResult(BaseModel):
+    operation_id: str
+    action: str
+    action_id: str
+    by: str
+    status: str
+
+
+def _fail(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
+    projection = Projection(app)
+    queries = Queries(app, projection.tables)
+    lock = threading.Lock()  # one projection catch-up at a time within this process
+    stop = threading.Event()
+
+    def catch_up() -> None:
+        with lock:
+            projection.run_to_end()
+
+    def follow() -> None:
+        # Read models stay current even when no `coterm run` shares this store.
+        while not stop.wait(refresh_s):
+            try:
+                catch_up()
+            except Exception:  # noqa: BLE001 - keep serving; the next round tries again
+                pass
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        catch_up()
+        follower = threading.Thread(target=follow, name="projection", daemon=True)
+        follower.start()
+        yield
+        stop.set()
+        follower.join(timeout=30)  # never leave it reading a store that is about to close
+
+    api = FastAPI(title="coterm", version="1", lifespan=lifespan,
+                  description="Operations, customers, stats and actions of coterm, the order processor.")
+
+    @api.exception_handler(ApiError)
+    def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _fail(exc.status, exc.error, exc.detail)
+
+    @api.exception_handler(BadQuery)
+    def _bad_query(_: Request, exc: BadQuery) -> JSONResponse:
+        return _fail(400, "BAD_PARAMETER", str(exc))
+
+    @api.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _fail(400, "BAD_PARAMETER", detail)
+
+    @api.exception_handler(StarletteHTTPException)
+    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _fail(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR", str(exc.detail))
+
+    @api.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        head = app.process_recorder.max_notification_id() or 0
+        return {"ok": True, "store_position": head, "read_model_position": projection.position}
+
+    @api.get("/api/operations", tags=["operations"])
+    def list_operations(
+        status: str | None = None, customer: str | None = None, reason: str | None = None,
+        since: Annotated[str | None, Query(description="ISO date or timestamp: created at or after")] = None,
+        until: Annotated[str | None, Query(description="ISO date or timestamp: created before")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
+    ) -> dict[str, Any]:
+        return queries.list_operations(status, customer, reason, since, until, limit, cursor)
+
+    @api.get("/api/operations/{operation_id}", tags=["operations"])
+    def get_operation(operation_id: str) -> dict[str, Any]:
+        found = queries.operation(operation_id)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
+        return found
+
+    @api.get("/api/customers/{customer_id}", tags=["customers"])
+    def get_customer(customer_id: str, on: Annotated[date | None, Query(
+            description="date for the migration what-if (default: today, UTC)")] = None) -> dict[str, Any]:
+        found = queries.customer(customer_id, on or datetime.now(timezone.utc).date())
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"customer {customer_id} is unknown")
+        return found
+
+    @api.get("/api/stats", tags=["ops"])
+    def stats() -> dict[str, Any]:
+        return queries.stats()
+
+    def authorise(authorization: str | None) -> str:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise ApiError(401, "UNAUTHENTICATED", "send Authorization: Bearer <token> of a staff user")
+        user = staff.user(authorization[7:].strip())
+        if user is None:
+            raise ApiError(401, "UNAUTHENTICATED", "the token belongs to no staff user")
+        if PARTIAL_UPGRADE not in staff.privileges(user):
+            raise ApiError(403, "FORBIDDEN", f"{user.name} lacks the {PARTIAL_UPGRADE} privilege")
+        return user.name
+
+    def act(operation_id: str, action: str, body: Action, authorization: str | None) -> ActionResult:
+        by = authorise(authorization)
+        action_id = str(uuid.uuid4())
+
+        def change(uow: UnitOfWork) -> Transfer:
+            transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+            if transfer is None:
+                raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
+            try:
+                if action == "cancel":
+                    transfer.cancel(by, body.reason, action_id)
+                else:
+                    commands.retry_transfer(uow, operation_id, by, body.reason, action_id)
+            except errors.Refusal as refusal:
+                raise ApiError(409, refusal.reason, refusal.detail) from None
+            return transfer
+
+        try:
+            transfer = app.decide(change)  # the processor may change it meanwhile: then decide again
+        except KeptConflicting:
+            raise ApiError(409, "CONFLICT", "the operation kept changing; try again") from None
+        catch_up()
+        return ActionResult(operation_id=operation_id, action=action, action_id=action_id, by=by, status=transfer.status)
+
+    @api.post("/api/operations/{operation_id}/cancel", tags=["actions"], response_model=ActionResult)
+    def cancel(operation_id: str, body: Annotated[Action, Body()],
+               authorization: Annotated[str | None, Header()] = None) -> ActionResult:
+        """Cancel an operation not yet sent to the vendor, or a parked vendor failure."""
+        return act(operation_id, "cancel", body, authorization)
+
+    @api.post("/api/operations/{operation_id}/retry", tags=["actions"], response_model=ActionResult)
+    def retry(operation_id: str, body: Annotated[Action, Body()],
+              authorization: Annotated[str | None, Header()] = None) -> ActionResult:
+        """Send a parked (VENDOR_UNAVAILABLE) vendor call again, same key and body."""
+        return act(operation_id, "retry", body, authorization)
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> str:
+        return DASHBOARD.read_text()
+
+    return api

@@ -1,0 +1,71 @@
+"""Keep the read models current by pulling the store's notification log (both stores),
+each batch written with its position in one transaction."""
+
+import json
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
+
+from aggregates.application import Orders
+from projections.projector import PROJECTORS, Rows, project
+from projections.recorders import PostgresReadModels, SQLiteReadModels
+
+TOPICS = sorted(get_topic(cls) for cls in PROJECTORS)
+
+
+def read_models(app: Orders, prefix: str = "rm") -> SQLiteReadModels | PostgresReadModels:
+    datastore = app.factory.datastore  # type: ignore[attr-defined]
+    cls = PostgresReadModels if app.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" else SQLiteReadModels
+    recorder = cls(datastore, prefix=prefix)
+    recorder.create_table()
+    return recorder
+
+
+class Projection:
+    def __init__(self, app: Orders, prefix: str = "rm") -> None:
+        self.app = app
+        self.tables = read_models(app, prefix)
+        self.name = f"{prefix}.projection"
+
+    @property
+    def position(self) -> int:
+        return self.tables.max_tracking_id(self.name) or 0
+
+    def catch_up(self, limit: int = 1000, stop_at: int | None = None) -> int:
+        """Project the next batch of notifications; returns how many were read (0: caught up)."""
+        start = self.position
+        if stop_at is not None and start >= stop_at:
+            return 0
+        notifications = self.app.process_recorder.select_notifications(
+            start=start + 1, limit=limit, stop=stop_at, topics=TOPICS)
+        if not notifications:
+            # No projected event ahead; move the position over events we don't project.
+            last = self.app.process_recorder.max_notification_id() or 0
+            end = min(last, stop_at) if stop_at is not None else last
+            if end > start:
+                self._write(Rows(self._load), end)
+            return 0
+        rows = Rows(self._load)
+        for notification in notifications:
+            project(rows, self.app.mapper.to_domain_event(notification), notification.id)
+        self._write(rows, notifications[-1].id)
+        return len(notifications)
+
+    def run_to_end(self, stop_at: int | None = None) -> int:
+        total = 0
+        while True:
+            read = self.catch_up(stop_at=stop_at)
+            if not read:
+                return total
+            total += read
+
+    def _write(self, rows: Rows, position: int) -> None:
+        try:
+            self.tables.write(rows.changed, Tracking(self.name, position))
+        except IntegrityError:
+            pass  # another process projected the same position first: its rows stand
+
+    def _load(self, table: str, row_id: str) -> dict[str, Any] | None:
+        found = self.tables.fetch(f"SELECT doc FROM {self.tables.table(table)} WHERE id = ?", [row_id])
+        return json.loads(found[0]["doc"]) if found else None

@@ -1,0 +1,228 @@
+"""Domain events -> read-model documents. Pure: the same events always give the same rows."""
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from aggregates.application import plain
+from aggregates.customer import Customer
+from aggregates.inbox import DeadLetter
+from aggregates.migration import Migration
+from aggregates.subscription import Subscription
+from aggregates.transfer import CLOSED, Transfer
+
+Doc = dict[str, Any]
+
+
+class Rows:
+    """The rows one batch touches: loaded once, changed in memory, written together."""
+
+    def __init__(self, load: Callable[[str, str], Doc | None]) -> None:
+        self._load = load
+        self.changed: dict[str, dict[str, dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, str], Doc | None] = {}
+
+    def get(self, table: str, row_id: str) -> Doc | None:
+        key = (table, row_id)
+        if key not in self._cache:
+            self._cache[key] = self._load(table, row_id)
+        return self._cache[key]
+
+    def put(self, table: str, row_id: str, doc: Doc, **columns: Any) -> None:
+        self._cache[(table, row_id)] = doc
+        self.changed.setdefault(table, {})[row_id] = {"doc": doc, **columns}
+
+
+def _at(event: Any) -> str:
+    return event.timestamp.isoformat()
+
+
+def _ms_between(a: str, b: str) -> int:
+    return abs(int((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() * 1000))
+
+
+# -- operations (transfers) ---------------------------------------------------------------------
+def _put_operation(rows: Rows, event: Any, doc: Doc) -> None:
+    doc["updated_at"] = _at(event)
+    rows.put("operations", event.originator_id.hex, doc, operation_id=doc["operation_id"], customer_id=doc["customer_id"],
+             status=doc["status"], reason_code=doc.get("reason_code"), seq=doc["seq"], first_at=doc["created_at"],
+             updated_at=doc["updated_at"], pairing_latency_ms=doc.get("pairing_latency_ms"),
+             vendor_latency_ms=doc.get("vendor_latency_ms"))
+
+
+def _operation(rows: Rows, event: Any, position: int) -> None:
+    row_id = event.originator_id.hex
+    if isinstance(event, Transfer.Opened):
+        doc: Doc = {"operation_id": event.operation_id, "status": "waiting_for_pair", "customer_id": None,
+                    "halves": {}, "seats": None, "source_subscription_id": None, "target": None,
+                    "reason_code": None, "detail": None, "facts": {}, "vendor_reference": None, "attempts": 0,
+                    "vendor_rounds": 0, "retryable": False, "created_at": _at(event), "seq": position,
+                    "refusals": [], "actions": [], "pairing_latency_ms": None, "vendor_latency_ms": None}
+        _put_operation(rows, event, doc)
+        return
+    doc = rows.get("operations", row_id)
+    if doc is None:
+        return  # history begins mid-aggregate (cannot happen when replaying from the first event)
+    PROJECT_TRANSFER[type(event)](doc, event)
+    _put_operation(rows, event, doc)
+
+
+def _half(doc: Doc, e: Any) -> None:
+    half = e.half
+    side = "downgrade" if "subscription_id" in half else "upgrade"
+    doc["halves"][side] = {k: half.get(k) for k in ("order_id", "message_id", "occurred_at", "recorded_at", "seats",
+                                                     "customer_id", "requested_by")}
+    doc["customer_id"] = doc["customer_id"] or half["customer_id"]
+    doc["seats"] = doc["seats"] or half["seats"]
+    if side == "downgrade":
+        doc["source_subscription_id"] = half["subscription_id"]
+    else:
+        doc["target"] = half["target"]
+    if len(doc["halves"]) == 2:
+        down, up = doc["halves"]["downgrade"], doc["halves"]["upgrade"]
+        doc["pairing_latency_ms"] = _ms_between(down["recorded_at"], up["recorded_at"])
+
+
+def _refused(doc: Doc, e: Any) -> None:
+    doc["refusals"].append({"reason_code": e.reason_code, "detail": e.detail, "order_id": e.order_id,
+                            "message_id": e.message_id, "at": _at(e)})
+
+
+def _rejected(doc: Doc, e: Any) -> None:
+    doc.update(status="rejected", reason_code=e.reason_code, detail=e.detail, facts=plain(e.facts))
+
+
+def _requested(doc: Doc, e: Any) -> None:
+    doc.update(status="paired", reason_code=None, detail=None, retryable=False, vendor_request=plain(e.request))
+    doc["vendor_rounds"] += 1
+    if e.reason != "paired":
+        doc["actions"].append({"action": "retry", "by": e.requested_by, "why": e.reason, "at": _at(e),
+                               "action_id": e.message_id})
+
+
+def _sent(doc: Doc, e: Any) -> None:
+    doc["status"] = "sent"
+
+
+def _completed(doc: Doc, e: Any) -> None:
+    doc.update(status="completed", vendor_reference=e.vendor_reference, vendor_latency_ms=e.vendor_latency_ms,
+               target_subscription_id=e.target_subscription_id)
+    doc["attempts"] += e.attempts
+
+
+def _failed(doc: Doc, e: Any) -> None:
+    doc.update(status="failed", reason_code=e.reason_code, detail=e.detail, retryable=e.retryable)
+    doc["attempts"] += e.attempts
+
+
+def _expired(doc: Doc, e: Any) -> None:
+    doc.update(status="expired", reason_code="PAIRING_TIMEOUT", detail=e.detail)
+
+
+def _cancelled(doc: Doc, e: Any) -> None:
+    doc.update(status="cancelled", retryable=False, cancelled_by=e.requested_by, cancel_reason=e.reason)
+    doc["actions"].append({"action": "cancel", "by": e.requested_by, "why": e.reason, "at": _at(e),
+                           "action_id": e.message_id})
+
+
+PROJECT_TRANSFER: dict[type, Callable[[Doc, Any], None]] = {
+    Transfer.HalfReceived: _half, Transfer.MessageRefused: _refused, Transfer.Rejected: _rejected,
+    Transfer.VendorCallRequested: _requested, Transfer.VendorCallSent: _sent, Transfer.Completed: _completed,
+    Transfer.Failed: _failed, Transfer.Expired: _expired, Transfer.Cancelled: _cancelled,
+}
+assert not CLOSED - {"completed", "rejected", "failed", "cancelled", "expired"}
+
+
+# -- customers, subscriptions, migrations, dead letters ------------------------------------------
+def _customer(rows: Rows, e: Any, position: int) -> None:
+    row_id = e.originator_id.hex
+    if isinstance(e, Customer.Registered):
+        doc: Doc = {k: getattr(e, k) for k in ("customer_id", "partner_id", "name", "channel", "distributor_id",
+                                                 "data_complete")}
+        doc.update(subscription_ids=[], bundle=None, migrated_by=None, registered_at=_at(e))
+    else:
+        doc = rows.get("customers", row_id) or {}
+        if not doc:
+            return
+        if isinstance(e, Customer.Updated):
+            doc.update(e.changes)
+        elif isinstance(e, Customer.SubscriptionAdded):
+            doc["subscription_ids"].append(e.subscription_id)
+        elif isinstance(e, Customer.BundleCreated):
+            doc.update(bundle=e.bundle, migrated_by=e.request_id)
+    doc["updated_at"] = _at(e)
+    rows.put("customers", row_id, doc, customer_id=doc["customer_id"])
+
+
+def _window_opens(doc: Doc) -> str | None:
+    if doc["billing_model"] != "annual":
+        return None  # monthly is never fixed-term; usage-based has no renewal
+    return (date.fromisoformat(doc["end_date"]) - timedelta(days=90)).isoformat()
+
+
+def _subscription(rows: Rows, e: Any, position: int) -> None:
+    row_id = e.originator_id.hex
+    if isinstance(e, Subscription.Purchased):
+        doc: Doc = plain({k: getattr(e, k) for k in (
+            "subscription_id", "customer_id", "product_id", "plan_id", "billing_model", "management", "seats",
+            "term_months", "start_date", "end_date", "subscription_key", "resource_count", "purchased_on",
+            "billing_start_date", "origin")})
+        doc["upsized_on"] = []
+    else:
+        doc = rows.get("subscriptions", row_id) or {}
+        if not doc:
+            return
+        if isinstance(e, Subscription.Resized):
+            doc["seats"] = e.seats
+            if e.seats > e.previous_seats:
+                doc["upsized_on"].append(e.on.isoformat())
+        elif isinstance(e, Subscription.MigratedToUsageBased):
+            doc.update(billing_model="usage_based", migrated_by=e.request_id)
+        elif isinstance(e, Subscription.SeatsTransferredOut):
+            doc["seats"] -= e.seats
+        elif isinstance(e, Subscription.SeatsTransferredIn):
+            doc["seats"] += e.seats
+    doc["renewal_window_opens"] = _window_opens(doc)
+    rows.put("subscriptions", row_id, doc, subscription_id=doc["subscription_id"], customer_id=doc["customer_id"],
+             plan_id=doc["plan_id"], product_id=doc["product_id"], billing_model=doc["billing_model"], seats=doc["seats"])
+
+
+def _migration(rows: Rows, e: Any, position: int) -> None:
+    row_id = e.originator_id.hex
+    if isinstance(e, Migration.Requested):
+        doc: Doc = {"request_id": e.request_id, "customer_id": e.customer_id, "decisions": []}
+    else:
+        doc = rows.get("migrations", row_id) or {}
+        if not doc:
+            return
+        doc["decisions"].append(plain({"on": e.on, "product_ids": e.product_ids, "requested_by": e.requested_by,
+                                       "migrated": e.migrated, "bundle": e.bundle, "rejected": e.rejected,
+                                       "message_id": e.message_id, "at": _at(e)}))
+    outcome = None
+    if doc["decisions"]:
+        outcome = "completed" if doc["decisions"][-1]["migrated"] else "rejected"
+    rows.put("migrations", row_id, doc, request_id=doc["request_id"], customer_id=doc["customer_id"], outcome=outcome)
+
+
+def _dead_letter(rows: Rows, e: Any, position: int) -> None:
+    doc = {"reason": e.reason, "error": e.error, "topic": e.topic, "partition": e.partition, "offset": e.offset,
+           "message_id": e.message_id, "type": e.type, "at": _at(e)}
+    rows.put("deadletters", e.originator_id.hex, doc, reason=e.reason, seq=position)
+
+
+PROJECTORS: dict[type, Callable[[Rows, Any, int], None]] = {
+    **{cls: _operation for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
+    **{cls: _customer for cls in (Customer.Registered, Customer.Updated, Customer.SubscriptionAdded,
+                                  Customer.BundleCreated)},
+    **{cls: _subscription for cls in (Subscription.Purchased, Subscription.Resized, Subscription.MigratedToUsageBased,
+                                      Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
+    Migration.Requested: _migration,
+    Migration.Decided: _migration,
+    DeadLetter.Recorded: _dead_letter,
+}
+
+
+def project(rows: Rows, event: Any, position: int) -> None:
+    handler = PROJECTORS.get(type(event))
+    if handler is not None:
+        handler(rows, event, position)

@@ -1,0 +1,161 @@
+"""Read-side queries over the read models (and, for timelines and what-ifs, the event store)."""
+
+import base64
+import binascii
+import json
+from collections import Counter
+from datetime import date, datetime, timezone
+from typing import Any
+
+from aggregates import commands
+from aggregates.application import Orders
+from aggregates.transfer import Transfer
+from projections.recorders import PostgresReadModels, SQLiteReadModels
+from projections.timeline import event_record
+
+STATUSES = ("waiting_for_pair", "paired", "sent", "completed", "rejected", "failed", "cancelled", "expired")
+
+
+class BadQuery(ValueError):
+    """A query parameter is unusable; the message says which and why."""
+
+
+def _percentile(values: list[int], share: float) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def _when(text: str, name: str) -> str:
+    try:
+        value = datetime.fromisoformat(text) if "T" in text else datetime.combine(date.fromisoformat(text), datetime.min.time())
+    except ValueError:
+        raise BadQuery(f"{name}={text!r} is not an ISO date or timestamp") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind != "seq":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadQuery(f"cursor {cursor!r} is not one this API returned") from None
+
+
+class Queries:
+    def __init__(self, app: Orders, tables: SQLiteReadModels | PostgresReadModels) -> None:
+        self.app = app
+        self.tables = tables
+
+    def _t(self, name: str) -> str:
+        return self.tables.table(name)
+
+    def list_operations(self, status: str | None = None, customer: str | None = None, reason: str | None = None,
+                        since: str | None = None, until: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> dict[str, Any]:
+        """Newest first; the cursor is the creation position, so pages stay stable while rows change."""
+        where, params = [], []
+        if status is not None:
+            if status not in STATUSES:
+                raise BadQuery(f"status={status!r} is not one of {', '.join(STATUSES)}")
+            where.append("status = ?")
+            params.append(status)
+        if customer:
+            where.append("customer_id = ?")
+            params.append(customer)
+        if reason:
+            where.append("reason_code = ?")
+            params.append(reason)
+        if since:
+            where.append("first_at >= ?")
+            params.append(_when(since, "since"))
+        if until:
+            where.append("first_at < ?")
+            params.append(_when(until, "until"))
+        if not 1 <= limit <= 500:
+            raise BadQuery(f"limit={limit} must be between 1 and 500")
+        if cursor:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        sql = f"SELECT seq, doc FROM {self._t('operations')}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.tables.fetch(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
+        items = [json.loads(r["doc"]) for r in rows[:limit]]
+        next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    def operation(self, operation_id: str) -> dict[str, Any] | None:
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('operations')} WHERE operation_id = ?", [operation_id])
+        if not rows:
+            return None
+        doc = json.loads(rows[0]["doc"])
+        doc["timeline"] = [event_record(e) for e in self.app.events.get(Transfer.create_id(operation_id))]
+        return doc
+
+    def customer(self, customer_id: str, on: date) -> dict[str, Any] | None:
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('customers')} WHERE customer_id = ?", [customer_id])
+        if not rows:
+            return None
+        doc = json.loads(rows[0]["doc"])
+        subs = self.tables.fetch(f"SELECT doc FROM {self._t('subscriptions')} WHERE customer_id = ? "
+                                 "ORDER BY subscription_id", [customer_id])
+        doc["subscriptions"] = [json.loads(r["doc"]) for r in subs]
+        migrations = self.tables.fetch(f"SELECT doc FROM {self._t('migrations')} WHERE customer_id = ? "
+                                       "ORDER BY request_id", [customer_id])
+        doc["migrations"] = [json.loads(r["doc"]) for r in migrations]
+        doc["migration_eligibility"] = {"on": on.isoformat(), "products": self.eligibility(customer_id, on)}
+        return doc
+
+    def eligibility(self, customer_id: str, on: date) -> list[dict[str, Any]]:
+        """Would a migration of each product be accepted on `on`? The domain's own rules, dry-run."""
+        uow = self.app.unit_of_work()
+        _, subscriptions = commands.customer_holdings(uow, customer_id)
+        products = sorted({s.product_id for s in subscriptions})
+        decision = commands.preview_migration(uow, customer_id, products, on)
+        migrating = Counter(m["product_id"] for m in decision.migrated)
+        refused = {r["product_id"]: r for r in decision.rejected}
+        out = []
+        for product_id in products:
+            if product_id in refused:
+                r = refused[product_id]
+                out.append({"product_id": product_id, "eligible": False, "reason_code": r["reason_code"],
+                            "detail": r["detail"],
+                            "eligible_from": r["eligible_from"].isoformat() if r["eligible_from"] else None})
+            else:
+                out.append({"product_id": product_id, "eligible": True, "reason_code": None,
+                            "detail": f"{migrating[product_id]} subscription(s) would migrate, keeping their keys",
+                            "eligible_from": None})
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        ops = self._t("operations")
+        by_status = {r["status"]: r["n"] for r in self.tables.fetch(f"SELECT status, COUNT(*) AS n FROM {ops} GROUP BY status")}
+        by_reason = {r["reason_code"]: r["n"] for r in self.tables.fetch(
+            f"SELECT reason_code, COUNT(*) AS n FROM {ops} WHERE reason_code IS NOT NULL GROUP BY reason_code")}
+        seats = {r["plan_id"]: {"seats": r["seats"], "subscriptions": r["n"]} for r in self.tables.fetch(
+            f"SELECT plan_id, CAST(SUM(seats) AS BIGINT) AS seats, COUNT(*) AS n FROM {self._t('subscriptions')} GROUP BY plan_id")}
+        letters = {r["reason"]: r["n"] for r in self.tables.fetch(
+            f"SELECT reason, COUNT(*) AS n FROM {self._t('deadletters')} GROUP BY reason")}
+        migrations = {r["outcome"]: r["n"] for r in self.tables.fetch(
+            f"SELECT outcome, COUNT(*) AS n FROM {self._t('migrations')} GROUP BY outcome")}
+        pairing = [r["v"] for r in self.tables.fetch(f"SELECT pairing_latency_ms AS v FROM {ops} WHERE pairing_latency_ms IS NOT NULL")]
+        vendor = [r["v"] for r in self.tables.fetch(f"SELECT vendor_latency_ms AS v FROM {ops} WHERE vendor_latency_ms IS NOT NULL")]
+        return {
+            "operations": {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
+                           "by_reason": dict(sorted(by_reason.items()))},
+            "migrations": migrations,
+            "seats_by_plan": dict(sorted(seats.items())),
+            "dead_letters": {"total": sum(letters.values()), "by_reason": dict(sorted(letters.items()))},
+            "pairing_latency_ms": {"p50": _percentile(pairing, 0.5), "p95": _percentile(pairing, 0.95), "n": len(pairing)},
+            "vendor_latency_ms": {"p50": _percentile(vendor, 0.5), "p95": _percentile(vendor, 0.95), "n": len(vendor)},
+        }

@@ -1,0 +1,119 @@
+"""Read-model tables beside the event store, written with the library's tracking records.
+
+Each table holds an `id` (the aggregate id), a few indexed columns for queries, and the
+row's JSON document. A batch of row changes and the notification position it came from
+are written in one transaction, so a projection can stop, resume, be dropped and rebuilt.
+"""
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from psycopg.sql import SQL
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+# table -> indexed columns (besides id and doc); types are portable between SQLite and PostgreSQL
+TABLES: dict[str, dict[str, str]] = {
+    "operations": {"operation_id": "TEXT", "customer_id": "TEXT", "status": "TEXT", "reason_code": "TEXT",
+                   "seq": "BIGINT", "first_at": "TEXT", "updated_at": "TEXT", "pairing_latency_ms": "BIGINT",
+                   "vendor_latency_ms": "BIGINT"},
+    "subscriptions": {"subscription_id": "TEXT", "customer_id": "TEXT", "plan_id": "TEXT", "product_id": "TEXT",
+                      "billing_model": "TEXT", "seats": "BIGINT"},
+    "customers": {"customer_id": "TEXT"},
+    "migrations": {"request_id": "TEXT", "customer_id": "TEXT", "outcome": "TEXT"},
+    "deadletters": {"reason": "TEXT", "seq": "BIGINT"},
+}
+INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id"],
+           "customers": ["customer_id"], "migrations": ["customer_id"]}
+
+
+def dump(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))  # byte-stable for replay --verify
+
+
+class ReadModelTables:
+    """SQL shared by both backends; placeholders are written `?` and adapted per backend."""
+
+    placeholder = "?"
+    prefix = "rm"
+
+    def table(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+    def ddl(self) -> list[str]:
+        statements = []
+        for name, columns in TABLES.items():
+            cols = ", ".join(f"{c} {t}" for c, t in columns.items())
+            statements.append(f"CREATE TABLE IF NOT EXISTS {self.table(name)} (id TEXT PRIMARY KEY, {cols}, doc TEXT NOT NULL)")
+            for column in INDEXES.get(name, []):
+                index = f"{self.prefix}_{name}_{column}"
+                statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table(name)} ({column})")
+        return statements
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    def upsert_sql(self, name: str) -> str:
+        columns = ["id", *TABLES[name], "doc"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        marks = ", ".join("?" for _ in columns)
+        return self.sql(f"INSERT INTO {self.table(name)} ({', '.join(columns)}) VALUES ({marks}) "
+                        f"ON CONFLICT (id) DO UPDATE SET {updates}")
+
+    def row_params(self, name: str, row_id: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        doc = row["doc"]
+        return (row_id, *(row.get(c) for c in TABLES[name]), dump(doc))
+
+    # Both datastores hand out DB-API cursors from `transaction()`, and both tracking
+    # recorders insert tracking on such a cursor: one implementation serves both.
+    datastore: Any
+    _insert_tracking: Any  # from the library's tracking recorder each subclass also inherits
+
+    def write(self, rows: dict[str, dict[str, dict[str, Any]]], tracking: Tracking) -> None:
+        """The rows of one batch and the position they came from, in one transaction."""
+        with self.datastore.transaction(commit=True) as cursor:
+            for name, changes in rows.items():
+                if changes:
+                    cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, r) for i, r in changes.items()])
+            self._insert_tracking(cursor, tracking)
+
+    def fetch(self, statement: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self.sql(statement), list(params))
+            return [dict(row) for row in cursor.fetchall()]
+
+
+class SQLiteReadModels(ReadModelTables, SQLiteTrackingRecorder):
+    def __init__(self, datastore: Any, prefix: str = "rm") -> None:
+        self.prefix = prefix  # before the base class builds its CREATE statements
+        super().__init__(datastore)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.ddl()]
+
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            for name in TABLES:
+                c.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (f"{self.prefix}.projection",))
+
+
+class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
+    placeholder = "%s"
+
+    def table(self, name: str) -> str:
+        return f'"{self.datastore.schema}".{self.prefix}_{name}'
+
+    def __init__(self, datastore: Any, prefix: str = "rm") -> None:
+        self.prefix = prefix
+        super().__init__(datastore, tracking_table_name="coterm_readmodel_tracking")
+        self.sql_create_statements.extend(SQL(statement) for statement in self.ddl())  # type: ignore[arg-type]
+
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for name in TABLES:
+                curs.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
+            curs.execute(f'DELETE FROM "{self.datastore.schema}".{self.tracking_table_name} WHERE application_name = %s',
+                         (f"{self.prefix}.projection",))

@@ -1,0 +1,85 @@
+"""The dashboard in a real headless Chromium: filter to failed, open one, cancel it with a token."""
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from processor.store import open_store
+from projections.staff import Staff
+from tests import seed
+from tests.http_server import call, serving
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TOKEN = "admin-token-0123456789"
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
+        message = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("COTERM_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the dashboard never showed what was expected")
+
+
+def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    app = open_store(str(tmp_path / "store.sqlite"))
+    seed.customer_with_subscriptions(app)
+    for n, outcome in enumerate(seed.OUTCOMES):
+        seed.operation(app, f"op-{n}", outcome)
+    staff_file = tmp_path / "staff.json"
+    staff_file.write_text(json.dumps({"users": [{"name": "alice", "token": TOKEN, "roles": ["Account Administrator"]}]}))
+    with serving(app, Staff.load(str(staff_file))) as url:
+        browser.get(url + "/")
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) == 7)
+        Select(browser.find_element(By.ID, "f-status")).select_by_visible_text("failed")
+        browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        rows = wait_for(lambda: (r := browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) and len(r) == 2 and r)
+        assert all("failed" in r.get_attribute("class") for r in rows)  # highlighted
+        browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-2']").click()
+        wait_for(lambda: browser.find_element(By.ID, "d-title").text == "Operation op-2")
+        assert "VENDOR_UNAVAILABLE" in browser.find_element(By.ID, "d-summary").text
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "d-reason").send_keys("customer withdrew")
+        browser.find_element(By.ID, "d-cancel").click()
+        wait_for(lambda: "cancel recorded" in browser.find_element(By.ID, "notice").text)
+        wait_for(lambda: browser.find_element(By.ID, "d-status").text == "cancelled")
+        status, op = call(f"{url}/api/operations/op-2")
+        assert op["status"] == "cancelled" and op["actions"][-1] == {**op["actions"][-1], "by": "alice",
+                                                                       "why": "customer withdrew"}
+        browser.get(url + "/#/customer/c1")
+        wait_for(lambda: "NOT_IN_RENEWAL_WINDOW" in browser.find_element(By.ID, "eligibility").text)
+    app.close()

@@ -1,0 +1,129 @@
+"""Real infrastructure for integration tests: the bundled broker, stores, the vendor simulator."""
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kafka import KafkaProducer
+
+from aggregates.application import Orders
+from processor.broker import ensure_topics
+from processor.kafka_io import read_topic
+from processor.runner import run
+from processor.settings import Settings
+from processor.store import open_store
+
+POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def envelope(type_: str, payload: dict[str, Any], occurred_at: str = "2026-11-01T10:00:00Z",
+             message_id: str | None = None) -> dict[str, Any]:
+    return {"message_id": message_id or str(uuid.uuid4()), "type": type_, "schema_version": 1,
+            "occurred_at": occurred_at, "source": "tests", "payload": payload}
+
+
+@dataclass
+class Scenario:
+    """One test's world: its own topics, consumer group and store."""
+
+    bootstrap: str
+    store: str
+    vendor_url: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    pairing_timeout_s: float = 900.0
+    vendor_max_attempts: int = 8
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(
+            kafka_bootstrap=self.bootstrap, store=self.store, vendor_url=self.vendor_url,
+            topic_orders=f"orders-{self.tag}", topic_results=f"results-{self.tag}",
+            topic_deadletter=f"deadletter-{self.tag}", group_id=f"coterm-{self.tag}",
+            pairing_timeout_s=self.pairing_timeout_s, vendor_max_attempts=self.vendor_max_attempts,
+        )
+        ensure_topics(self.bootstrap, [self.settings.topic_orders, self.settings.topic_results,
+                                       self.settings.topic_deadletter])
+        self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+
+    def with_settings(self, **changes: Any) -> None:
+        self.settings = replace(self.settings, **changes)
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {"COTERM_KAFKA_BOOTSTRAP": self.bootstrap, "COTERM_STORE": self.store, "COTERM_VENDOR_URL": s.vendor_url or "",
+                "COTERM_TOPIC_ORDERS": s.topic_orders, "COTERM_TOPIC_RESULTS": s.topic_results,
+                "COTERM_TOPIC_DEADLETTER": s.topic_deadletter, "COTERM_GROUP_ID": s.group_id,
+                "COTERM_PAIRING_TIMEOUT_S": str(s.pairing_timeout_s),
+                "COTERM_VENDOR_MAX_ATTEMPTS": str(s.vendor_max_attempts)}
+
+    # -- input ------------------------------------------------------------------------------
+    def send(self, type_: str, payload: dict[str, Any], key: str | None = None, partition: int | None = None,
+             **envelope_fields: Any) -> dict[str, Any]:
+        message = envelope(type_, payload, **envelope_fields)
+        self.send_raw(json.dumps(message).encode(), key=key or payload.get("customer_id") or payload.get("product_id"),
+                      partition=partition)
+        return message
+
+    def send_raw(self, value: bytes | None, key: str | None = None, partition: int | None = None) -> None:
+        self.producer.send(self.settings.topic_orders, value=value, key=key.encode() if key else None, partition=partition)
+        self.producer.flush()
+
+    # -- processing -------------------------------------------------------------------------
+    def process(self, idle_s: float = 1.0, timeout_s: float = 90.0) -> None:
+        """Run the real processor loop until it is idle."""
+        app = open_store(self.store)
+        stop = threading.Event()
+        timer = threading.Timer(timeout_s, stop.set)
+        timer.start()
+        try:
+            run(app, self.settings, self.bootstrap, stop, until_idle_s=idle_s)
+        finally:
+            timer.cancel()
+            app.close()
+        assert not stop.is_set(), f"processor did not become idle within {timeout_s}s"
+
+    def open_store(self) -> Orders:
+        return open_store(self.store)
+
+    # -- output -----------------------------------------------------------------------------
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in read_topic(self.bootstrap, self.settings.topic_results)]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in read_topic(self.bootstrap, self.settings.topic_deadletter)]
+
+    def results_for(self, key: str) -> list[dict[str, Any]]:
+        return [r for r in self.results() if key in (r["payload"].get("operation_id"), r["payload"].get("request_id"))]
+
+
+# -- a small business world the scenarios share ----------------------------------------------
+def seed_reference_data(s: Scenario, customer: str = "c1") -> None:
+    """A customer with an annual 10-seat subscription s1 and a 5-seat target t1 (keyed to one partition)."""
+    s.send("catalog.product_defined", {"product_id": "p1", "name": "Elements EPP", "supports_usage_based": True,
+                                       "in_usage_bundle": True}, key=customer)
+    s.send("catalog.product_defined", {"product_id": "p2", "name": "M365 E5", "supports_usage_based": False,
+                                       "in_usage_bundle": False}, key=customer)
+    s.send("customer.registered", {"customer_id": customer, "partner_id": "partner-1", "name": "Acme", "channel": "direct",
+                                   "distributor_id": None, "data_complete": True})
+    for sub, product, seats in ((f"{customer}-s1", "p1", 10), (f"{customer}-t1", "p2", 5)):
+        s.send("subscription.purchased", {"subscription_id": sub, "customer_id": customer, "product_id": product,
+                                          "plan_id": f"plan-{product}", "billing_model": "annual",
+                                          "management": "partner_managed", "seats": seats, "term_months": 12,
+                                          "start_date": "2026-01-05", "end_date": "2027-01-04",
+                                          "subscription_key": f"KEY-{sub}"}, occurred_at="2026-01-05T09:00:00Z")
+
+
+def downgrade(op: str, customer: str = "c1", seats: int = 3, **extra: Any) -> dict[str, Any]:
+    return {"operation_id": op, "order_id": f"{op}-down", "customer_id": customer,
+            "subscription_id": f"{customer}-s1", "seats": seats, "requested_by": "ops", **extra}
+
+
+def upgrade(op: str, customer: str = "c1", seats: int = 3, existing: bool = False, plan: str = "plan-new",
+            **extra: Any) -> dict[str, Any]:
+    target = ({"kind": "existing_subscription", "subscription_id": f"{customer}-t1"} if existing else
+              {"kind": "new_subscription", "new_subscription_id": f"{op}-new", "product_id": "p2",
+               "plan_id": plan, "term_months": 12})
+    return {"operation_id": op, "order_id": f"{op}-up", "customer_id": customer, "seats": seats,
+            "requested_by": "ops", "target": target, **extra}

@@ -1,0 +1,125 @@
+"""The query API and staff actions over real HTTP, on a real store."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregates.transfer import Transfer
+from processor.store import open_store
+from projections.staff import Staff
+from tests import seed
+from tests.http_server import call, serving
+
+ADMIN, SUPPORT = "admin-token-0123456789", "support-token-0123456789"
+
+
+@pytest.fixture
+def staff(tmp_path: Path) -> Staff:
+    path = tmp_path / "staff.json"
+    path.write_text(json.dumps({"roles": {"Support": []}, "users": [
+        {"name": "alice", "token": ADMIN, "roles": ["Account Administrator"]},
+        {"name": "bob", "token": SUPPORT, "roles": ["Support"]}]}))
+    return Staff.load(str(path))
+
+
+@pytest.fixture
+def app(store: str):  # type: ignore[no-untyped-def]
+    orders = open_store(store)
+    seed.customer_with_subscriptions(orders)
+    for n, outcome in enumerate(seed.OUTCOMES):
+        seed.operation(orders, f"op-{n}", outcome)
+    yield orders
+    orders.close()
+
+
+@pytest.fixture
+def api(app, staff: Staff) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    with serving(app, staff) as url:
+        yield url
+
+
+def test_health_and_stats(api: str) -> None:
+    status, health = call(f"{api}/healthz")
+    assert status == 200 and health["ok"] and health["read_model_position"] == health["store_position"]
+    status, stats = call(f"{api}/api/stats")
+    assert status == 200
+    assert stats["operations"]["total"] == 7
+    assert stats["operations"]["by_status"]["failed"] == 2 and stats["operations"]["by_reason"]["PAIRING_TIMEOUT"] == 1
+    assert stats["vendor_latency_ms"]["p50"] == 120 and stats["seats_by_plan"]["plan-nce"]["seats"] == 99
+
+
+def test_filters_and_stable_cursor_pagination(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    status, failed = call(f"{api}/api/operations?status=failed")
+    assert status == 200 and {o["operation_id"] for o in failed["items"]} == {"op-2", "op-3"}
+    assert [o["operation_id"] for o in call(f"{api}/api/operations?reason=PAIRING_TIMEOUT")[1]["items"]] == ["op-5"]
+    assert call(f"{api}/api/operations?customer=nobody")[1]["items"] == []
+    assert len(call(f"{api}/api/operations?since=2020-01-01")[1]["items"]) == 7
+    assert call(f"{api}/api/operations?until=2020-01-01")[1]["items"] == []
+    seen, cursor = [], None
+    while True:
+        page = call(f"{api}/api/operations?limit=3" + (f"&cursor={cursor}" if cursor else ""))[1]
+        seen += [o["operation_id"] for o in page["items"]]
+        if len(seen) == 3:
+            seed.operation(app, "op-new", "waiting")  # a new operation between pages moves nothing
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == [f"op-{n}" for n in range(7)]
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "limit=0", "limit=501", "limit=x", "cursor=garbage",
+                                   "since=yesterday", "until=2026-13-01"])
+def test_bad_parameters_get_400_with_a_reason(api: str, query: str) -> None:
+    status, body = call(f"{api}/api/operations?{query}")
+    assert status == 400 and body["error"] == "BAD_PARAMETER" and body["detail"]
+
+
+def test_unknown_ids_are_404(api: str) -> None:
+    assert call(f"{api}/api/operations/nope")[0] == 404
+    assert call(f"{api}/api/customers/nope")[0] == 404
+    assert call(f"{api}/api/customers/c1?on=not-a-date")[0] == 400
+
+
+def test_operation_timeline_and_customer_page(api: str) -> None:
+    status, op = call(f"{api}/api/operations/op-0")
+    assert status == 200
+    assert [e["type"] for e in op["timeline"]] == ["Opened", "HalfReceived", "HalfReceived", "VendorCallRequested", "Completed"]
+    assert all(e["message_id"] for e in op["timeline"][1:])
+    status, customer = call(f"{api}/api/customers/c1?on=2026-11-02")
+    assert status == 200
+    eligibility = {p["product_id"]: p for p in customer["migration_eligibility"]["products"]}
+    assert eligibility["p1"]["reason_code"] == "NOT_IN_RENEWAL_WINDOW" and eligibility["p1"]["eligible_from"] == "2027-04-01"
+    later = {p["product_id"]: p for p in call(f"{api}/api/customers/c1?on=2027-04-01")[1]["migration_eligibility"]["products"]}
+    assert later["p1"]["eligible"] is True
+    assert {s["subscription_id"] for s in customer["subscriptions"]} >= {"c1-s1", "c1-epp"}
+
+
+def test_actions_need_a_privileged_token(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    url = f"{api}/api/operations/op-4/cancel"
+    assert call(url, "POST", {"reason": "x"})[0] == 401
+    assert call(url, "POST", {"reason": "x"}, token="wrong-token-0123456789")[0] == 401
+    assert call(url, "POST", {"reason": "x"}, token=SUPPORT)[0] == 403
+    assert call(url, "POST", {}, token=ADMIN)[0] == 400  # why is required
+    status, done = call(url, "POST", {"reason": "customer called"}, token=ADMIN)
+    assert status == 200 and done["status"] == "cancelled" and done["by"] == "alice"
+    cancelled = [e for e in app.events.get(Transfer.create_id("op-4")) if type(e).__name__ == "Cancelled"][0]
+    assert (cancelled.requested_by, cancelled.reason, cancelled.message_id) == ("alice", "customer called", done["action_id"])
+    status, again = call(url, "POST", {"reason": "twice"}, token=ADMIN)
+    assert status == 409 and again["error"] == "OPERATION_CLOSED"
+    assert call(f"{api}/api/operations/nope/cancel", "POST", {"reason": "x"}, token=ADMIN)[0] == 404
+
+
+def test_retry_of_a_parked_failure_requests_the_call_again(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    status, done = call(f"{api}/api/operations/op-2/retry", "POST", {"reason": "vendor is back"}, token=ADMIN)
+    assert status == 200 and done["status"] == "paired"
+    assert call(f"{api}/api/operations/op-3/retry", "POST", {"reason": "x"}, token=ADMIN)[0] == 409  # final failure
+    op = call(f"{api}/api/operations/op-2")[1]
+    assert op["actions"][-1]["by"] == "alice" and op["actions"][-1]["why"] == "vendor is back"
+
+
+def test_without_a_staff_file_actions_are_refused(app) -> None:  # type: ignore[no-untyped-def]
+    with serving(app, Staff.load(None)) as url:
+        assert call(f"{url}/api/operations/op-4/cancel", "POST", {"reason": "x"}, token=ADMIN)[0] == 401
+        assert call(f"{url}/openapi.json")[0] == 200

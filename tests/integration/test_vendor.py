@@ -1,0 +1,86 @@
+"""Vendor faults: 503s then success, 400, exhausted attempts, and a crash between pairing and the call."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aggregates.transfer import Transfer
+from processor.broker import free_port
+from processor.vendor_sim import Faults, VendorSimulator
+from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+
+pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+
+
+def pair(scenario: Scenario, op: str, plan: str = "plan-new") -> None:
+    seed_reference_data(scenario)
+    scenario.send("transfer.downgrade_ordered", downgrade(op))
+    scenario.send("transfer.upgrade_ordered", upgrade(op, plan=plan))
+
+
+def test_503s_then_success_uses_one_key_and_body(scenario: Scenario, vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(fail_first=2)
+    pair(scenario, "flaky")
+    scenario.process()
+    [result] = scenario.results_for("flaky")
+    assert result["type"] == "transfer.completed"
+    attempts = [r for r in vendor.state.requests if r["key"] == "flaky"]
+    assert len(attempts) == 3 and len({a["body"] for a in attempts}) == 1
+
+
+def test_vendor_400_is_a_permanent_failure(scenario: Scenario, vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(reject_plans=["plan-retired"])
+    pair(scenario, "no", plan="plan-retired")
+    scenario.process()
+    [result] = scenario.results_for("no")
+    assert result["type"] == "transfer.failed"
+    assert (result["payload"]["reason_code"], result["payload"]["retryable"]) == ("VENDOR_REJECTED", False)
+    assert "retired" in result["payload"]["detail"]
+
+
+def test_unavailable_vendor_parks_the_operation_and_a_cancel_ends_it(scenario: Scenario, vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(fail_rate=1.0)
+    scenario.with_settings(vendor_max_attempts=2)
+    pair(scenario, "down")
+    scenario.process()
+    [failed] = scenario.results_for("down")
+    assert (failed["payload"]["reason_code"], failed["payload"]["retryable"]) == ("VENDOR_UNAVAILABLE", True)
+    scenario.send("transfer.cancel_requested", {"operation_id": "down", "requested_by": "ops", "reason": "give up"}, key="c1")
+    scenario.process()
+    assert [r["type"] for r in scenario.results_for("down")] == ["transfer.failed", "transfer.cancelled"]
+
+
+def test_killed_between_pairing_and_vendor_call_sends_once_after_restart(scenario: Scenario, vendor: VendorSimulator) -> None:
+    pair(scenario, "crash")
+    env = {**os.environ, **scenario.env(), "COTERM_VENDOR_URL": f"http://127.0.0.1:{free_port()}"}  # nobody listens
+    proc = subprocess.Popen([sys.executable, "-m", "processor.cli", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_requested(scenario, "crash", timeout_s=60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert scenario.results_for("crash") == [] and vendor.state.requests == []
+    scenario.process()  # restarted, with the vendor reachable
+    [result] = scenario.results_for("crash")
+    assert result["type"] == "transfer.completed"
+    assert len(vendor.state.requests) == 1
+
+
+def _wait_until_requested(scenario: Scenario, op: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = scenario.open_store()
+        try:
+            if app.repository.get(Transfer.create_id(op)).awaiting_vendor:  # paired, or sent
+                return
+        except Exception:  # noqa: BLE001 - not there yet
+            pass
+        finally:
+            app.close()
+        time.sleep(0.2)
+    raise AssertionError(f"{op} was never paired")

@@ -1,0 +1,104 @@
+"""A small builder over the real domain (in-memory store) for unit and property tests."""
+
+from datetime import date, datetime, timezone
+from itertools import count
+from typing import Any
+
+from aggregates import commands
+from aggregates.application import Orders
+from aggregates.customer import Customer
+from aggregates.migration import Migration
+from aggregates.subscription import Subscription
+from aggregates.transfer import Transfer
+
+_ids = count(1)
+
+
+def at(day: str, time: str = "10:00:00") -> datetime:
+    return datetime.fromisoformat(f"{day}T{time}+00:00")
+
+
+class World:
+    def __init__(self) -> None:
+        self.app = Orders(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        self.now = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+
+    def _run(self, day: str, handler: Any, *args: Any, **kwargs: Any) -> Any:
+        uow = self.app.unit_of_work()
+        ctx = commands.Context(f"msg-{next(_ids)}", at(day), self.now)
+        result = handler(uow, ctx, *args, **kwargs)
+        self.app.commit(uow)
+        return result
+
+    def product(self, product_id: str, supports: bool = True, bundle: bool = False) -> None:
+        self._run("2026-01-01", commands.define_product, product_id, product_id.upper(), supports, bundle)
+
+    def customer(self, customer_id: str = "c1", channel: str = "direct", distributor_id: str | None = None,
+                 data_complete: bool = True) -> None:
+        self._run("2026-01-01", commands.register_customer, customer_id, partner_id="p1", name="Acme",
+                  channel=channel, distributor_id=distributor_id, data_complete=data_complete)
+
+    def update_customer(self, customer_id: str, **changes: Any) -> None:
+        self._run("2026-01-02", commands.update_customer, customer_id, changes)
+
+    def purchase(self, subscription_id: str, customer_id: str = "c1", product_id: str = "p1", *,
+                 billing_model: str = "annual", management: str = "partner_managed", seats: int = 10,
+                 term_months: int = 12, start: str = "2026-01-05", end: str = "2027-01-04",
+                 resource_count: int = 1, on: str | None = None) -> None:
+        self._run(on or start, commands.purchase_subscription, subscription_id, customer_id, product_id=product_id,
+                  plan_id=f"plan-{product_id}", billing_model=billing_model, management=management, seats=seats,
+                  term_months=term_months, start_date=date.fromisoformat(start), end_date=date.fromisoformat(end),
+                  subscription_key=f"KEY-{subscription_id}", resource_count=resource_count)
+
+    def resize(self, subscription_id: str, seats: int, on: str) -> None:
+        self._run(on, commands.resize_subscription, subscription_id, seats)
+
+    def migrate(self, product_ids: list[str], on: str, customer_id: str = "c1", request_id: str = "r1") -> Migration:
+        return self._run(on, commands.request_migration, request_id, customer_id, product_ids, "partner@x")
+
+    def downgrade(self, op: str, subscription_id: str = "s1", seats: int = 3, on: str = "2026-11-01",
+                  customer_id: str = "c1", order_id: str | None = None) -> Transfer:
+        half = {"operation_id": op, "order_id": order_id or f"{op}-down", "customer_id": customer_id,
+                "subscription_id": subscription_id, "seats": seats, "requested_by": "ops"}
+        return self._run(on, commands.add_half, "downgrade", half)
+
+    def upgrade(self, op: str, target: dict[str, Any] | None = None, seats: int = 3, on: str = "2026-11-01",
+                customer_id: str = "c1", order_id: str | None = None) -> Transfer:
+        target = target or new_target("s-new")
+        half = {"operation_id": op, "order_id": order_id or f"{op}-up", "customer_id": customer_id,
+                "seats": seats, "requested_by": "ops", "target": target}
+        return self._run(on, commands.add_half, "upgrade", half)
+
+    def cancel(self, op: str, on: str = "2026-11-01") -> Transfer:
+        return self._run(on, commands.cancel_transfer, op, "ops", "customer changed mind")
+
+    def vendor_ok(self, op: str) -> bool:
+        uow = self.app.unit_of_work()
+        done = commands.record_vendor_success(uow, op, f"V-{op}", 1, 10)
+        self.app.commit(uow)
+        return done
+
+    def vendor_failed(self, op: str, retryable: bool) -> bool:
+        uow = self.app.unit_of_work()
+        code = "VENDOR_UNAVAILABLE" if retryable else "VENDOR_REJECTED"
+        done = commands.record_vendor_failure(uow, op, code, "boom", retryable, 8)
+        self.app.commit(uow)
+        return done
+
+    def transfer(self, op: str) -> Transfer:
+        return self.app.repository.get(Transfer.create_id(op))
+
+    def subscription(self, subscription_id: str) -> Subscription:
+        return self.app.repository.get(Subscription.create_id(subscription_id))
+
+    def customer_state(self, customer_id: str = "c1") -> Customer:
+        return self.app.repository.get(Customer.create_id(customer_id))
+
+
+def new_target(subscription_id: str, term_months: int = 12) -> dict[str, Any]:
+    return {"kind": "new_subscription", "new_subscription_id": subscription_id, "product_id": "p2",
+            "plan_id": "plan-p2", "term_months": term_months}
+
+
+def existing_target(subscription_id: str) -> dict[str, Any]:
+    return {"kind": "existing_subscription", "subscription_id": subscription_id}
