@@ -1,10 +1,14 @@
 """Open the event store named by COTERM_STORE: a SQLite path or a postgresql:// URL."""
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from aggregates.application import Orders
+from projections.projection import read_models
 from processor.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -40,15 +44,42 @@ def store_env(store: str) -> dict[str, str]:
 
 
 def open_store(store: str) -> Orders:
+    """The application on its store, with every table (events, tracking, read models) created."""
     env = store_env(store)
-    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
-        Path(env["SQLITE_DBNAME"]).parent.mkdir(parents=True, exist_ok=True)
-    elif env["POSTGRES_SCHEMA"] != "public":
-        _create_schema(env)
     try:
-        return Orders(env=env)
+        with _ddl_lock(env):
+            if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres" and env["POSTGRES_SCHEMA"] != "public":
+                _create_schema(env)
+            app = Orders(env=env)
+            read_models(app)
+        return app
     except Exception as error:  # noqa: BLE001 - any driver error means "cannot open", said plainly
         raise SettingsError(f"cannot open the event store {redact(store)}: {error}") from error
+
+
+# Processors, `coterm serve` and tests often start together on a fresh store, and each creates
+# the tables. PostgreSQL fails one of two sessions running the same `CREATE ... IF NOT EXISTS`
+# at once ("tuple concurrently updated"); SQLite answers "database is locked" without waiting
+# when a read transaction must become a write one. So they take turns: an advisory lock on
+# PostgreSQL, a file lock beside the SQLite file.
+_DDL_LOCK_KEY = 0x636F7465726D  # "coterm"
+
+
+@contextmanager
+def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
+        with connect_postgres(env) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK_KEY,))
+        return
+    database = Path(env["SQLITE_DBNAME"])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".open-lock"), "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def connect_postgres(env: dict[str, str], connect_timeout: int = 10) -> "psycopg.Connection[Any]":
