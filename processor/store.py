@@ -69,11 +69,8 @@ _DDL_LOCK_KEY = 0x636F7465726D  # "coterm"
 def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         with connect_postgres(env) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))  # released when the session closes
+            yield
         return
     database = Path(env["SQLITE_DBNAME"])
     database.parent.mkdir(parents=True, exist_ok=True)
