@@ -8,9 +8,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking, Transcoding
+from eventsourcing.utils import get_topic
 
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
+from aggregates.seen_messages import RECORDERS
 from aggregates.subscription import Subscription
 
 A = TypeVar("A", bound=Aggregate)
@@ -36,15 +38,29 @@ class Orders(Application):
     """All of coterm's history in one notification log, so read models and the outbox follow one sequence."""
 
     name = "coterm"
-    # A cache of reconstructed aggregates, fast-forwarded from the store on every get: safe with
-    # several processors on one store, and one query per hit instead of two (snapshot + events).
-    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    # A cache of reconstructed aggregates. By default fast-forwarded from the store on every get:
+    # safe with several writers on one store, one query per hit instead of two (snapshot +
+    # events). The one processor of a SQLite store turns fast-forward off (`open_store`): it
+    # writes nearly everything itself, a version conflict at commit catches what another
+    # writer changed, and the outbox evicts what it reads in the log from elsewhere.
+    # Cached aggregates are not copied on get: a unit of work that fails evicts every
+    # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y",
+           "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100}  # type: ignore[dict-item]
 
     def construct_recorder(self) -> ProcessRecorder:
-        # A process recorder stores Kafka positions (tracking records) atomically with events.
+        # A process recorder stores Kafka positions (tracking records) atomically with events;
+        # ours also stores the ids of the messages seen, in the same transaction.
+        recorder_class = RECORDERS.get(self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo"))
+        if recorder_class is not None:
+            self.factory.env[self.factory.PROCESS_RECORDER_TOPIC] = get_topic(recorder_class)
         return self.factory.process_recorder()
+
+    def seen(self, message_ids: "list[str]") -> set[str]:
+        """Which of these inbound message ids were recorded already."""
+        return self.recorder.seen(message_ids) if message_ids else set()  # type: ignore[attr-defined]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -64,7 +80,11 @@ class Orders(Application):
         (a version conflict), look again. Exceptions from `change` pass through uncommitted."""
         for _ in range(attempts):
             uow = self.unit_of_work()
-            result = change(uow)
+            try:
+                result = change(uow)
+            except BaseException:
+                uow.discard()
+                raise
             try:
                 self.commit(uow)
             except IntegrityError:
@@ -72,13 +92,19 @@ class Orders(Application):
             return result
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
 
-    def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None) -> int:
-        """Record every change of the unit (and the position it came from) in one transaction."""
+    def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None,
+               seen: "list[tuple[str, str]] | None" = None) -> int:
+        """Record every change of the unit, the position it came from and the message ids it
+        saw, in one transaction. On failure the unit's aggregates leave the cache."""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
-        processing.collect_events(*uow.changed())
-        if not processing.events and tracking is None:
-            return 0
-        self._record(processing)
+        try:
+            processing.collect_events(*uow.changed(), seen=seen or [])
+            if not processing.events and tracking is None and not seen:
+                return 0
+            self._record(processing)
+        except BaseException:
+            uow.discard()
+            raise
         self._take_snapshots(processing)
         return len(processing.events)
 
@@ -101,11 +127,17 @@ class UnitOfWork:
             raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
         return found
 
-    def exists(self, aggregate_id: UUID) -> bool:
-        """Whether any event of this aggregate is stored or pending, without reconstructing it."""
-        if self._aggregates.get(aggregate_id) is not None:
-            return True
-        return bool(list(self._app.events.get(aggregate_id, limit=1)))
+    def discard(self) -> None:
+        """Evict every aggregate this unit touched from the application's cache: the unit
+        failed, and its aggregates may hold changes that were never recorded."""
+        cache = self._app.repository.cache
+        if cache is not None:
+            for aggregate_id in self._aggregates:
+                try:
+                    cache.get(aggregate_id, evict=True)
+                except KeyError:
+                    pass
+        self._aggregates.clear()
 
     def add(self, aggregate: A) -> A:
         self._aggregates[aggregate.id] = aggregate

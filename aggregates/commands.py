@@ -136,9 +136,12 @@ def _transfer(uow: UnitOfWork, operation_id: str) -> Transfer:
 
 def add_half(uow: UnitOfWork, ctx: Context, side: str, half: dict[str, Any]) -> Transfer:
     """Record one half; when it completes the pair, decide and (maybe) request the vendor call."""
-    transfer = _transfer(uow, half["operation_id"])
     stamped = {**half, "message_id": ctx.message_id, "occurred_at": ctx.occurred_at.isoformat(),
                "recorded_at": ctx.recorded_at.isoformat()}
+    operation_id = half["operation_id"]
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None:  # the first word of this operation: it opens holding this half
+        return uow.add(Transfer(operation_id=operation_id, side=side, half=stamped, message_id=ctx.message_id))
     try:
         paired = transfer.add_half(side, stamped, ctx.message_id)
     except errors.Refusal as refusal:

@@ -25,11 +25,29 @@ class Transfer(Aggregate):
     def create_id(operation_id: str) -> UUID:
         return aggregate_id("transfers", operation_id)
 
-    @event("Opened")
-    def __init__(self, operation_id: str) -> None:
+    class Opened(Aggregate.Created):
+        """Version 2 carries the half that opened the operation (None when a cancel came first):
+        one event where there were two (`Opened`, then `HalfReceived`)."""
+
+        class_version = 2
+        operation_id: str
+        side: str | None
+        half: dict[str, Any] | None
+        message_id: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(side=None, half=None, message_id=None)
+
+    @event(Opened)
+    def __init__(self, operation_id: str, side: str | None = None, half: dict[str, Any] | None = None,
+                 message_id: str | None = None) -> None:
         self.operation_id = operation_id
         self.status = "open"
         self.halves: dict[str, dict[str, Any]] = {}
+        if side is not None and half is not None:
+            self.halves[side] = half
+            self.status = "waiting_for_pair"
         self.vendor_request: dict[str, Any] | None = None
         self.call_cause: str | None = None  # message_id of the pairing half, or of an operator's retry
         self.parked = False

@@ -155,8 +155,12 @@ class Coterm:
         recorder = self.app.process_recorder
         while any((recorder.max_tracking_id(f"{self.topics.orders}:{p}") or 0) < end for p, end in self.topics.ends.items()):
             if time.monotonic() > deadline or not self.alive():
-                raise RuntimeError("coterm did not apply its input in time")
+                raise RuntimeError(f"coterm did not apply its input in time; its log ends:\n{self.tail()}")
             time.sleep(0.1)
+
+    def tail(self) -> str:
+        self.log.flush()
+        return "".join(Path(self.log.name).read_text().splitlines(keepends=True)[-15:])
 
     def events(self) -> int:
         return self.app.process_recorder.max_notification_id() or 0

@@ -46,7 +46,7 @@ def run_demo(customers: int = 300, seed: int = 42) -> int:
                             pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
         ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
         watch = _Watch()
-        app = open_store(store)
+        app = open_store(store, processor=True)
         stop = threading.Event()
         projection = Projection(app)  # read models for `coterm serve`, kept current as in `coterm run`
         worker = threading.Thread(target=run, args=(app, settings, broker.bootstrap, stop), daemon=True,

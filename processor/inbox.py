@@ -3,7 +3,7 @@ holding the new events and the position they came from (a tracking record)."""
 
 import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,7 +12,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from aggregates import commands, errors
 from aggregates.application import Orders, UnitOfWork
-from aggregates.inbox import DeadLetter, InboundMessage
+from aggregates.inbox import DeadLetter
 from contracts.parsing import Inbound, Rejection, parse_message
 from processor import translate
 
@@ -26,6 +26,16 @@ def position_name(topic: str, partition: int) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass
+class Batch:
+    """One partition's records being applied: the message ids seen before or in it, and the new ones."""
+
+    topic: str
+    partition: int
+    seen: set[str]
+    new: list[tuple[str, str]] = field(default_factory=list)  # (message_id, topic:partition:offset)
 
 
 @dataclass
@@ -60,15 +70,20 @@ class Inbox:
             if not todo:
                 return 0
             uow = self.app.unit_of_work()
+            parsed = [parse_message(r.value) for r in todo]
+            ids = [str(p.envelope.message_id) for p in parsed if p.envelope is not None]
+            batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
             try:
-                lines = [self._apply(uow, topic, partition, r) for r in todo]
+                lines = [self._apply(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
             except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
+                uow.discard()
                 if len(todo) == 1:
                     uow, lines = self._quarantine(topic, partition, todo[0], error)
+                    batch.new.clear()
                 else:
                     return self._one_by_one(topic, partition, todo)
             try:
-                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1))
+                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1), seen=batch.new)
             except IntegrityError as conflict:
                 log.warning("batch.conflicted", topic=topic, partition=partition, attempt=attempt, error=str(conflict))
                 continue
@@ -90,17 +105,17 @@ class Inbox:
         line = {"topic": topic, "partition": partition, "offset": record.offset, "message_id": None, "type": None}
         return uow, [self._dead_letter(uow, record, line, "INVALID_PAYLOAD", f"processing failed: {error!r}"[:1000])]
 
-    def _apply(self, uow: UnitOfWork, topic: str, partition: int, record: Any) -> dict[str, Any]:
-        parsed = parse_message(record.value)
+    def _apply(self, uow: UnitOfWork, batch: Batch, record: Any, parsed: Inbound | Rejection) -> dict[str, Any]:
         envelope = parsed.envelope
-        line: dict[str, Any] = {"topic": topic, "partition": partition, "offset": record.offset,
+        line: dict[str, Any] = {"topic": batch.topic, "partition": batch.partition, "offset": record.offset,
                                 "message_id": str(envelope.message_id) if envelope else None,
                                 "type": envelope.type if envelope else None}
         if envelope is not None:
-            if uow.exists(InboundMessage.create_id(str(envelope.message_id))):
+            message_id = line["message_id"]
+            if message_id in batch.seen:
                 return {**line, "outcome": "duplicate"}
-            uow.add(InboundMessage(message_id=str(envelope.message_id), type=envelope.type, topic=topic,
-                                   partition=partition, offset=record.offset, occurred_at=envelope.occurred_at.isoformat()))
+            batch.seen.add(message_id)  # a copy later in the same batch is a duplicate too
+            batch.new.append((message_id, f"{batch.topic}:{batch.partition}:{record.offset}"))
         if isinstance(parsed, Rejection):
             return self._dead_letter(uow, record, line, parsed.reason, parsed.detail)
         assert isinstance(parsed, Inbound)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import time
+
 import structlog
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
@@ -28,10 +30,10 @@ log = structlog.get_logger("coterm.outbox")
 
 RESULTS_TRACKING = "coterm.results"
 WORK_TRACKING = "coterm.work"
-OPENS_WAIT = Transfer.HalfReceived
+OPENS_WAIT = (Transfer.Opened, Transfer.HalfReceived)  # an Opened without a half (a cancel came first) opens no wait
 OPENS_CALL = Transfer.VendorCallRequested
 CLOSES = (Transfer.Rejected, Transfer.Completed, Transfer.Failed, Transfer.Expired, Transfer.Cancelled)
-TOPICS = sorted({get_topic(c) for c in (OPENS_WAIT, OPENS_CALL, *CLOSES, *OUTBOUND)})
+TOPICS = sorted({get_topic(c) for c in (*OPENS_WAIT, OPENS_CALL, *CLOSES, *OUTBOUND)})
 
 
 class Publisher(Protocol):
@@ -51,9 +53,22 @@ class Call:
     request: dict[str, Any]
 
 
+@dataclass
+class InFlight:
+    future: "Future[VendorOutcome] | None" = None
+    started: float | None = None  # monotonic, when a worker handed it to the vendor client
+    marked: bool = False  # VendorCallSent recorded
+
+
+# A call the vendor answers at once goes from `paired` to its outcome in one step; one it has
+# not answered within this time is recorded as `sent` (the vendor is slow or retried), so the
+# dashboard shows what waits on the vendor without an extra event on every fast call.
+SENT_AFTER_S = 1.0
+
+
 class Outbox:
     def __init__(self, app: Orders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
-                 clock: Callable[[], datetime], workers: int = 8) -> None:
+                 clock: Callable[[], datetime], workers: int = 32) -> None:
         self.app = app
         self.publisher = publisher
         self.vendor = vendor
@@ -65,7 +80,7 @@ class Outbox:
         self.read_at = min(self.results_at, self.work_at)
         self.waiting: dict[str, Waiting] = {}
         self.calls: dict[str, Call] = {}
-        self.in_flight: dict[str, Future[VendorOutcome]] = {}
+        self.in_flight: dict[str, InFlight] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
         self.published = 0
 
@@ -77,6 +92,7 @@ class Outbox:
         outgoing: list[Outbound] = []
         for notification in notifications:
             event = self.app.mapper.to_domain_event(notification)
+            self._evict_if_behind(event)
             self._track(notification.id, event)
             if notification.id > self.results_at:
                 message = outbound_of(event)
@@ -95,9 +111,26 @@ class Outbox:
         self._save_low_water()
         return len(notifications)
 
+    def _evict_if_behind(self, event: Any) -> None:
+        """Without fast-forward (the one processor of a SQLite file), an aggregate that another
+        process changed (a staff action in `coterm serve`) must leave the cache once its event
+        shows in the log, before the outbox acts on it. Writes are safe anyway: a stale
+        aggregate fails its commit on the version check."""
+        repository = self.app.repository
+        if repository.cache is None or repository.fastforward:
+            return
+        try:
+            cached = repository.cache.get(event.originator_id)
+        except KeyError:
+            return
+        if cached.version < event.originator_version:
+            repository.cache.get(event.originator_id, evict=True)
+
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)
         if isinstance(event, OPENS_WAIT):
+            if event.half is None:
+                return
             op = event.half["operation_id"]
             if op not in self.waiting and op not in self.calls:
                 self.waiting[op] = Waiting(notification_id, datetime.fromisoformat(event.half["recorded_at"]))
@@ -117,39 +150,54 @@ class Outbox:
 
     # -- vendor calls -----------------------------------------------------------------------
     def dispatch(self) -> int:
-        """Send every requested call not yet in flight; record outcomes that came back."""
+        """Send every requested call not yet in flight; record the outcomes that came back,
+        all of them in one transaction (one per round, not one per call)."""
         if self.vendor is None:
             return 0
-        for op, call in list(self.calls.items()):
+        for op, call in self.calls.items():
             if op not in self.in_flight:
-                self.app.decide(lambda uow, op=op: commands.mark_vendor_call_sent(uow, op))
-                log.info("vendor.call_started", operation_id=op)
-                self.in_flight[op] = self.pool.submit(self.vendor.send, call.request)
-        recorded = 0
-        for op, future in list(self.in_flight.items()):
-            if future.done():
+                flight = self.in_flight[op] = InFlight()
+                flight.future = self.pool.submit(self._send, flight, call.request)
+        done: dict[str, VendorOutcome] = {}
+        for op, flight in list(self.in_flight.items()):
+            if flight.future is not None and flight.future.done():
                 del self.in_flight[op]
                 try:
-                    outcome = future.result()
+                    done[op] = flight.future.result()
                 except Stopped:
                     continue  # stays requested in the store: sent again on restart
-                self._record_outcome(op, outcome)
-                recorded += 1
-        return recorded
+        now = time.monotonic()
+        slow = [op for op, f in self.in_flight.items()
+                if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
+        if done or slow:
+            self.app.decide(lambda uow: self._record(uow, done, slow))
+            for op in slow:
+                self.in_flight[op].marked = True
+            for op, outcome in done.items():
+                self.calls.pop(op, None)
+                if not outcome.ok:
+                    log.warning("vendor.call_failed", operation_id=op, attempts=outcome.attempts,
+                                latency_ms=outcome.latency_ms, reason_code=outcome.reason_code,
+                                detail=outcome.detail[:300])
+        return len(done)
 
-    def _record_outcome(self, op: str, outcome: VendorOutcome) -> None:
-        def record(uow: Any) -> bool:
+    def _send(self, flight: InFlight, request: dict[str, Any]) -> VendorOutcome:
+        assert self.vendor is not None
+        flight.started = time.monotonic()
+        return self.vendor.send(request)
+
+    @staticmethod
+    def _record(uow: Any, done: dict[str, VendorOutcome], slow: list[str]) -> None:
+        for op, outcome in done.items():
             if outcome.ok:
                 assert outcome.vendor_reference is not None
-                return commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
-            assert outcome.reason_code is not None
-            return commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable, outcome.attempts)
-
-        self.app.decide(record)
-        self.calls.pop(op, None)
-        event = "vendor.call_succeeded" if outcome.ok else "vendor.call_failed"
-        log.info(event, operation_id=op, attempts=outcome.attempts, latency_ms=outcome.latency_ms,
-                 vendor_reference=outcome.vendor_reference, reason_code=outcome.reason_code, detail=outcome.detail[:300])
+                commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
+            else:
+                assert outcome.reason_code is not None
+                commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
+                                               outcome.attempts)
+        for op in slow:
+            commands.mark_vendor_call_sent(uow, op)
 
     # -- pairing timeouts -------------------------------------------------------------------
     def expire(self, caught_up: bool) -> int:

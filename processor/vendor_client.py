@@ -4,13 +4,13 @@ Retries 5xx, timeouts and refused connections with exponential backoff, always w
 same Idempotency-Key and body; 409 means the vendor already has it and is a success.
 """
 
+import http.client
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class VendorClient:
     def __init__(self, base_url: str, max_attempts: int = 8, backoff_initial_s: float = 0.2,
                  backoff_max_s: float = 10.0, timeout_s: float = 5.0, stop: threading.Event | None = None) -> None:
         self.url = base_url.rstrip("/") + "/v1/transfers"
+        parts = urlsplit(self.url)
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._path = parts.path
+        self._local = threading.local()  # one kept-alive connection per worker thread
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -65,15 +70,38 @@ class VendorClient:
                              detail=f"no answer after {self.max_attempts} attempts; last: {last}")
 
     def _post(self, body: bytes, operation_id: str) -> tuple[int | None, str]:
-        req = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Idempotency-Key": operation_id})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
-                return response.status, response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            return None, f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
+        for fresh in (False, True):  # a kept-alive connection the server closed meanwhile: reconnect once
+            conn = self._connection(fresh)
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                text = response.read().decode("utf-8", "replace")
+                if response.will_close:
+                    self._drop()
+                return response.status, text
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
+                self._drop()
+                if fresh:
+                    return None, f"{type(error).__name__}: {error}"
+            except (http.client.HTTPException, TimeoutError, OSError) as error:
+                self._drop()
+                return None, f"{type(error).__name__}: {error}"
+        raise AssertionError("unreachable")
+
+    def _connection(self, fresh: bool) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or fresh:
+            self._drop()
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = self._local.conn = cls(self._netloc, timeout=self.timeout_s)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
 
 def _reference(text: str) -> str | None:

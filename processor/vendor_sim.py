@@ -62,6 +62,7 @@ class VendorState:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "VendorSimulator"
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection (every reply has a Content-Length)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo read /_sim
         pass

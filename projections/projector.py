@@ -58,6 +58,8 @@ def _operation(rows: Rows, event: Any, position: int) -> None:
                     "reason_code": None, "detail": None, "facts": {}, "vendor_reference": None, "attempts": 0,
                     "vendor_rounds": 0, "retryable": False, "created_at": _at(event), "seq": position,
                     "refusals": [], "actions": [], "pairing_latency_ms": None, "vendor_latency_ms": None}
+        if event.half is not None:  # v2: opened by its first half
+            _half(doc, event)
         _put_operation(rows, event, doc)
         return
     doc = rows.get("operations", row_id)

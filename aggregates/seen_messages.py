@@ -1,0 +1,121 @@
+"""Process recorders that also keep the id of every inbound message seen.
+
+Deduplicating by `message_id` needs a fact per message, not an aggregate per message: a
+row written in the same transaction as the events the message caused and its Kafka
+position. A message id already present fails that transaction (an `IntegrityError`,
+like a version conflict), so two processors racing on one id cannot both apply it.
+
+Stores written before this table existed hold an `InboundMessage` aggregate per message:
+their ids are copied into the table once, when it is created.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.popo import POPOProcessRecorder
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+
+TABLE = "coterm_seen_messages"
+LEGACY_TOPIC = "aggregates.inbox:InboundMessage.Received"
+MIGRATED = "coterm.seen_messages.v1"  # a tracking record: the legacy ids were copied
+
+
+def seen_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (message_id, position) pairs a commit carries (`Orders.commit(..., seen=...)`)."""
+    return list(kwargs.get("seen") or ())
+
+
+class SQLiteSeenRecorder(SQLiteProcessRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (message_id TEXT PRIMARY KEY, position TEXT) WITHOUT ROWID"]
+
+    def create_table(self) -> None:
+        super().create_table()
+        if self.max_tracking_id(MIGRATED) is None:
+            with self.datastore.transaction(commit=True) as c:
+                c.execute(f"INSERT OR IGNORE INTO {TABLE} SELECT json_extract(CAST(state AS TEXT), '$.message_id'), "
+                          f"'legacy' FROM {self.events_table_name} WHERE topic = ?", (LEGACY_TOPIC,))
+                self._insert_tracking(c, Tracking(MIGRATED, 1))
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        rows = seen_rows(kwargs)
+        if rows:
+            c.executemany(f"INSERT INTO {TABLE} (message_id, position) VALUES (?, ?)", rows)
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def seen(self, message_ids: Iterable[str]) -> set[str]:
+        ids = list(message_ids)
+        found: set[str] = set()
+        with self.datastore.transaction(commit=False) as c:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                c.execute(f"SELECT message_id FROM {TABLE} WHERE message_id IN ({','.join('?' * len(chunk))})", chunk)
+                found.update(row[0] for row in c.fetchall())
+        return found
+
+
+class PostgresSeenRecorder(PostgresProcessRecorder):
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        from psycopg.sql import SQL, Identifier
+
+        self.seen_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
+        self.sql_create_statements.append(
+            SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
+        self.insert_seen_statement = SQL("INSERT INTO {} (message_id, position) VALUES (%s, %s)").format(self.seen_table)
+        self.select_seen_statement = SQL("SELECT message_id FROM {} WHERE message_id = ANY(%s)").format(self.seen_table)
+
+    def create_table(self) -> None:
+        super().create_table()
+        if self.max_tracking_id(MIGRATED) is None:
+            from psycopg.sql import SQL, Identifier
+
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(SQL(
+                    "INSERT INTO {} SELECT convert_from(state, 'UTF8')::jsonb->>'message_id', 'legacy' FROM {}.{} "
+                    "WHERE topic = %s ON CONFLICT DO NOTHING").format(
+                        self.seen_table, Identifier(self.datastore.schema), Identifier(self.events_table_name)),
+                    (LEGACY_TOPIC,))
+                self._insert_tracking(curs, Tracking(MIGRATED, 1))
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        rows = seen_rows(kwargs)
+        if rows:
+            curs.executemany(self.insert_seen_statement, rows)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def seen(self, message_ids: Iterable[str]) -> set[str]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.select_seen_statement, (list(message_ids),), prepare=True)
+            return {row["message_id"] for row in curs.fetchall()}
+
+
+class POPOSeenRecorder(POPOProcessRecorder):
+    """In memory, for unit tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, str] = {}
+
+    def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._assert_uniqueness(stored_events, **kwargs)
+        rows = seen_rows(kwargs)
+        ids = [message_id for message_id, _ in rows]
+        if len(set(ids)) != len(ids) or any(i in self._seen for i in ids):
+            raise IntegrityError("message id already seen")
+
+    def _update_table(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        ids = super()._update_table(stored_events, **kwargs)
+        self._seen.update(seen_rows(kwargs))
+        return ids
+
+    def seen(self, message_ids: Iterable[str]) -> set[str]:
+        with self._database_lock:
+            return {i for i in message_ids if i in self._seen}
+
+
+RECORDERS = {"eventsourcing.sqlite": SQLiteSeenRecorder, "eventsourcing.postgres": PostgresSeenRecorder,
+             "eventsourcing.popo": POPOSeenRecorder}
