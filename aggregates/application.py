@@ -12,7 +12,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
-from aggregates.seen_messages import RECORDERS
+from aggregates.recorders import RECORDERS
 from aggregates.subscription import Subscription
 
 A = TypeVar("A", bound=Aggregate)
@@ -126,6 +126,27 @@ class UnitOfWork:
         if found is not None and not isinstance(found, cls):
             raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
         return found
+
+    def prefetch(self, aggregate_ids: "list[UUID]") -> None:
+        """Learn in one query which of these aggregates do not exist, so that looking them up
+        later costs nothing (a cached aggregate exists; the rest are asked about together)."""
+        cache = self._app.repository.cache
+        todo = []
+        for aggregate_id in set(aggregate_ids):
+            if aggregate_id in self._aggregates:
+                continue
+            if cache is not None:
+                try:
+                    cache.get(aggregate_id)
+                    continue
+                except KeyError:
+                    pass
+            todo.append(aggregate_id)
+        if todo:
+            existing = self._app.recorder.existing(todo)  # type: ignore[attr-defined]
+            for aggregate_id in todo:
+                if aggregate_id not in existing:
+                    self._aggregates[aggregate_id] = None
 
     def discard(self) -> None:
         """Evict every aggregate this unit touched from the application's cache: the unit

@@ -73,6 +73,7 @@ class Inbox:
             parsed = [parse_message(r.value) for r in todo]
             ids = [str(p.envelope.message_id) for p in parsed if p.envelope is not None]
             batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
+            uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
             try:
                 lines = [self._apply(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
             except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer

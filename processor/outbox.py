@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates import commands
 from aggregates.application import Orders
+from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from processor.results import OUTBOUND, Outbound, outbound_of
 from processor.vendor_client import Stopped, VendorClient, VendorOutcome
@@ -170,7 +171,9 @@ class Outbox:
         slow = [op for op, f in self.in_flight.items()
                 if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
         if done or slow:
-            self.app.decide(lambda uow: self._record(uow, done, slow))
+            new_targets = [Subscription.create_id(self.calls[op].request["target"]["subscription_id"])
+                           for op in done if op in self.calls]
+            self.app.decide(lambda uow: (uow.prefetch(new_targets), self._record(uow, done, slow)))
             for op in slow:
                 self.in_flight[op].marked = True
             for op, outcome in done.items():

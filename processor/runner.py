@@ -20,6 +20,7 @@ from processor.store import store_env
 from processor.vendor_client import VendorClient
 
 log = structlog.get_logger("coterm.runner")
+FOLLOW_EVERY_S = 0.5  # while input flows, followers (read models) catch up at most this often
 
 
 @dataclass
@@ -48,6 +49,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
     progress = Progress()
     last_input = time.monotonic()
     last_expiry_check = 0.0
+    last_followed = 0.0
     log.info("processor.started", group_id=settings.group_id, topic=settings.topic_orders, until_idle_s=until_idle_s)
     try:
         while not stop.is_set():
@@ -74,8 +76,11 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
             elif outbox is not None:
                 outbox.close()  # another instance leads now: its outbox owns the calls
                 outbox = None
-            worked += sum(follow() for follow in followers)  # e.g. read models, on the same log
             now = time.monotonic()
+            if not batch or now - last_followed >= FOLLOW_EVERY_S:
+                # e.g. read models, on the same log: in bigger, fewer batches while input flows
+                last_followed = now
+                worked += sum(follow() for follow in followers)
             if batch or worked:
                 last_input = now
             progress.holding = bool(consumer.assignment())

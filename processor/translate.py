@@ -2,9 +2,13 @@
 
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from aggregates import commands
 from aggregates.application import UnitOfWork
+from aggregates.customer import Customer
+from aggregates.subscription import Subscription
+from aggregates.transfer import Transfer
 from contracts import inbound as wire
 from contracts.parsing import Inbound
 
@@ -39,6 +43,24 @@ assert set(HANDLERS) == set(wire.PAYLOAD_MODELS), "every inbound type needs a ha
 
 def apply(uow: UnitOfWork, message: Inbound, ctx: commands.Context) -> None:
     HANDLERS[message.envelope.type](uow, ctx, message.payload)
+
+
+def new_ids(message: Inbound) -> list[UUID]:
+    """Aggregates this message may find missing (a new operation, a new target subscription),
+    so that a batch asks the store about them together (`UnitOfWork.prefetch`)."""
+    p = message.payload
+    kind = message.envelope.type
+    if kind.startswith("transfer."):
+        ids = [Transfer.create_id(p.operation_id)]
+        target = getattr(p, "target", None)
+        if target is not None and getattr(target, "kind", None) == "new_subscription":
+            ids.append(Subscription.create_id(target.new_subscription_id))
+        return ids
+    if kind == "subscription.purchased":
+        return [Subscription.create_id(p.subscription_id)]
+    if kind == "customer.registered":
+        return [Customer.create_id(p.customer_id)]
+    return []
 
 
 def log_context(message: Inbound) -> dict[str, str]:

@@ -8,7 +8,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates.application import Orders
-from projections.projector import PROJECTORS, Rows, project
+from projections.projector import PROJECTORS, TABLE_OF, Rows, project
 from projections.recorders import PostgresReadModels, SQLiteReadModels
 
 TOPICS = sorted(get_topic(cls) for cls in PROJECTORS)
@@ -32,7 +32,7 @@ class Projection:
     def position(self) -> int:
         return self.tables.max_tracking_id(self.name) or 0
 
-    def catch_up(self, limit: int = 1000, stop_at: int | None = None) -> int:
+    def catch_up(self, limit: int = 5000, stop_at: int | None = None) -> int:
         """Project the next batch of notifications; returns how many were read (0: caught up)."""
         start = self.position
         if stop_at is not None and start >= stop_at:
@@ -47,8 +47,10 @@ class Projection:
                 self._write(Rows(self._load), end)
             return 0
         rows = Rows(self._load)
-        for notification in notifications:
-            project(rows, self.app.mapper.to_domain_event(notification), notification.id)
+        events = [self.app.mapper.to_domain_event(n) for n in notifications]
+        self._preload(rows, events)
+        for notification, event in zip(notifications, events, strict=True):
+            project(rows, event, notification.id)
         self._write(rows, notifications[-1].id)
         return len(notifications)
 
@@ -65,6 +67,21 @@ class Projection:
             self.tables.write(rows.changed, Tracking(self.name, position))
         except IntegrityError:
             pass  # another process projected the same position first: its rows stand
+
+    def _preload(self, rows: Rows, events: list[Any]) -> None:
+        """Read the existing rows a batch changes with one query per table, not one per row."""
+        wanted: dict[str, set[str]] = {}
+        for event in events:
+            table = TABLE_OF.get(type(event))
+            if table is not None:
+                wanted.setdefault(table, set()).add(event.originator_id.hex)
+        for table, ids in wanted.items():
+            listed = sorted(ids)
+            for i in range(0, len(listed), 500):
+                part = listed[i : i + 500]
+                found = self.tables.fetch(f"SELECT id, doc FROM {self.tables.table(table)} WHERE id IN "
+                                          f"({','.join('?' * len(part))})", part)
+                rows.preload(table, part, {r["id"]: json.loads(r["doc"]) for r in found})
 
     def _load(self, table: str, row_id: str) -> dict[str, Any] | None:
         found = self.tables.fetch(f"SELECT doc FROM {self.tables.table(table)} WHERE id = ?", [row_id])

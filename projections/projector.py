@@ -22,6 +22,11 @@ class Rows:
         self.changed: dict[str, dict[str, dict[str, Any]]] = {}
         self._cache: dict[tuple[str, str], Doc | None] = {}
 
+    def preload(self, table: str, row_ids: list[str], docs: dict[str, Doc]) -> None:
+        """Rows read together beforehand (`Projection`); ids absent from `docs` have no row yet."""
+        for row_id in row_ids:
+            self._cache.setdefault((table, row_id), docs.get(row_id))
+
     def get(self, table: str, row_id: str) -> Doc | None:
         key = (table, row_id)
         if key not in self._cache:
@@ -228,3 +233,13 @@ def project(rows: Rows, event: Any, position: int) -> None:
     handler = PROJECTORS.get(type(event))
     if handler is not None:
         handler(rows, event, position)
+
+
+# Which table each event's row lives in, so a batch can read its rows together.
+TABLE_OF: dict[type, str] = {
+    **{cls: "operations" for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
+    **{cls: "customers" for cls in (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated)},
+    **{cls: "subscriptions" for cls in (Subscription.Resized, Subscription.MigratedToUsageBased,
+                                        Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
+    Migration.Decided: "migrations",
+}

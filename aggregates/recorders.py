@@ -1,4 +1,10 @@
-"""Process recorders that also keep the id of every inbound message seen.
+"""coterm's process recorders: the library's, plus seen message ids and batched existence checks.
+
+Existence: a batch of orders names many aggregates that may not exist yet (a new transfer,
+a new target subscription). The library's repository answers "not found" with one query
+each; `existing()` answers for the whole batch in one query.
+
+Seen messages:
 
 Deduplicating by `message_id` needs a fact per message, not an aggregate per message: a
 row written in the same transaction as the events the message caused and its Kafka
@@ -11,6 +17,7 @@ their ids are copied into the table once, when it is created.
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
@@ -47,13 +54,20 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         return super()._insert_events(c, stored_events, **kwargs)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
-        ids = list(message_ids)
-        found: set[str] = set()
+        return set(self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids)))
+
+    def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
+        found = self._select_in(f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 "
+                                "AND originator_id IN", [i.hex for i in aggregate_ids])
+        return {UUID(hex=h) for h in found}
+
+    def _select_in(self, statement: str, values: list[str], chunk: int = 500) -> list[str]:
+        found: list[str] = []
         with self.datastore.transaction(commit=False) as c:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                c.execute(f"SELECT message_id FROM {TABLE} WHERE message_id IN ({','.join('?' * len(chunk))})", chunk)
-                found.update(row[0] for row in c.fetchall())
+            for i in range(0, len(values), chunk):
+                part = values[i : i + chunk]
+                c.execute(f"{statement} ({','.join('?' * len(part))})", part)
+                found.extend(row[0] for row in c.fetchall())
         return found
 
 
@@ -67,6 +81,9 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
         self.insert_seen_statement = SQL("INSERT INTO {} (message_id, position) VALUES (%s, %s)").format(self.seen_table)
         self.select_seen_statement = SQL("SELECT message_id FROM {} WHERE message_id = ANY(%s)").format(self.seen_table)
+        self.select_existing_statement = SQL(
+            "SELECT originator_id FROM {}.{} WHERE originator_version = 1 AND originator_id = ANY(%s)").format(
+                Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
     def create_table(self) -> None:
         super().create_table()
@@ -92,6 +109,11 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
             curs.execute(self.select_seen_statement, (list(message_ids),), prepare=True)
             return {row["message_id"] for row in curs.fetchall()}
 
+    def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.select_existing_statement, (list(aggregate_ids),), prepare=True)
+            return {row["originator_id"] for row in curs.fetchall()}
+
 
 class POPOSeenRecorder(POPOProcessRecorder):
     """In memory, for unit tests."""
@@ -115,6 +137,10 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self._database_lock:
             return {i for i in message_ids if i in self._seen}
+
+    def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
+        with self._database_lock:
+            return {i for i in aggregate_ids if 1 in self._stored_events_index.get(str(i), {})}
 
 
 RECORDERS = {"eventsourcing.sqlite": SQLiteSeenRecorder, "eventsourcing.postgres": PostgresSeenRecorder,
