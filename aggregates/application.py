@@ -12,7 +12,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
-from aggregates.recorders import RECORDERS
+from aggregates.recorders import RECORDERS, POPOSeenRecorder
 from aggregates.subscription import Subscription
 
 A = TypeVar("A", bound=Aggregate)
@@ -38,14 +38,14 @@ class Orders(Application):
     """All of coterm's history in one notification log, so read models and the outbox follow one sequence."""
 
     name = "coterm"
-    # A cache of reconstructed aggregates. By default fast-forwarded from the store on every get:
-    # safe with several writers on one store, one query per hit instead of two (snapshot +
-    # events). The one processor of a SQLite store turns fast-forward off (`open_store`): it
-    # writes nearly everything itself, a version conflict at commit catches what another
-    # writer changed, and the outbox evicts what it reads in the log from elsewhere.
+    # A cache of reconstructed aggregates, not fast-forwarded on every get (one query per
+    # aggregate) but kept coherent in bulk: each unit of work first reads the ids and versions
+    # written since the last one (by any process: other processors, the outbox process, staff
+    # actions in `coterm serve`) and evicts cached aggregates that fell behind. A write from a
+    # stale aggregate would fail its version check anyway; the eviction keeps reads current.
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y",
+    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "n",
            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100}  # type: ignore[dict-item]
@@ -53,7 +53,10 @@ class Orders(Application):
     def construct_recorder(self) -> ProcessRecorder:
         # A process recorder stores Kafka positions (tracking records) atomically with events;
         # ours also stores the ids of the messages seen, in the same transaction.
-        recorder_class = RECORDERS.get(self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo"))
+        module = self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo")
+        recorder_class = RECORDERS.get(module)
+        if module == "eventsourcing.popo":  # its factory takes no recorder topic
+            return POPOSeenRecorder()
         if recorder_class is not None:
             self.factory.env[self.factory.PROCESS_RECORDER_TOPIC] = get_topic(recorder_class)
         return self.factory.process_recorder()
@@ -73,7 +76,28 @@ class Orders(Application):
         return recorder
 
     def unit_of_work(self) -> "UnitOfWork":
+        self.refresh_cache()
         return UnitOfWork(self)
+
+    def refresh_cache(self) -> None:
+        """Evict cached aggregates that events recorded since the last look have overtaken."""
+        cache = self.repository.cache
+        if cache is None or self.repository.fastforward:
+            return
+        position = getattr(self, "_cache_position", None)
+        if position is None:  # the cache is empty: whatever it loads from now on is current
+            self._cache_position = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+            return
+        changes = self.recorder.changes_since(position)  # type: ignore[attr-defined]
+        for _, aggregate_id, version in changes:
+            try:
+                cached = cache.get(aggregate_id)
+            except KeyError:
+                continue
+            if cached.version < version:
+                cache.get(aggregate_id, evict=True)
+        if changes:
+            self._cache_position = changes[-1][0]
 
     def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5) -> T:
         """Run `change` on fresh state and commit it; when another writer got there first

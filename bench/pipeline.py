@@ -131,8 +131,13 @@ class ResultWatcher(threading.Thread):
 
 
 def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    """Peak resident memory of a process and its children (`coterm run` and its outbox process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for p in [pid, *map(int, children)]:
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return total / 1024
 
 
 # -- coterm ------------------------------------------------------------------------------------

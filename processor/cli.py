@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SettingsError("COTERM_VENDOR_URL is not set: `coterm run` needs the vendor API (try `coterm vendor-sim`)")
     configure_logging()
     stop = _stop_on_signals()
-    app = open_store(settings.store, processor=True)
+    app = open_store(settings.store)
     broker = None
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:

@@ -16,7 +16,7 @@ from processor.demo_stream import RETIRED_PLAN, Message, build_stream
 from processor.inbox import Inbox
 from processor.kafka_io import read_topic
 from processor.log_setup import configure_logging
-from processor.outbox import Outbox
+from processor.outbox_process import SharedStatus
 from processor.runner import Progress, run
 from processor.settings import Settings
 from processor.store import open_store
@@ -32,7 +32,8 @@ def run_demo(customers: int = 300, seed: int = 42) -> int:
         shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
     DEMO_DIR.mkdir(parents=True)
     store = str(DEMO_DIR / "coterm.sqlite")
-    log_file = (DEMO_DIR / "coterm.log").open("w")
+    (DEMO_DIR / "coterm.log").write_text("")
+    log_file = (DEMO_DIR / "coterm.log").open("a")  # appended to by the outbox process too
     configure_logging(log_file)
     stream = build_stream(customers, seed)
     say(f"coterm demo: {customers} customers, {len(stream.reference)} reference messages, "
@@ -46,11 +47,12 @@ def run_demo(customers: int = 300, seed: int = 42) -> int:
                             pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
         ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
         watch = _Watch()
-        app = open_store(store, processor=True)
+        app = open_store(store)
         stop = threading.Event()
         projection = Projection(app)  # read models for `coterm serve`, kept current as in `coterm run`
         worker = threading.Thread(target=run, args=(app, settings, broker.bootstrap, stop), daemon=True,
-                                  kwargs={"on_progress": watch.update, "followers": [projection.catch_up]})
+                                  kwargs={"on_progress": watch.update, "followers": [projection.catch_up],
+                                          "log_path": str(DEMO_DIR / "coterm.log")})
         started = time.monotonic()
         worker.start()
         try:
@@ -89,15 +91,15 @@ class _Watch:
         self.busy = True
         self.caught_up = False
 
-    def update(self, progress: Progress, inbox: Inbox, outbox: Outbox) -> None:
+    def update(self, progress: Progress, inbox: Inbox, outbox: SharedStatus) -> None:
         with self.lock:
             self.received = progress.received
-            self.published = outbox.published
-            self.vendor_pending = len(outbox.calls)
-            self.waiting = len(outbox.waiting)
+            self.published = outbox.published.value
+            self.vendor_pending = outbox.pending_calls.value
+            self.waiting = outbox.waiting_halves.value
             self.duplicates = inbox.stats.duplicates
             self.caught_up = progress.caught_up
-            self.busy = outbox.busy
+            self.busy = outbox.busy.value or not outbox.ready.value
 
     def line(self, total: int) -> str:
         with self.lock:

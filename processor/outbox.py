@@ -93,7 +93,6 @@ class Outbox:
         outgoing: list[Outbound] = []
         for notification in notifications:
             event = self.app.mapper.to_domain_event(notification)
-            self._evict_if_behind(event)
             self._track(notification.id, event)
             if notification.id > self.results_at:
                 message = outbound_of(event)
@@ -111,21 +110,6 @@ class Outbox:
             self.app.process_recorder.insert_tracking(Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
         return len(notifications)
-
-    def _evict_if_behind(self, event: Any) -> None:
-        """Without fast-forward (the one processor of a SQLite file), an aggregate that another
-        process changed (a staff action in `coterm serve`) must leave the cache once its event
-        shows in the log, before the outbox acts on it. Writes are safe anyway: a stale
-        aggregate fails its commit on the version check."""
-        repository = self.app.repository
-        if repository.cache is None or repository.fastforward:
-            return
-        try:
-            cached = repository.cache.get(event.originator_id)
-        except KeyError:
-            return
-        if cached.version < event.originator_version:
-            repository.cache.get(event.originator_id, evict=True)
 
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)

@@ -43,15 +43,9 @@ def store_env(store: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
 
 
-def open_store(store: str, processor: bool = False) -> Orders:
-    """The application on its store, with every table (events, tracking, read models) created.
-
-    `processor`: this is `coterm run`. On SQLite it is the one processor of its file, so its
-    aggregate cache need not ask the store for newer events on every get (see `Orders.env`).
-    """
+def open_store(store: str) -> Orders:
+    """The application on its store, with every table (events, tracking, read models) created."""
     env = store_env(store)
-    if processor and env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
-        env["AGGREGATE_CACHE_FASTFORWARD"] = "n"
     try:
         with _ddl_lock(env):
             if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres" and env["POSTGRES_SCHEMA"] != "public":

@@ -73,7 +73,7 @@ class Scenario:
     # -- processing -------------------------------------------------------------------------
     def process(self, idle_s: float = 1.0, timeout_s: float = 90.0) -> None:
         """Run the real processor loop until it is idle."""
-        app = open_store(self.store, processor=True)
+        app = open_store(self.store)
         stop = threading.Event()
         timer = threading.Timer(timeout_s, stop.set)
         timer.start()

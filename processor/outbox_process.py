@@ -1,0 +1,160 @@
+"""The outbox in a process of its own, beside the consumer.
+
+One Python process runs on one core (the GIL). Consuming and applying orders, and carrying
+out what they decided (results to Kafka, vendor calls, their outcomes), each take about
+half the work of a transfer, so `coterm run` runs them as two processes sharing the store:
+this one follows the store's log; the consumer's process applies Kafka input. They share
+only a few flags and counters (`SharedStatus`): the consumer tells whether it has read all
+its input (expiry waits for that), the outbox tells whether it is busy (for `--until-idle`)
+and what it has done (for progress lines).
+
+The child dies with its parent (Linux `PR_SET_PDEATHSIG`), so a killed processor never
+leaves an outbox behind that would keep sending vendor calls or hold the leadership.
+"""
+
+import ctypes
+import multiprocessing
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from kafka.errors import KafkaError
+
+from processor.settings import Settings
+
+log = structlog.get_logger("coterm.outbox")
+_SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
+EXPIRY_EVERY_S = 1.0
+
+
+@dataclass
+class SharedStatus:
+    stop: Any
+    caught_up: Any  # written by the consumer's process
+    ready: Any  # the rest by the outbox's: it finished its first round
+    busy: Any
+    leading: Any
+    worked_at: Any  # time.monotonic() of the last round that did something (system-wide clock)
+    published: Any
+    pending_calls: Any
+    waiting_halves: Any
+
+    @classmethod
+    def create(cls) -> "SharedStatus":
+        return cls(stop=_SPAWN.Event(), caught_up=_SPAWN.Value("b", False), ready=_SPAWN.Value("b", False), busy=_SPAWN.Value("b", False),
+                   leading=_SPAWN.Value("b", False), worked_at=_SPAWN.Value("d", 0.0),
+                   published=_SPAWN.Value("q", 0), pending_calls=_SPAWN.Value("q", 0),
+                   waiting_halves=_SPAWN.Value("q", 0))
+
+
+class OutboxProcess:
+    """Starts, watches and stops the outbox process of one `coterm run`."""
+
+    def __init__(self, settings: Settings, bootstrap: str, log_path: str | None) -> None:
+        self.args = (settings, bootstrap, log_path)
+        self.status = SharedStatus.create()
+        self.process: Any = None
+
+    def start(self) -> "OutboxProcess":
+        self.process = _SPAWN.Process(target=outbox_main, args=(*self.args, self.status), name="coterm-outbox",
+                                      daemon=True)
+        self.process.start()
+        return self
+
+    def ensure_alive(self) -> None:
+        """A crashed outbox (a bug, a lost database) is started again from its stored positions."""
+        if self.process is not None and not self.process.is_alive() and not self.status.stop.is_set():
+            log.error("outbox.died", exitcode=self.process.exitcode)
+            self.status.busy.value = False
+            time.sleep(1.0)
+            self.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.status.stop.set()
+        if self.process is None:
+            return
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            log.warning("outbox.kill", after_s=timeout_s)
+            self.process.kill()
+            self.process.join(5)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's stop flag is all there is
+        pass
+
+
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status: SharedStatus) -> None:
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from processor.log_setup import configure_logging
+
+    configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
+    _follow(settings, bootstrap, status)
+
+
+def _follow(settings: Settings, bootstrap: str, status: SharedStatus) -> None:
+    from processor.inbox import utc_now
+    from processor.kafka_io import KafkaPublisher
+    from processor.leadership import Leadership
+    from processor.outbox import Outbox
+    from processor.store import open_store, store_env
+    from processor.vendor_client import VendorClient
+
+    app = open_store(settings.store)
+    publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter)
+    leadership = Leadership(store_env(settings.store))
+    outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
+    last_expiry = 0.0
+    try:
+        while not status.stop.is_set():
+            worked = 0
+            if leadership.held():
+                if outbox is None:
+                    vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
+                    outbox = Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now)
+                try:
+                    worked = outbox.follow() + outbox.dispatch()
+                    while outbox.follow():  # drain what the dispatcher just recorded
+                        pass
+                except KafkaError as error:
+                    # Nothing was marked published: the same results go out once Kafka answers.
+                    log.warning("results.publish_failed", error=str(error))
+                    status.stop.wait(1.0)
+                now = time.monotonic()
+                if now - last_expiry >= EXPIRY_EVERY_S:
+                    last_expiry = now
+                    worked += outbox.expire(bool(status.caught_up.value))
+            elif outbox is not None:
+                outbox.close()  # another instance leads now: its outbox owns the calls
+                outbox = None
+            _report(status, outbox, worked)
+            if not worked:
+                status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
+    finally:
+        if outbox is not None:
+            outbox.close()
+        leadership.release()
+        publisher.close()
+        app.close()
+        status.busy.value = False
+        log.info("outbox.stopped", published=outbox.published if outbox else 0)
+
+
+def _report(status: SharedStatus, outbox: Any, worked: int) -> None:
+    status.leading.value = outbox is not None
+    if worked:
+        status.worked_at.value = time.monotonic()
+    status.busy.value = bool(outbox is not None and outbox.busy)
+    status.ready.value = True
+    status.published.value = outbox.published if outbox is not None else status.published.value
+    status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
+    status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
