@@ -39,10 +39,10 @@ class Orders(Application):
 
     name = "coterm"
     # A cache of reconstructed aggregates, not fast-forwarded on every get (one query per
-    # aggregate) but kept coherent in bulk: each unit of work first reads the ids and versions
-    # written since the last one (by any process: other processors, the outbox process, staff
-    # actions in `coterm serve`) and evicts cached aggregates that fell behind. A write from a
-    # stale aggregate would fail its version check anyway; the eviction keeps reads current.
+    # aggregate) but in bulk: each unit of work first reads the log written since the last one
+    # (by any process: other processors, the outbox process, staff actions in `coterm serve`)
+    # and applies those events to the cached aggregates they belong to. A write from a stale
+    # aggregate would fail its version check anyway; this keeps reads current.
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
     env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "n",
@@ -61,6 +61,39 @@ class Orders(Application):
             self.factory.env[self.factory.PROCESS_RECORDER_TOPIC] = get_topic(recorder_class)
         return self.factory.process_recorder()
 
+    def refresh_cache(self, page: int = 5000) -> None:
+        """Bring cached aggregates up to date with what was recorded since the last look, in
+        bulk: one read of the log, decoding only the events of aggregates held in the cache."""
+        cache = self.repository.cache
+        if cache is None or self.repository.fastforward:
+            return
+        position = getattr(self, "_cache_position", None)
+        if position is None:  # the cache is empty: whatever it loads from now on is current
+            self._cache_position = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+            return
+        while True:
+            notifications = self.process_recorder.select_notifications(start=position + 1, limit=page)
+            for n in notifications:
+                self.fast_forward_cached(n)
+            if notifications:
+                position = self._cache_position = notifications[-1].id
+            if len(notifications) < page:
+                return
+
+    def fast_forward_cached(self, notification: Any, event: Any = None) -> None:
+        """Apply one recorded event to its aggregate if cached one version behind; evict it if
+        further behind. `event`: the notification already decoded, when the caller has it."""
+        cache = self.repository.cache
+        assert cache is not None
+        try:
+            cached = cache.get(notification.originator_id)
+        except KeyError:
+            return
+        if cached.version == notification.originator_version - 1:
+            (event or self.mapper.to_domain_event(notification)).mutate(cached)
+        elif cached.version < notification.originator_version:
+            cache.get(notification.originator_id, evict=True)
+
     def seen(self, message_ids: "list[str]") -> set[str]:
         """Which of these inbound message ids were recorded already."""
         return self.recorder.seen(message_ids) if message_ids else set()  # type: ignore[attr-defined]
@@ -78,26 +111,6 @@ class Orders(Application):
     def unit_of_work(self) -> "UnitOfWork":
         self.refresh_cache()
         return UnitOfWork(self)
-
-    def refresh_cache(self) -> None:
-        """Evict cached aggregates that events recorded since the last look have overtaken."""
-        cache = self.repository.cache
-        if cache is None or self.repository.fastforward:
-            return
-        position = getattr(self, "_cache_position", None)
-        if position is None:  # the cache is empty: whatever it loads from now on is current
-            self._cache_position = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
-            return
-        changes = self.recorder.changes_since(position)  # type: ignore[attr-defined]
-        for _, aggregate_id, version in changes:
-            try:
-                cached = cache.get(aggregate_id)
-            except KeyError:
-                continue
-            if cached.version < version:
-                cache.get(aggregate_id, evict=True)
-        if changes:
-            self._cache_position = changes[-1][0]
 
     def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5) -> T:
         """Run `change` on fresh state and commit it; when another writer got there first

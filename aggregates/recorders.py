@@ -1,8 +1,5 @@
 """coterm's process recorders: the library's, plus seen message ids and batched existence checks.
 
-Changes since a position: the ids and versions of aggregates written after it, so a
-process's aggregate cache can evict what other processes changed (`Orders.refresh_cache`).
-
 Existence: a batch of orders names many aggregates that may not exist yet (a new transfer,
 a new target subscription). The library's repository answers "not found" with one query
 each; `existing()` answers for the whole batch in one query.
@@ -59,12 +56,6 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         return set(self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids)))
 
-    def changes_since(self, notification_id: int) -> list[tuple[int, UUID, int]]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT rowid, originator_id, originator_version FROM {self.events_table_name} "
-                      "WHERE rowid > ? ORDER BY rowid", (notification_id,))
-            return [(row[0], UUID(hex=row[1]), row[2]) for row in c.fetchall()]
-
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         found = self._select_in(f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 "
                                 "AND originator_id IN", [i.hex for i in aggregate_ids])
@@ -90,9 +81,6 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
         self.insert_seen_statement = SQL("INSERT INTO {} (message_id, position) VALUES (%s, %s)").format(self.seen_table)
         self.select_seen_statement = SQL("SELECT message_id FROM {} WHERE message_id = ANY(%s)").format(self.seen_table)
-        self.select_changes_statement = SQL(
-            "SELECT notification_id, originator_id, originator_version FROM {}.{} WHERE notification_id > %s "
-            "ORDER BY notification_id").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self.select_existing_statement = SQL(
             "SELECT originator_id FROM {}.{} WHERE originator_version = 1 AND originator_id = ANY(%s)").format(
                 Identifier(self.datastore.schema), Identifier(self.events_table_name))
@@ -120,11 +108,6 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.select_seen_statement, (list(message_ids),), prepare=True)
             return {row["message_id"] for row in curs.fetchall()}
-
-    def changes_since(self, notification_id: int) -> list[tuple[int, UUID, int]]:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self.select_changes_statement, (notification_id,), prepare=True)
-            return [(r["notification_id"], r["originator_id"], r["originator_version"]) for r in curs.fetchall()]
 
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         with self.datastore.transaction(commit=False) as curs:
@@ -154,11 +137,6 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self._database_lock:
             return {i for i in message_ids if i in self._seen}
-
-    def changes_since(self, notification_id: int) -> list[tuple[int, UUID, int]]:
-        with self._database_lock:
-            return [(n, s.originator_id, s.originator_version)  # type: ignore[misc]
-                    for n, s in enumerate(self._stored_events[notification_id:], start=notification_id + 1)]
 
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         with self._database_lock:

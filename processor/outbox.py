@@ -34,7 +34,9 @@ WORK_TRACKING = "coterm.work"
 OPENS_WAIT = (Transfer.Opened, Transfer.HalfReceived)  # an Opened without a half (a cancel came first) opens no wait
 OPENS_CALL = Transfer.VendorCallRequested
 CLOSES = (Transfer.Rejected, Transfer.Completed, Transfer.Failed, Transfer.Expired, Transfer.Cancelled)
-TOPICS = sorted({get_topic(c) for c in (*OPENS_WAIT, OPENS_CALL, *CLOSES, *OUTBOUND)})
+# Every Transfer event is read (VendorCallSent too), so the transfers this process acts on
+# are kept current in its aggregate cache from the log itself (`_keep_cached`).
+TOPICS = sorted({get_topic(c) for c in (*OPENS_WAIT, OPENS_CALL, Transfer.VendorCallSent, *CLOSES, *OUTBOUND)})
 
 
 class Publisher(Protocol):
@@ -93,6 +95,7 @@ class Outbox:
         outgoing: list[Outbound] = []
         for notification in notifications:
             event = self.app.mapper.to_domain_event(notification)
+            self._keep_cached(notification, event)
             self._track(notification.id, event)
             if notification.id > self.results_at:
                 message = outbound_of(event)
@@ -110,6 +113,20 @@ class Outbox:
             self.app.process_recorder.insert_tracking(Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
         return len(notifications)
+
+    def _keep_cached(self, notification: Any, event: Any) -> None:
+        """The consumer's process writes the transfers this one completes: build them in the
+        cache from the events read here, rather than reconstruct each one from the store."""
+        cache = self.app.repository.cache
+        if cache is None or self.app.repository.fastforward:
+            return
+        if isinstance(event, Transfer.Opened):
+            try:
+                cache.get(event.originator_id)
+            except KeyError:
+                cache.put(event.originator_id, event.mutate(None))
+            return
+        self.app.fast_forward_cached(notification, event)
 
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)
