@@ -9,7 +9,9 @@ Two tracking records keep its place across restarts:
 """
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -58,7 +60,6 @@ class Call:
 
 @dataclass
 class InFlight:
-    future: "Future[VendorOutcome] | None" = None
     started: float | None = None  # monotonic, when a worker handed it to the vendor client
     marked: bool = False  # VendorCallSent recorded
 
@@ -84,6 +85,9 @@ class Outbox:
         self.waiting: dict[str, Waiting] = {}
         self.calls: dict[str, Call] = {}
         self.in_flight: dict[str, InFlight] = {}
+        self.to_send: deque[str] = deque()  # calls read from the log, not yet handed to the pool
+        self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
+        self._slow_checked = 0.0
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
         self.published = 0
 
@@ -138,13 +142,16 @@ class Outbox:
                 self.waiting[op] = Waiting(notification_id, datetime.fromisoformat(event.half["recorded_at"]))
         elif isinstance(event, OPENS_CALL):
             self.waiting.pop(op, None)
+            self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
             self.calls[op] = Call(notification_id, event.request)
+            self.to_send.append(op)
         elif isinstance(event, CLOSES):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)
 
     def _save_low_water(self) -> None:
-        open_ids = [w.notification_id for w in self.waiting.values()] + [c.notification_id for c in self.calls.values()]
+        # Both maps are kept in notification order, so their first entries are the oldest.
+        open_ids = [next(iter(m.values())).notification_id for m in (self.waiting, self.calls) if m]
         low = min(open_ids) - 1 if open_ids else self.read_at
         if low > self.work_at:
             self.work_at = low
@@ -156,21 +163,22 @@ class Outbox:
         all of them in one transaction (one per round, not one per call)."""
         if self.vendor is None:
             return 0
-        for op, call in self.calls.items():
-            if op not in self.in_flight:
+        while self.to_send:
+            op = self.to_send.popleft()
+            call = self.calls.get(op)
+            if call is not None and op not in self.in_flight:
                 flight = self.in_flight[op] = InFlight()
-                flight.future = self.pool.submit(self._send, flight, call.request)
+                self.pool.submit(self._send, op, flight, call.request)
         done: dict[str, VendorOutcome] = {}
-        for op, flight in list(self.in_flight.items()):
-            if flight.future is not None and flight.future.done():
-                del self.in_flight[op]
-                try:
-                    done[op] = flight.future.result()
-                except Stopped:
-                    continue  # stays requested in the store: sent again on restart
-        now = time.monotonic()
-        slow = [op for op, f in self.in_flight.items()
-                if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
+        while True:
+            try:
+                op, outcome = self.finished.get_nowait()
+            except queue.Empty:
+                break
+            self.in_flight.pop(op, None)
+            if outcome is not None:  # None: stopped, it stays requested in the store and is sent on restart
+                done[op] = outcome
+        slow = self._slow_calls()
         if done or slow:
             new_targets = [Subscription.create_id(self.calls[op].request["target"]["subscription_id"])
                            for op in done if op in self.calls]
@@ -185,10 +193,23 @@ class Outbox:
                                 detail=outcome.detail[:300])
         return len(done)
 
-    def _send(self, flight: InFlight, request: dict[str, Any]) -> VendorOutcome:
+    def _slow_calls(self) -> list[str]:
+        """Calls handed to the vendor at least SENT_AFTER_S ago and not yet marked `sent`
+        (looked for a few times a second, not on every round)."""
+        now = time.monotonic()
+        if now - self._slow_checked < SENT_AFTER_S / 4:
+            return []
+        self._slow_checked = now
+        return [op for op, f in self.in_flight.items()
+                if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
+
+    def _send(self, op: str, flight: InFlight, request: dict[str, Any]) -> None:
         assert self.vendor is not None
         flight.started = time.monotonic()
-        return self.vendor.send(request)
+        try:
+            self.finished.put((op, self.vendor.send(request)))
+        except Stopped:
+            self.finished.put((op, None))
 
     @staticmethod
     def _record(uow: Any, done: dict[str, VendorOutcome], slow: list[str]) -> None:
