@@ -45,7 +45,7 @@ class Orders(Application):
     # aggregate would fail its version check anyway; this keeps reads current.
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "n",
+    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n",
            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100}  # type: ignore[dict-item]

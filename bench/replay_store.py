@@ -13,6 +13,11 @@ Record = namedtuple("Record", "offset value")
 
 def build_store(store: str, events: int, batch: int = 500) -> int:
     """Grow the store until it holds at least `events` events; returns how many it holds."""
+    import io
+
+    from processor.log_setup import configure_logging
+
+    configure_logging(io.StringIO())  # the inbox's lines, rendered as in production, kept off the terminal
     app = open_store(store)
     inbox = Inbox(app)
     offset = 0

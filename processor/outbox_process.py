@@ -44,10 +44,33 @@ class SharedStatus:
 
     @classmethod
     def create(cls) -> "SharedStatus":
-        return cls(stop=_SPAWN.Event(), caught_up=_SPAWN.Value("b", False), ready=_SPAWN.Value("b", False), busy=_SPAWN.Value("b", False),
-                   leading=_SPAWN.Value("b", False), worked_at=_SPAWN.Value("d", 0.0),
-                   published=_SPAWN.Value("q", 0), pending_calls=_SPAWN.Value("q", 0),
-                   waiting_halves=_SPAWN.Value("q", 0))
+        # Plain shared memory, each value written by one side only: no locks, so no semaphores
+        # and no resource-tracker process beside the two.
+        def value(kind: str, initial: Any) -> Any:
+            return _SPAWN.RawValue(kind, initial)
+
+        return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
+                   busy=value("b", False), leading=value("b", False), worked_at=value("d", 0.0),
+                   published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0))
+
+
+class Flag:
+    """A stop flag in shared memory, with the part of `threading.Event` the two loops use."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def set(self) -> None:
+        self.value.value = True
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.is_set() and time.monotonic() < deadline:
+            time.sleep(min(0.01, timeout_s))
+        return self.is_set()
 
 
 class OutboxProcess:

@@ -54,10 +54,10 @@ class Projection:
         self._write(rows, notifications[-1].id)
         return len(notifications)
 
-    def run_to_end(self, stop_at: int | None = None) -> int:
+    def run_to_end(self, stop_at: int | None = None, page: int = 5000) -> int:
         total = 0
         while True:
-            read = self.catch_up(stop_at=stop_at)
+            read = self.catch_up(limit=page, stop_at=stop_at)
             if not read:
                 return total
             total += read
