@@ -14,9 +14,16 @@ from aggregates.catalog import Catalog
 from aggregates.customer import Customer
 from aggregates.recorders import RECORDERS, POPOSeenRecorder
 from aggregates.subscription import Subscription
+from aggregates.transfer import Transfer
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
+
+
+# A transfer that ended leaves the cache: in the normal course nothing more happens to it, and
+# the room is better spent on the operations still open (a late message reloads it).
+_LEAVE_CACHE = frozenset(get_topic(c) for c in (Transfer.Completed, Transfer.Rejected, Transfer.Failed,
+                                                 Transfer.Expired, Transfer.Cancelled))
 
 
 class KeptConflicting(RuntimeError):
@@ -91,7 +98,7 @@ class Orders(Application):
             return
         if cached.version == notification.originator_version - 1:
             (event or self.mapper.to_domain_event(notification)).mutate(cached)
-        elif cached.version < notification.originator_version:
+        if cached.version < notification.originator_version or notification.topic in _LEAVE_CACHE:
             cache.get(notification.originator_id, evict=True)
 
     def seen(self, message_ids: "list[str]") -> set[str]:

@@ -99,10 +99,13 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                 self._insert_tracking(curs, Tracking(MIGRATED, 1))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)  # the tracking record, which reads its result
         rows = seen_rows(kwargs)
         if rows:
-            curs.executemany(self.insert_seen_statement, rows)
-        super()._insert_events(curs, stored_events, **kwargs)
+            # A cursor of its own: in pipeline mode a result read on a cursor that also ran this
+            # INSERT can be the INSERT's ("the last operation didn't produce records").
+            with curs.connection.cursor() as seen:
+                seen.executemany(self.insert_seen_statement, rows)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self.datastore.transaction(commit=False) as curs:

@@ -239,6 +239,9 @@ def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: Vendor
             f.put("coterm peak RSS MB", peak_rss_mb(coterm.process.pid))
         rate = consume_rate(broker.bootstrap, topics.orders)
         f.put("limit: kafka-python consume msgs/s", rate)
+    except Exception:
+        print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
+        raise
     finally:
         watcher.stop.set()
         coterm.stop()
