@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench schemas clean
+.PHONY: demo test install bench bench-inbox schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
+# The whole pipeline beside a naive baseline; e.g. make bench ARGS="--store postgresql://postgres@127.0.0.1:5432/test"
 bench: $(STAMP)
+	$(VENV)/bin/python -m bench.pipeline $(ARGS)
+
+# The inbox and outbox alone, in-process, on the demo stream (no broker, no HTTP)
+bench-inbox: $(STAMP)
 	$(VENV)/bin/python -m bench.throughput
 
 schemas: $(STAMP)

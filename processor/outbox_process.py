@@ -14,6 +14,7 @@ leaves an outbox behind that would keep sending vendor calls or hold the leaders
 
 import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -82,8 +83,8 @@ class OutboxProcess:
         self.process: Any = None
 
     def start(self) -> "OutboxProcess":
-        self.process = _SPAWN.Process(target=outbox_main, args=(*self.args, self.status), name="coterm-outbox",
-                                      daemon=True)
+        self.process = _SPAWN.Process(target=outbox_main, args=(*self.args, self.status, os.getpid()),
+                                      name="coterm-outbox", daemon=True)
         self.process.start()
         return self
 
@@ -106,25 +107,28 @@ class OutboxProcess:
             self.process.join(5)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's stop flag is all there is
+    except (OSError, AttributeError):  # not Linux: the parent's stop flag and the check below remain
         pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
 
 
-def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status: SharedStatus) -> None:
-    _die_with_parent()
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status: SharedStatus,
+                parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from processor.log_setup import configure_logging
 
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
-    _follow(settings, bootstrap, status)
+    _follow(settings, bootstrap, status, parent_pid)
 
 
-def _follow(settings: Settings, bootstrap: str, status: SharedStatus) -> None:
+def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int) -> None:
     from processor.inbox import utc_now
     from processor.kafka_io import KafkaPublisher
     from processor.leadership import Leadership
@@ -138,7 +142,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus) -> None:
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
     last_expiry = 0.0
     try:
-        while not status.stop.is_set():
+        while not status.stop.is_set() and os.getppid() == parent_pid:
             worked = 0
             if leadership.held():
                 if outbox is None:

@@ -142,3 +142,28 @@ def test_history_as_of_and_export(demo_dir: Path, tmp_path: Path) -> None:
 def test_audit_commands_refuse_a_missing_store(tmp_path: Path) -> None:
     done = coterm("replay", env={"COTERM_STORE": str(tmp_path / "nothing.sqlite")})
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_the_outbox_process_dies_with_a_killed_processor(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
+    # A killed `coterm run` must not leave its outbox behind, sending calls or holding the lead.
+    s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
+    proc = subprocess.Popen([*COTERM, "run"], env={**os.environ, **s.env()}, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.monotonic() + 30
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert children, "coterm run started no outbox process"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() and "Z" not in _state(c) for c in children):
+        assert time.monotonic() < deadline, f"outbox process(es) {children} outlived their parent"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"

@@ -2,6 +2,7 @@
 
 import json
 from collections import namedtuple
+from datetime import datetime, timezone
 
 
 from processor.inbox import Inbox
@@ -43,3 +44,55 @@ def test_a_message_that_breaks_processing_is_dead_lettered_and_the_rest_applied(
     assert inbox.stats.dead_letters == 1 and inbox.resume_position("t", 0) == 3
     from aggregates.catalog import Catalog
     assert set(app.repository.get(Catalog.create_id()).products) == {"a", "c"}
+
+
+def _half(offset: int, op: str) -> Record:
+    return record(offset, "transfer.downgrade_ordered", {"operation_id": op, "order_id": f"{op}-down",
+                                                        "customer_id": "c", "subscription_id": "s", "seats": 1,
+                                                        "requested_by": "t"})
+
+
+def test_many_batches_record_their_message_ids_and_positions_together(app) -> None:  # type: ignore[no-untyped-def]
+    # On PostgreSQL the seen-message rows, the tracking record and the events go through one
+    # pipelined transaction per batch; a result read from the wrong statement once crashed it.
+    inbox = Inbox(app)
+    for batch in range(40):
+        assert inbox.process("t", 0, [_half(batch * 10 + n, f"op-{batch}-{n}") for n in range(10)]) == 10
+    assert inbox.resume_position("t", 0) == 400
+    assert inbox.stats.duplicates == 0 and inbox.stats.dead_letters == 0
+
+
+def test_a_message_id_seen_on_another_partition_changes_nothing(app, store) -> None:  # type: ignore[no-untyped-def]
+    from processor.store import open_store
+
+    first = _half(0, "op-x")
+    again = Record(7, first.value)  # the same message, redelivered on another partition
+    assert Inbox(app).process("t", 0, [first]) == 1
+    head = app.recorder.max_notification_id()
+    other = open_store(store)  # another processor on the same store
+    try:
+        inbox = Inbox(other)
+        assert inbox.process("t", 1, [again]) == 1 and inbox.stats.duplicates == 1
+        assert other.recorder.max_notification_id() == head
+    finally:
+        other.close()
+
+
+def test_each_process_sees_what_another_wrote_through_its_cache(app, store) -> None:  # type: ignore[no-untyped-def]
+    from aggregates import commands
+    from aggregates.subscription import Subscription
+    from processor.store import open_store
+    from tests.seed import customer_with_subscriptions
+
+    customer_with_subscriptions(app)
+    sub_id = Subscription.create_id("c1-s1")
+    assert app.unit_of_work().get(Subscription, sub_id).seats == 100  # now cached here
+    other = open_store(store)
+    try:
+        uow = other.unit_of_work()
+        ctx = commands.Context("m-resize", datetime(2026, 3, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+        commands.resize_subscription(uow, ctx, "c1-s1", 120)
+        other.commit(uow)
+    finally:
+        other.close()
+    assert app.unit_of_work().get(Subscription, sub_id).seats == 120  # brought forward from the log, not stale
