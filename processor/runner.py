@@ -17,9 +17,11 @@ from processor.outbox_process import OutboxProcess, SharedStatus
 from processor.settings import Settings
 
 log = structlog.get_logger("coterm.runner")
-# While input flows, followers (read models) catch up at most this often, and then to the end
-# of the log: each row a batch touches is read and written once, however many events it had.
-FOLLOW_EVERY_S = 2.0
+# While input flows, followers (read models) catch up at most this often, by a bounded slice of
+# the log (each row a slice touches is read and written once): a long catch-up would hold up
+# the next poll and show as pairing latency. When input pauses they catch up to the end.
+FOLLOW_EVERY_S = 0.5
+FOLLOW_SLICE = 2000
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Progress:
 
 def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
         on_progress: Callable[[Progress, Inbox, SharedStatus], None] | None = None,
-        followers: Sequence[Callable[[], int]] = (), log_path: str | None = None) -> int:
+        followers: Sequence[Callable[..., int]] = (), log_path: str | None = None) -> int:
     """`log_path`: where the outbox process writes its log lines (default: standard error)."""
     ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
     outbox = OutboxProcess(settings, bootstrap, log_path).start()
@@ -59,7 +61,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
             if not batch or now - last_followed >= FOLLOW_EVERY_S:
                 # e.g. read models, on the same log: in bigger, fewer batches while input flows
                 last_followed = now
-                worked = sum(_to_the_end(follow) for follow in followers)
+                worked = sum(_to_the_end(follow, most=FOLLOW_SLICE if batch else 50_000) for follow in followers)
             progress.holding = bool(consumer.assignment())
             progress.caught_up = status.caught_up.value = caught_up(consumer)
             outbox.ensure_alive()
@@ -80,10 +82,10 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
     return 0
 
 
-def _to_the_end(follow: Callable[[], int], most: int = 50_000) -> int:
+def _to_the_end(follow: Callable[..., int], most: int = 50_000) -> int:
     done = 0
     while done < most:
-        read = follow()
+        read = follow(limit=min(5000, most - done))
         if not read:
             break
         done += read
