@@ -23,10 +23,15 @@ def read_models(app: Orders, prefix: str = "rm") -> SQLiteReadModels | PostgresR
 
 
 class Projection:
-    def __init__(self, app: Orders, prefix: str = "rm") -> None:
+    """`share` (k, n): project only the aggregates whose id is k modulo n, under a position of
+    its own. Every row is made from the events of one aggregate, so n processes can rebuild
+    the read models together (`audit.replay`)."""
+
+    def __init__(self, app: Orders, prefix: str = "rm", share: tuple[int, int] | None = None) -> None:
         self.app = app
         self.tables = read_models(app, prefix)
-        self.name = f"{prefix}.projection"
+        self.share = share
+        self.name = f"{prefix}.projection" if share is None else f"{prefix}.projection.{share[0]}of{share[1]}"
 
     @property
     def position(self) -> int:
@@ -47,9 +52,13 @@ class Projection:
                 self._write(Rows(self._load), end)
             return 0
         rows = Rows(self._load)
-        events = [self.app.mapper.to_domain_event(n) for n in notifications]
+        mine = notifications
+        if self.share is not None:  # decided before decoding: the other shares' events cost nothing here
+            k, n = self.share
+            mine = [e for e in notifications if e.originator_id.int % n == k]
+        events = [self.app.mapper.to_domain_event(n) for n in mine]
         self._preload(rows, events)
-        for notification, event in zip(notifications, events, strict=True):
+        for notification, event in zip(mine, events, strict=True):
             project(rows, event, notification.id)
         self._write(rows, notifications[-1].id)
         return len(notifications)

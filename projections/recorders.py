@@ -97,7 +97,8 @@ class SQLiteReadModels(ReadModelTables, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             for name in TABLES:
                 c.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
-            c.execute("DELETE FROM tracking WHERE application_name = ?", (f"{self.prefix}.projection",))
+            c.execute("DELETE FROM tracking WHERE application_name = ? OR application_name LIKE ?",
+                      (f"{self.prefix}.projection", f"{self.prefix}.projection.%"))
 
 
 class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
@@ -115,5 +116,6 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             for name in TABLES:
                 curs.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
-            curs.execute(f'DELETE FROM "{self.datastore.schema}".{self.tracking_table_name} WHERE application_name = %s',
-                         (f"{self.prefix}.projection",))
+            curs.execute(f'DELETE FROM "{self.datastore.schema}".{self.tracking_table_name} '
+                         "WHERE application_name = %s OR application_name LIKE %s",
+                         (f"{self.prefix}.projection", f"{self.prefix}.projection.%"))
