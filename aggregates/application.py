@@ -89,7 +89,8 @@ class Orders(Application):
 
     def fast_forward_cached(self, notification: Any, event: Any = None) -> None:
         """Apply one recorded event to its aggregate if cached one version behind; evict it if
-        further behind. `event`: the notification already decoded, when the caller has it."""
+        further behind, or once the event ended a transfer (`_LEAVE_CACHE`). `event`: the
+        notification already decoded, when the caller has it."""
         cache = self.repository.cache
         assert cache is not None
         try:

@@ -8,15 +8,14 @@ Two tracking records keep its place across restarts:
   so a restart re-reads only what may still need work.
 """
 
-from collections.abc import Callable
 import queue
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-
-import time
 
 import structlog
 from eventsourcing.persistence import Tracking
