@@ -93,9 +93,11 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
 
 
 def _replay_share(env: dict[str, str], k: int, n: int, stop_at: int) -> int:
-    app = Orders(env=env)  # in a worker process, on the same store
+    # In a worker process, on the same store, whose tables the caller made: creating them
+    # again from two workers at once fails on PostgreSQL ("tuple concurrently updated").
+    app = Orders(env={**env, "CREATE_TABLE": "n"})
     try:
-        return Projection(app, prefix="rp", share=(k, n)).run_to_end(stop_at=stop_at, page=50_000)
+        return Projection(app, prefix="rp", share=(k, n), create=False).run_to_end(stop_at=stop_at, page=50_000)
     finally:
         app.close()
 

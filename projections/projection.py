@@ -14,11 +14,14 @@ from projections.recorders import PostgresReadModels, SQLiteReadModels
 TOPICS = sorted(get_topic(cls) for cls in PROJECTORS)
 
 
-def read_models(app: Orders, prefix: str = "rm") -> SQLiteReadModels | PostgresReadModels:
+def read_models(app: Orders, prefix: str = "rm", create: bool = True) -> SQLiteReadModels | PostgresReadModels:
+    """`create` False: the tables exist (made under `open_store`'s lock); PostgreSQL fails one of
+    two sessions running the same CREATE at once."""
     datastore = app.factory.datastore  # type: ignore[attr-defined]
     cls = PostgresReadModels if app.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" else SQLiteReadModels
     recorder = cls(datastore, prefix=prefix)
-    recorder.create_table()
+    if create:
+        recorder.create_table()
     return recorder
 
 
@@ -27,9 +30,10 @@ class Projection:
     its own. Every row is made from the events of one aggregate, so n processes can rebuild
     the read models together (`audit.replay`)."""
 
-    def __init__(self, app: Orders, prefix: str = "rm", share: tuple[int, int] | None = None) -> None:
+    def __init__(self, app: Orders, prefix: str = "rm", share: tuple[int, int] | None = None,
+                 create: bool = True) -> None:
         self.app = app
-        self.tables = read_models(app, prefix)
+        self.tables = read_models(app, prefix, create)
         self.share = share
         self.name = f"{prefix}.projection" if share is None else f"{prefix}.projection.{share[0]}of{share[1]}"
 
