@@ -61,9 +61,9 @@ class Orders(Application):
         # A process recorder stores Kafka positions (tracking records) atomically with events;
         # ours also stores the ids of the messages seen, in the same transaction.
         module = self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo")
-        recorder_class = RECORDERS.get(module)
         if module == "eventsourcing.popo":  # its factory takes no recorder topic
             return POPOSeenRecorder()
+        recorder_class = RECORDERS.get(module)
         if recorder_class is not None:
             self.factory.env[self.factory.PROCESS_RECORDER_TOPIC] = get_topic(recorder_class)
         return self.factory.process_recorder()

@@ -146,5 +146,5 @@ class POPOSeenRecorder(POPOProcessRecorder):
             return {i for i in aggregate_ids if 1 in self._stored_events_index.get(str(i), {})}
 
 
-RECORDERS = {"eventsourcing.sqlite": SQLiteSeenRecorder, "eventsourcing.postgres": PostgresSeenRecorder,
-             "eventsourcing.popo": POPOSeenRecorder}
+# Named to the library's factories by topic (PROCESS_RECORDER_TOPIC); POPO's takes none.
+RECORDERS = {"eventsourcing.sqlite": SQLiteSeenRecorder, "eventsourcing.postgres": PostgresSeenRecorder}

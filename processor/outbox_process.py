@@ -37,7 +37,6 @@ class SharedStatus:
     caught_up: Any  # written by the consumer's process
     ready: Any  # the rest by the outbox's: it finished its first round
     busy: Any
-    leading: Any
     worked_at: Any  # time.monotonic() of the last round that did something (system-wide clock)
     published: Any
     pending_calls: Any
@@ -51,7 +50,7 @@ class SharedStatus:
             return _SPAWN.RawValue(kind, initial)
 
         return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
-                   busy=value("b", False), leading=value("b", False), worked_at=value("d", 0.0),
+                   busy=value("b", False), worked_at=value("d", 0.0),
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0))
 
 
@@ -177,11 +176,11 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int) -> None:
-    status.leading.value = outbox is not None
     if worked:
         status.worked_at.value = time.monotonic()
+    if outbox is not None:
+        status.published.value = outbox.published
     status.busy.value = bool(outbox is not None and outbox.busy)
-    status.ready.value = True
-    status.published.value = outbox.published if outbox is not None else status.published.value
     status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
+    status.ready.value = True
