@@ -60,8 +60,8 @@ def check_product(product_id: str, catalog: Catalog, subscriptions: list[Subscri
             f"subscription {', '.join(company)} is company managed; ask Order Services to make it partner managed",
             subscription_ids=company,
         )
-    if not fixed:
-        raise errors.NoSubscription(f"no active annual or monthly subscription of {product_id} on {on}")
+    if not active:  # an active usage-based subscription is one: it is a duplicate, not a missing one
+        raise errors.NoSubscription(f"no active subscription of {product_id} on {on}")
     usage = [s.subscription_id for s in active if s.billing_model == "usage_based"]
     if usage:
         raise errors.DuplicateUsageSubscription(

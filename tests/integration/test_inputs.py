@@ -83,7 +83,15 @@ def test_migrations_answer_with_per_product_reasons(scenario: Scenario) -> None:
     seed_reference_data(scenario)
     scenario.send("catalog.product_defined", {"product_id": "edr", "name": "EDR", "supports_usage_based": True,
                                               "in_usage_bundle": True}, key="c1")
-    scenario.send("migration.requested", {"request_id": "m1", "customer_id": "c1", "product_ids": ["p1", "p2", "edr"],
+    scenario.send("catalog.product_defined", {"product_id": "ub", "name": "Usage only", "supports_usage_based": True,
+                                              "in_usage_bundle": False}, key="c1")
+    scenario.send("subscription.purchased", {"subscription_id": "c1-ub", "customer_id": "c1", "product_id": "ub",
+                                             "plan_id": "plan-ub", "billing_model": "usage_based",
+                                             "management": "partner_managed", "seats": 1, "term_months": 1,
+                                             "start_date": "2026-01-05", "end_date": "2030-01-04",
+                                             "subscription_key": "KEY-c1-ub"}, occurred_at="2026-01-05T09:00:00Z")
+    scenario.send("migration.requested", {"request_id": "m1", "customer_id": "c1",
+                                          "product_ids": ["p1", "p2", "edr", "ub"],
                                           "requested_by": "partner"})
     scenario.send("migration.requested", {"request_id": "m2", "customer_id": "c1", "product_ids": ["p1"],
                                           "requested_by": "partner"})
@@ -94,7 +102,8 @@ def test_migrations_answer_with_per_product_reasons(scenario: Scenario) -> None:
     assert first["type"] == "migration.completed"
     assert first["payload"]["migrated"] == [{"product_id": "p1", "subscription_id": "c1-s1", "subscription_key": "KEY-c1-s1"}]
     assert {r["product_id"]: r["reason_code"] for r in first["payload"]["rejected"]} == {
-        "p2": "PRODUCT_NOT_SUPPORTED", "edr": "NO_SUBSCRIPTION"}
+        "p2": "PRODUCT_NOT_SUPPORTED", "edr": "NO_SUBSCRIPTION",
+        "ub": "DUPLICATE_USAGE_SUBSCRIPTION"}  # its only active subscription is already usage-based
     assert [b["product_id"] for b in first["payload"]["bundle"]] == ["p1"]  # edr was requested, so not added
     second = scenario.results_for("m2")[0]
     assert second["type"] == "migration.rejected"

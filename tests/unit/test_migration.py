@@ -114,6 +114,16 @@ def test_duplicate_usage_subscription(world: World) -> None:
     assert only_rejection(world.migrate(["p1"], on="2026-11-01")) == [("p1", "DUPLICATE_USAGE_SUBSCRIPTION")]
 
 
+def test_only_a_usage_based_subscription_is_a_duplicate_not_a_missing_one(world: World) -> None:
+    world.purchase("s2", billing_model="usage_based", end="2030-01-01")
+    assert only_rejection(world.migrate(["p1"], on="2026-11-01")) == [("p1", "DUPLICATE_USAGE_SUBSCRIPTION")]
+
+
+def test_an_expired_usage_based_subscription_is_no_subscription(world: World) -> None:
+    world.purchase("s2", billing_model="usage_based", start="2025-01-01", end="2025-12-31")
+    assert only_rejection(world.migrate(["p1"], on="2026-11-01")) == [("p1", "NO_SUBSCRIPTION")]
+
+
 def test_not_in_renewal_window_says_when_it_opens(world: World) -> None:
     world.purchase("s1", end="2027-06-30")
     migration = world.migrate(["p1"], on="2026-11-01")
