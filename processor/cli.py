@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cli_serve.cmd_serve)
 
+    token = sub.add_parser("hash-token", help="print the SHA-256 of a staff token read from standard input, "
+                           "for a staff file that holds no credential")
+    token.set_defaults(func=cli_serve.cmd_hash_token)
+
     hist = sub.add_parser("history", help="every event of one aggregate, and its state as of a moment")
     hist.add_argument("kind", choices=["subscription", "customer", "transfer"])
     hist.add_argument("id", help="subscription_id, customer_id or operation_id")

@@ -20,8 +20,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SettingsError(str(error)) from None
     app = open_store(settings.store)
     if not staff.enabled:
-        print("coterm: COTERM_STAFF_FILE is unset: cancel and retry are refused", file=sys.stderr)
+        print("coterm: COTERM_STAFF_FILE is unset: reads are open to anyone who reaches this port, "
+              "cancel and retry are refused", file=sys.stderr)
     print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(app, staff), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_hash_token(args: argparse.Namespace) -> int:
+    """The SHA-256 a staff file may hold instead of the token (read from stdin: not in shell history)."""
+    from projections.staff import hash_token
+
+    token = sys.stdin.readline().strip()
+    if len(token) < 16:
+        print("coterm: a staff token is at least 16 characters; give it on standard input", file=sys.stderr)
+        return 2
+    print(hash_token(token))
     return 0

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
@@ -22,6 +22,7 @@ from projections.queries import BadQuery, Queries
 from projections.staff import PARTIAL_UPGRADE, Staff
 
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+MAX_BODY_BYTES = 64 * 1024  # an action's body is a reason of at most 500 characters
 
 
 class ApiError(Exception):
@@ -92,6 +93,31 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
     def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _fail(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR", str(exc.detail))
 
+    @api.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        # Before routing and validation: a caller without a staff token learns nothing, not even
+        # what is wrong with its body. Reads need a token only when a staff file is set.
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        action = request.method not in ("GET", "HEAD")
+        if action or staff.enabled:
+            authorization = request.headers.get("authorization", "")
+            if not authorization.lower().startswith("bearer "):
+                return _fail(401, "UNAUTHENTICATED", "send Authorization: Bearer <token> of a staff user")
+            user = staff.user(authorization[7:].strip())
+            if user is None:
+                return _fail(401, "UNAUTHENTICATED", "the token belongs to no staff user")
+            if action and PARTIAL_UPGRADE not in staff.privileges(user):
+                return _fail(403, "FORBIDDEN", f"{user.name} lacks the {PARTIAL_UPGRADE} privilege")
+            request.state.user = user.name
+        if action:
+            size = request.headers.get("content-length")
+            if size is None or not size.isdigit():
+                return _fail(411, "LENGTH_REQUIRED", "send the body with a Content-Length")
+            if int(size) > MAX_BODY_BYTES:
+                return _fail(413, "BODY_TOO_LARGE", f"a body is at most {MAX_BODY_BYTES} bytes; this one is {size}")
+        return await call_next(request)
+
     @api.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
         head = app.process_recorder.max_notification_id() or 0
@@ -125,18 +151,8 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
     def stats() -> dict[str, Any]:
         return queries.stats()
 
-    def authorise(authorization: str | None) -> str:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise ApiError(401, "UNAUTHENTICATED", "send Authorization: Bearer <token> of a staff user")
-        user = staff.user(authorization[7:].strip())
-        if user is None:
-            raise ApiError(401, "UNAUTHENTICATED", "the token belongs to no staff user")
-        if PARTIAL_UPGRADE not in staff.privileges(user):
-            raise ApiError(403, "FORBIDDEN", f"{user.name} lacks the {PARTIAL_UPGRADE} privilege")
-        return user.name
-
-    def act(operation_id: str, action: str, body: Action, authorization: str | None) -> ActionResult:
-        by = authorise(authorization)
+    def act(operation_id: str, action: str, body: Action, request: Request) -> ActionResult:
+        by: str = request.state.user  # `authenticate` let the request through: a privileged staff user
         action_id = str(uuid.uuid4())
 
         def change(uow: UnitOfWork) -> Transfer:
@@ -160,16 +176,14 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
         return ActionResult(operation_id=operation_id, action=action, action_id=action_id, by=by, status=transfer.status)
 
     @api.post("/api/operations/{operation_id}/cancel", tags=["actions"], response_model=ActionResult)
-    def cancel(operation_id: str, body: Annotated[Action, Body()],
-               authorization: Annotated[str | None, Header()] = None) -> ActionResult:
+    def cancel(operation_id: str, body: Annotated[Action, Body()], request: Request) -> ActionResult:
         """Cancel an operation not yet sent to the vendor, or a parked vendor failure."""
-        return act(operation_id, "cancel", body, authorization)
+        return act(operation_id, "cancel", body, request)
 
     @api.post("/api/operations/{operation_id}/retry", tags=["actions"], response_model=ActionResult)
-    def retry(operation_id: str, body: Annotated[Action, Body()],
-              authorization: Annotated[str | None, Header()] = None) -> ActionResult:
+    def retry(operation_id: str, body: Annotated[Action, Body()], request: Request) -> ActionResult:
         """Send a parked (VENDOR_UNAVAILABLE) vendor call again, same key and body."""
-        return act(operation_id, "retry", body, authorization)
+        return act(operation_id, "retry", body, request)
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard() -> str:

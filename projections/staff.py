@@ -1,17 +1,22 @@
 """Staff users, roles and API tokens for `coterm serve` actions (COTERM_STAFF_FILE).
 
     {"roles": {"Support": []},
-     "users": [{"name": "alice", "token": "...", "roles": ["Account Administrator"]}]}
+     "users": [{"name": "alice", "token": "...", "roles": ["Account Administrator"]},
+               {"name": "bob", "token_sha256": "<64 hex digits>", "roles": ["Support"]}]}
+
+A user holds either the token itself or its SHA-256 (`coterm hash-token`): a file of hashes
+leaks no credential. With a staff file, every `/api` call needs a staff user's token.
 
 The Partial Upgrade privilege lets a user cancel or retry operations. The Account
 Administrator role holds it by default unless the file gives that role its own list.
 """
 
+import hashlib
 import hmac
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PARTIAL_UPGRADE = "Partial Upgrade"
 DEFAULT_ROLES = {"Account Administrator": [PARTIAL_UPGRADE]}
@@ -20,8 +25,24 @@ DEFAULT_ROLES = {"Account Administrator": [PARTIAL_UPGRADE]}
 class StaffUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    token: str = Field(min_length=16)
+    token: str | None = Field(None, min_length=16)
+    token_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$", description="hex SHA-256 of the token")
     roles: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "StaffUser":
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"user {self.name!r} needs exactly one of token and token_sha256")
+        return self
+
+    def holds(self, token: str, digest: str) -> bool:
+        if self.token is not None:
+            return hmac.compare_digest(self.token.encode(), token.encode())
+        return hmac.compare_digest(str(self.token_sha256).encode(), digest.encode())
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class StaffFile(BaseModel):
@@ -55,10 +76,12 @@ class Staff:
         return self.config is not None
 
     def user(self, token: str) -> StaffUser | None:
+        digest = hash_token(token)
+        found = None
         for user in self.config.users if self.config else []:
-            if hmac.compare_digest(user.token.encode(), token.encode()):
-                return user
-        return None
+            if user.holds(token, digest) and found is None:
+                found = user  # no early return: every user is compared, whoever matches
+        return found
 
     def privileges(self, user: StaffUser) -> set[str]:
         return {p for role in user.roles for p in self.roles.get(role, [])}

@@ -74,6 +74,16 @@ def test_serve_refuses_a_broken_staff_file(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot be read" in done.stderr
 
 
+def test_hash_token_prints_what_a_staff_file_may_hold_instead() -> None:
+    from projections.staff import hash_token
+
+    done = subprocess.run([*COTERM, "hash-token"], input="admin-token-0123456789\n", capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == hash_token("admin-token-0123456789")
+    done = subprocess.run([*COTERM, "hash-token"], input="", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "at least 16 characters" in done.stderr
+
+
 def test_help_lists_the_commands() -> None:
     done = coterm("--help")
     assert done.returncode == 0

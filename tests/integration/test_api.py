@@ -1,6 +1,8 @@
 """The query API and staff actions over real HTTP, on a real store."""
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 
 from aggregates.transfer import Transfer
 from processor.store import open_store
-from projections.staff import Staff
+from projections.staff import Staff, StaffError, hash_token
 from tests import seed
 from tests.http_server import call, serving
 
@@ -43,7 +45,7 @@ def api(app, staff: Staff) -> Iterator[str]:  # type: ignore[no-untyped-def]
 def test_health_and_stats(api: str) -> None:
     status, health = call(f"{api}/healthz")
     assert status == 200 and health["ok"] and health["read_model_position"] == health["store_position"]
-    status, stats = call(f"{api}/api/stats")
+    status, stats = call(f"{api}/api/stats", token=SUPPORT)
     assert status == 200
     assert stats["operations"]["total"] == 7
     assert stats["operations"]["by_status"]["failed"] == 2 and stats["operations"]["by_reason"]["PAIRING_TIMEOUT"] == 1
@@ -51,15 +53,15 @@ def test_health_and_stats(api: str) -> None:
 
 
 def test_filters_and_stable_cursor_pagination(app, api: str) -> None:  # type: ignore[no-untyped-def]
-    status, failed = call(f"{api}/api/operations?status=failed")
+    status, failed = call(f"{api}/api/operations?status=failed", token=SUPPORT)
     assert status == 200 and {o["operation_id"] for o in failed["items"]} == {"op-2", "op-3"}
-    assert [o["operation_id"] for o in call(f"{api}/api/operations?reason=PAIRING_TIMEOUT")[1]["items"]] == ["op-5"]
-    assert call(f"{api}/api/operations?customer=nobody")[1]["items"] == []
-    assert len(call(f"{api}/api/operations?since=2020-01-01")[1]["items"]) == 7
-    assert call(f"{api}/api/operations?until=2020-01-01")[1]["items"] == []
+    assert [o["operation_id"] for o in call(f"{api}/api/operations?reason=PAIRING_TIMEOUT", token=SUPPORT)[1]["items"]] == ["op-5"]
+    assert call(f"{api}/api/operations?customer=nobody", token=SUPPORT)[1]["items"] == []
+    assert len(call(f"{api}/api/operations?since=2020-01-01", token=SUPPORT)[1]["items"]) == 7
+    assert call(f"{api}/api/operations?until=2020-01-01", token=SUPPORT)[1]["items"] == []
     seen, cursor = [], None
     while True:
-        page = call(f"{api}/api/operations?limit=3" + (f"&cursor={cursor}" if cursor else ""))[1]
+        page = call(f"{api}/api/operations?limit=3" + (f"&cursor={cursor}" if cursor else ""), token=SUPPORT)[1]
         seen += [o["operation_id"] for o in page["items"]]
         if len(seen) == 3:
             seed.operation(app, "op-new", "waiting")  # a new operation between pages moves nothing
@@ -72,26 +74,26 @@ def test_filters_and_stable_cursor_pagination(app, api: str) -> None:  # type: i
 @pytest.mark.parametrize("query", ["status=bogus", "limit=0", "limit=501", "limit=x", "cursor=garbage",
                                    "since=yesterday", "until=2026-13-01"])
 def test_bad_parameters_get_400_with_a_reason(api: str, query: str) -> None:
-    status, body = call(f"{api}/api/operations?{query}")
+    status, body = call(f"{api}/api/operations?{query}", token=SUPPORT)
     assert status == 400 and body["error"] == "BAD_PARAMETER" and body["detail"]
 
 
 def test_unknown_ids_are_404(api: str) -> None:
-    assert call(f"{api}/api/operations/nope")[0] == 404
-    assert call(f"{api}/api/customers/nope")[0] == 404
-    assert call(f"{api}/api/customers/c1?on=not-a-date")[0] == 400
+    assert call(f"{api}/api/operations/nope", token=SUPPORT)[0] == 404
+    assert call(f"{api}/api/customers/nope", token=SUPPORT)[0] == 404
+    assert call(f"{api}/api/customers/c1?on=not-a-date", token=SUPPORT)[0] == 400
 
 
 def test_operation_timeline_and_customer_page(api: str) -> None:
-    status, op = call(f"{api}/api/operations/op-0")
+    status, op = call(f"{api}/api/operations/op-0", token=SUPPORT)
     assert status == 200
     assert [e["type"] for e in op["timeline"]] == ["Opened", "HalfReceived", "VendorCallRequested", "Completed"]  # Opened holds the first half
     assert all(e["message_id"] for e in op["timeline"][1:])
-    status, customer = call(f"{api}/api/customers/c1?on=2026-11-02")
+    status, customer = call(f"{api}/api/customers/c1?on=2026-11-02", token=SUPPORT)
     assert status == 200
     eligibility = {p["product_id"]: p for p in customer["migration_eligibility"]["products"]}
     assert eligibility["p1"]["reason_code"] == "NOT_IN_RENEWAL_WINDOW" and eligibility["p1"]["eligible_from"] == "2027-04-01"
-    later = {p["product_id"]: p for p in call(f"{api}/api/customers/c1?on=2027-04-01")[1]["migration_eligibility"]["products"]}
+    later = {p["product_id"]: p for p in call(f"{api}/api/customers/c1?on=2027-04-01", token=SUPPORT)[1]["migration_eligibility"]["products"]}
     assert later["p1"]["eligible"] is True
     assert {s["subscription_id"] for s in customer["subscriptions"]} >= {"c1-s1", "c1-epp"}
 
@@ -115,7 +117,7 @@ def test_retry_of_a_parked_failure_requests_the_call_again(app, api: str) -> Non
     status, done = call(f"{api}/api/operations/op-2/retry", "POST", {"reason": "vendor is back"}, token=ADMIN)
     assert status == 200 and done["status"] == "paired"
     assert call(f"{api}/api/operations/op-3/retry", "POST", {"reason": "x"}, token=ADMIN)[0] == 409  # final failure
-    op = call(f"{api}/api/operations/op-2")[1]
+    op = call(f"{api}/api/operations/op-2", token=SUPPORT)[1]
     assert op["actions"][-1]["by"] == "alice" and op["actions"][-1]["why"] == "vendor is back"
 
 
@@ -123,3 +125,60 @@ def test_without_a_staff_file_actions_are_refused(app) -> None:  # type: ignore[
     with serving(app, Staff.load(None)) as url:
         assert call(f"{url}/api/operations/op-4/cancel", "POST", {"reason": "x"}, token=ADMIN)[0] == 401
         assert call(f"{url}/openapi.json")[0] == 200
+        assert call(f"{url}/api/operations/op-4")[0] == 200  # without a staff file, reads are open
+
+
+def test_with_a_staff_file_every_api_read_needs_a_token(api: str) -> None:
+    for path in ("/api/stats", "/api/operations", "/api/operations/op-0", "/api/customers/c1", "/api/operations/nope",
+                 "/api/customers/c1?on=not-a-date", "/api/operations?limit=0"):
+        status, body = call(f"{api}{path}")
+        assert (status, body["error"]) == (401, "UNAUTHENTICATED"), path  # before any 404 or 400
+        assert call(f"{api}{path}", token="wrong-token-0123456789")[0] == 401, path
+    assert call(f"{api}/api/stats", token=SUPPORT)[0] == 200  # any staff user reads; acting needs the privilege
+    assert call(f"{api}/healthz")[0] == 200  # open: liveness, and the page that asks for the token
+    with urllib.request.urlopen(f"{api}/", timeout=10) as page:
+        assert page.status == 200 and b'id="login"' in page.read()
+
+
+def test_authentication_comes_before_any_validation_of_the_body(api: str) -> None:
+    url = f"{api}/api/operations/op-4/cancel"
+    for body in (None, b"{not json", b"[]", {"why": 1}):
+        status, answer = raw(url, body)
+        assert (status, answer["error"]) == (401, "UNAUTHENTICATED"), body
+        assert raw(url, body, token=SUPPORT)[0] == 403, body  # known user without the privilege: still no validation
+        assert raw(url, body, token=ADMIN)[0] == 400, body  # only now is the body looked at
+    status, answer = raw(url, {"reason": "x" * 100_000}, token=ADMIN)
+    assert (status, answer["error"]) == (413, "BODY_TOO_LARGE")
+    assert call(url, "POST", {"reason": "x" * 501}, token=ADMIN)[0] == 400  # a reason is at most 500 characters
+
+
+def test_a_staff_file_may_hold_token_hashes_only(app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "hashed.json"
+    path.write_text(json.dumps({"users": [{"name": "carol", "token_sha256": hash_token(ADMIN),
+                                           "roles": ["Account Administrator"]}]}))
+    with serving(app, Staff.load(str(path))) as url:
+        assert call(f"{url}/api/stats", token=ADMIN)[0] == 200
+        assert call(f"{url}/api/stats", token=hash_token(ADMIN))[0] == 401  # the hash itself is no credential
+        status, done = call(f"{url}/api/operations/op-4/cancel", "POST", {"reason": "hashed"}, token=ADMIN)
+        assert status == 200 and done["by"] == "carol"
+
+
+@pytest.mark.parametrize("user", [{"name": "x"}, {"name": "x", "token": ADMIN, "token_sha256": hash_token(ADMIN)},
+                                  {"name": "x", "token_sha256": "not-hex"}, {"name": "x", "token": "short"}])
+def test_a_staff_user_needs_exactly_one_valid_credential(tmp_path: Path, user: dict) -> None:  # type: ignore[type-arg]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"users": [user]}))
+    with pytest.raises(StaffError, match="not a valid staff file"):
+        Staff.load(str(path))
+
+
+def raw(url: str, body: object, token: str | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """POST bytes as they are (`call` sends JSON): a missing or malformed body, or any JSON value."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=data if data is not None else b"", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
