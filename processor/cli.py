@@ -6,6 +6,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from processor import cli_audit, cli_serve
 from processor.settings import Settings, SettingsError
@@ -47,11 +48,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     try:
         projection = Projection(app)
-        return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, followers=[projection.catch_up])
+        metrics = None
+        if args.metrics_port is not None:
+            metrics = _metrics_server(args.metrics_host, args.metrics_port, app, projection, settings.ready_max_lag_s)
+        return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, followers=[projection.catch_up],
+                   metrics=metrics)
     finally:
         app.close()
         if broker:
             broker.stop()
+
+
+def _metrics_server(host: str, port: int, app: Any, projection: Any, max_lag_s: float) -> Callable[..., Any]:
+    from processor.metrics import MetricsServer, Readiness, RunCollector
+
+    def head() -> int:
+        return app.process_recorder.max_notification_id() or 0
+
+    def start(inbox: Any, progress: Any, outbox: Any) -> MetricsServer:
+        collector = RunCollector(inbox, progress, outbox.status, head, lambda: projection.position)
+        readiness = Readiness(head, lambda: projection.caught_up_at, max_lag_s,
+                              extra=lambda: None if outbox.process.is_alive() else "the outbox process is not running")
+        try:
+            server = MetricsServer(host, port, collector, readiness).start()
+        except OSError as error:
+            raise SettingsError(f"--metrics-port {port}: cannot listen on {host}:{port}: {error.strerror}") from None
+        print(f"coterm: metrics on http://{host}:{server.port}/metrics (/healthz, /readyz)", file=sys.stderr)
+        return server
+
+    return start
 
 
 def cmd_vendor_sim(args: argparse.Namespace) -> int:
@@ -100,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="consume orders from Kafka until SIGTERM/SIGINT (or idle)")
     run.add_argument("--until-idle", type=_positive(float), metavar="S",
                      help="exit 0 once S seconds pass with no input, no pending vendor call and no result to publish")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port)")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="bundled broker + SQLite + vendor simulator: a realistic stream, end to end")

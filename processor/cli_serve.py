@@ -24,7 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "cancel and retry are refused", file=sys.stderr)
     print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(app, staff), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

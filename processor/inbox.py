@@ -42,6 +42,7 @@ class Batch:
 class InboxStats:
     duplicates: int = 0
     dead_letters: int = 0
+    by_outcome: dict[tuple[str, str], int] = field(default_factory=dict)  # (outcome, dead-letter reason or "")
 
 
 class Inbox:
@@ -135,6 +136,8 @@ class Inbox:
         return {**line, "outcome": "dead_lettered", "reason": reason, "error": detail[:300]}
 
     def _count(self, line: dict[str, Any]) -> None:
+        key = (line["outcome"], line.get("reason") or "")
+        self.stats.by_outcome[key] = self.stats.by_outcome.get(key, 0) + 1
         if line["outcome"] == "duplicate":
             self.stats.duplicates += 1
         elif line["outcome"] == "dead_lettered":

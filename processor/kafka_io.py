@@ -47,6 +47,16 @@ def make_consumer(bootstrap: str, group_id: str) -> KafkaConsumer:
     )
 
 
+def lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+    """Messages behind the high watermark per assigned partition (those fetched from at least once)."""
+    behind = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            behind[(tp.topic, tp.partition)] = max(0, highwater - consumer.position(tp))
+    return behind
+
+
 def caught_up(consumer: KafkaConsumer) -> bool:
     """True when every assigned partition is read up to its high watermark.
 

@@ -25,6 +25,7 @@ from aggregates import commands
 from aggregates.application import Orders
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
+from processor.metrics import VendorStats
 from processor.results import OUTBOUND, Outbound, outbound_of
 from processor.vendor_client import Stopped, VendorClient, VendorOutcome
 
@@ -71,8 +72,9 @@ SENT_AFTER_S = 1.0
 
 class Outbox:
     def __init__(self, app: Orders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
-                 clock: Callable[[], datetime], workers: int = 32) -> None:
+                 clock: Callable[[], datetime], vendor_stats: VendorStats | None = None, workers: int = 32) -> None:
         self.app = app
+        self.vendor_stats = vendor_stats or VendorStats()
         self.publisher = publisher
         self.vendor = vendor
         self.pairing_timeout_s = pairing_timeout_s
@@ -186,6 +188,7 @@ class Outbox:
                 self.in_flight[op].marked = True
             for op, outcome in done.items():
                 self.calls.pop(op, None)
+                self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
                 if not outcome.ok:
                     log.warning("vendor.call_failed", operation_id=op, attempts=outcome.attempts,
                                 latency_ms=outcome.latency_ms, reason_code=outcome.reason_code,

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
+from processor.metrics import VENDOR_SLOTS, VendorStats
 from processor.settings import Settings
 
 log = structlog.get_logger("coterm.outbox")
@@ -41,6 +42,8 @@ class SharedStatus:
     published: Any
     pending_calls: Any
     waiting_halves: Any
+    outbox_position: Any  # the last store notification the outbox has read
+    vendor: Any  # `metrics.VendorStats.values`, copied after every round
 
     @classmethod
     def create(cls) -> "SharedStatus":
@@ -51,7 +54,8 @@ class SharedStatus:
 
         return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
                    busy=value("b", False), worked_at=value("d", 0.0),
-                   published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0))
+                   published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
+                   outbox_position=value("q", 0), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS))
 
 
 class Flag:
@@ -139,6 +143,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter)
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
+    vendor_stats = VendorStats()  # kept across leaderships: the counts of this process's life
     last_expiry = 0.0
     try:
         while not status.stop.is_set() and os.getppid() == parent_pid:
@@ -146,7 +151,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
             if leadership.held():
                 if outbox is None:
                     vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
-                    outbox = Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now)
+                    outbox = Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats)
                 try:
                     worked = outbox.follow() + outbox.dispatch()
                     while outbox.follow():  # drain what the dispatcher just recorded
@@ -162,7 +167,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
             elif outbox is not None:
                 outbox.close()  # another instance leads now: its outbox owns the calls
                 outbox = None
-            _report(status, outbox, worked)
+            _report(status, outbox, worked, vendor_stats)
             if not worked:
                 status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
     finally:
@@ -175,11 +180,13 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         log.info("outbox.stopped", published=outbox.published if outbox else 0)
 
 
-def _report(status: SharedStatus, outbox: Any, worked: int) -> None:
+def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats) -> None:
     if worked:
         status.worked_at.value = time.monotonic()
+        status.vendor[:] = vendor_stats.values
     if outbox is not None:
         status.published.value = outbox.published
+        status.outbox_position.value = outbox.read_at
     status.busy.value = bool(outbox is not None and outbox.busy)
     status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0

@@ -4,7 +4,8 @@ in a process of its own (`outbox_process`), following what this loop records."""
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from kafka import TopicPartition
@@ -12,7 +13,13 @@ from kafka import TopicPartition
 from aggregates.application import Orders
 from processor.broker import ensure_topics
 from processor.inbox import Inbox
-from processor.kafka_io import ResumeFromStore, caught_up, commit_positions, make_consumer
+from processor.kafka_io import (
+    ResumeFromStore,
+    caught_up,
+    commit_positions,
+    lag,
+    make_consumer,
+)
 from processor.outbox_process import OutboxProcess, SharedStatus
 from processor.settings import Settings
 
@@ -30,12 +37,15 @@ class Progress:
     holding: bool = False
     caught_up: bool = False
     idle_for_s: float = 0.0
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> messages behind
 
 
 def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
         on_progress: Callable[[Progress, Inbox, SharedStatus], None] | None = None,
-        followers: Sequence[Callable[..., int]] = (), log_path: str | None = None) -> int:
-    """`log_path`: where the outbox process writes its log lines (default: standard error)."""
+        followers: Sequence[Callable[..., int]] = (), log_path: str | None = None,
+        metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None) -> int:
+    """`log_path`: where the outbox process writes its log lines (default: standard error).
+    `metrics`: starts a metrics server over this run's counters; it has `stop()`."""
     ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
     outbox = OutboxProcess(settings, bootstrap, log_path).start()
     status = outbox.status
@@ -45,8 +55,10 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
     progress = Progress()
     last_input = time.monotonic()
     last_followed = 0.0
+    server = None
     log.info("processor.started", group_id=settings.group_id, topic=settings.topic_orders, until_idle_s=until_idle_s)
     try:
+        server = metrics(inbox, progress, outbox) if metrics else None
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=200, max_records=500)
             positions: dict[TopicPartition, int] = {}
@@ -64,6 +76,8 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
                 worked = sum(_to_the_end(follow, most=FOLLOW_SLICE if batch else 50_000) for follow in followers)
             progress.holding = bool(consumer.assignment())
             progress.caught_up = status.caught_up.value = caught_up(consumer)
+            if server is not None:
+                progress.lag = lag(consumer)
             outbox.ensure_alive()
             if batch or worked:
                 last_input = now
@@ -76,6 +90,8 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
                 log.info("processor.idle", idle_s=round(progress.idle_for_s, 1))
                 break
     finally:
+        if server is not None:
+            server.stop()
         outbox.stop()
         consumer.close(autocommit=False)
         log.info("processor.stopped", received=progress.received, published=status.published.value)

@@ -21,6 +21,7 @@ class Settings:
     pairing_timeout_s: float = 900.0
     vendor_max_attempts: int = 8
     staff_file: str | None = None
+    ready_max_lag_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -42,6 +43,7 @@ class Settings:
             pairing_timeout_s=_number(env, "COTERM_PAIRING_TIMEOUT_S", defaults.pairing_timeout_s, float),
             vendor_max_attempts=int(_number(env, "COTERM_VENDOR_MAX_ATTEMPTS", defaults.vendor_max_attempts, int)),
             staff_file=text("COTERM_STAFF_FILE", None),
+            ready_max_lag_s=_number(env, "COTERM_READY_MAX_LAG_S", defaults.ready_max_lag_s, float),
         )
 
 

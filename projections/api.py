@@ -10,13 +10,15 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregates import commands, errors
 from aggregates.application import KeptConflicting, Orders, UnitOfWork
 from aggregates.transfer import Transfer
+from projections.health import Readiness, ReadModelCollector
 from projections.projection import Projection
 from projections.queries import BadQuery, Queries
 from projections.staff import PARTIAL_UPGRADE, Staff
@@ -46,9 +48,16 @@ def _fail(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
+def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_s: float = 30.0) -> FastAPI:
     projection = Projection(app)
     queries = Queries(app, projection.tables)
+
+    def head() -> int:
+        return app.process_recorder.max_notification_id() or 0
+
+    readiness = Readiness(head, lambda: projection.caught_up_at, ready_max_lag_s)
+    registry = CollectorRegistry()
+    registry.register(ReadModelCollector(queries, head, lambda: projection.position))
     lock = threading.Lock()  # one projection catch-up at a time within this process
     stop = threading.Event()
 
@@ -61,7 +70,7 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
         while not stop.wait(refresh_s):
             try:
                 catch_up()
-            except Exception:  # noqa: BLE001 - keep serving; the next round tries again
+            except Exception:
                 pass
 
     @asynccontextmanager
@@ -120,8 +129,22 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0) -> FastAPI:
 
     @api.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        head = app.process_recorder.max_notification_id() or 0
-        return {"ok": True, "store_position": head, "read_model_position": projection.position}
+        """Alive: the process answers. Positions are shown when the store answers too."""
+        try:
+            return {"ok": True, "store_position": head(), "read_model_position": projection.position}
+        except Exception as error:
+            return {"ok": True, "store_error": f"{type(error).__name__}: {error}"[:300]}
+
+    @api.get("/readyz", tags=["ops"], responses={503: {"description": "not ready, with the reason"}})
+    def readyz() -> JSONResponse:
+        """Ready: the store answers and the read models were at its head within COTERM_READY_MAX_LAG_S."""
+        ready, body = readiness.check()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @api.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus text format: operations by status and reason, dead letters, read-model lag."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/api/operations", tags=["operations"])
     def list_operations(

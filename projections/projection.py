@@ -2,6 +2,7 @@
 each batch written with its position in one transaction."""
 
 import json
+import time
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -36,6 +37,7 @@ class Projection:
         self.tables = read_models(app, prefix, create)
         self.share = share
         self.name = f"{prefix}.projection" if share is None else f"{prefix}.projection.{share[0]}of{share[1]}"
+        self.caught_up_at = 0.0  # time.monotonic() when a catch-up last found nothing left (readiness)
 
     @property
     def position(self) -> int:
@@ -49,6 +51,7 @@ class Projection:
         notifications = self.app.process_recorder.select_notifications(
             start=start + 1, limit=limit, stop=stop_at, topics=TOPICS)
         if not notifications:
+            self.caught_up_at = time.monotonic()
             # No projected event ahead; move the position over events we don't project.
             last = self.app.process_recorder.max_notification_id() or 0
             end = min(last, stop_at) if stop_at is not None else last

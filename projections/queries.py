@@ -150,6 +150,16 @@ class Queries:
             f"SELECT outcome, COUNT(*) AS n FROM {self._t('migrations')} GROUP BY outcome")}
         pairing = [r["v"] for r in self.tables.fetch(f"SELECT pairing_latency_ms AS v FROM {ops} WHERE pairing_latency_ms IS NOT NULL")]
         vendor = [r["v"] for r in self.tables.fetch(f"SELECT vendor_latency_ms AS v FROM {ops} WHERE vendor_latency_ms IS NOT NULL")]
+        # Operations ended per minute (their last change), for the last 30 minutes with any activity.
+        ended = self.tables.fetch(
+            f"SELECT substr(updated_at, 1, 16) AS minute, status, COUNT(*) AS n FROM {ops} "
+            f"WHERE status IN ('completed', 'rejected', 'failed', 'expired', 'cancelled') "
+            f"GROUP BY substr(updated_at, 1, 16), status ORDER BY minute DESC LIMIT 150")
+        minutes: dict[str, dict[str, int]] = {}
+        for r in ended:
+            if r["minute"] in minutes or len(minutes) < 30:
+                bucket = minutes.setdefault(r["minute"], {"completed": 0, "not_completed": 0})
+                bucket["completed" if r["status"] == "completed" else "not_completed"] += r["n"]
         return {
             "operations": {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
                            "by_reason": dict(sorted(by_reason.items()))},
@@ -158,4 +168,5 @@ class Queries:
             "dead_letters": {"total": sum(letters.values()), "by_reason": dict(sorted(letters.items()))},
             "pairing_latency_ms": {"p50": _percentile(pairing, 0.5), "p95": _percentile(pairing, 0.95), "n": len(pairing)},
             "vendor_latency_ms": {"p50": _percentile(vendor, 0.5), "p95": _percentile(vendor, 0.95), "n": len(vendor)},
+            "ended_per_minute": [{"minute": m, **minutes[m]} for m in sorted(minutes)],
         }

@@ -71,6 +71,10 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         login.find_element(By.ID, "login-submit").click()
         wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) == 7)
         assert not browser.find_element(By.ID, "login").is_displayed()
+        # Charts, not only numbers: bars per minute, and one bar per refusal reason.
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-throughput svg rect.bar-ok"))
+        reasons = browser.find_element(By.ID, "chart-reasons").text
+        assert "PAIRING_TIMEOUT" in reasons and "VENDOR_UNAVAILABLE" in reasons
         Select(browser.find_element(By.ID, "f-status")).select_by_visible_text("failed")
         browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
         rows = wait_for(lambda: (r := browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) and len(r) == 2 and r)

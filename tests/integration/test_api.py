@@ -49,6 +49,10 @@ def test_health_and_stats(api: str) -> None:
     assert status == 200
     assert stats["operations"]["total"] == 7
     assert stats["operations"]["by_status"]["failed"] == 2 and stats["operations"]["by_reason"]["PAIRING_TIMEOUT"] == 1
+    ended = stats["ended_per_minute"]
+    assert sum(m["completed"] for m in ended) == stats["operations"]["by_status"]["completed"]
+    assert sum(m["not_completed"] for m in ended) == sum(stats["operations"]["by_status"][s] for s in
+                                                         ("rejected", "failed", "expired", "cancelled"))
     assert stats["vendor_latency_ms"]["p50"] == 120 and stats["seats_by_plan"]["plan-nce"]["seats"] == 99
 
 

@@ -1,0 +1,60 @@
+"""Readiness and read-model metrics, shared by `coterm serve` and `coterm run`."""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+
+class Readiness:
+    """`/readyz`: the store answers and the read models were at the store's head within `max_lag_s`."""
+
+    def __init__(self, head: Callable[[], int], caught_up_at: Callable[[], float], max_lag_s: float,
+                 extra: Callable[[], str | None] = lambda: None) -> None:
+        self.head, self.caught_up_at, self.max_lag_s, self.extra = head, caught_up_at, max_lag_s, extra
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            head = self.head()
+        except Exception as error:
+            return False, {"ready": False, "reason": f"store unreachable: {type(error).__name__}: {error}"[:500]}
+        caught_up_at = self.caught_up_at()
+        if not caught_up_at:
+            return False, {"ready": False, "store_position": head, "reason": "read models have not caught up yet"}
+        age = time.monotonic() - caught_up_at
+        if age > self.max_lag_s:
+            return False, {"ready": False, "store_position": head,
+                           "reason": f"read models last caught up {age:.0f}s ago (limit {self.max_lag_s:g}s)"}
+        problem = self.extra()
+        if problem:
+            return False, {"ready": False, "store_position": head, "reason": problem}
+        return True, {"ready": True, "store_position": head, "read_models_caught_up_s_ago": round(age, 1)}
+
+
+class ReadModelCollector:
+    """What the read models say, for `coterm serve`'s `/metrics`: operations by status and
+    reason, dead letters by reason, and how far the read models trail the store."""
+
+    def __init__(self, queries: Any, head: Callable[[], int], position: Callable[[], int]) -> None:
+        self.queries, self.head, self.position = queries, head, position
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.queries.stats()
+        by_status = GaugeMetricFamily("coterm_operations", "Transfers by status", labels=["status"])
+        for status, n in stats["operations"]["by_status"].items():
+            by_status.add_metric([status], n)
+        yield by_status
+        by_reason = GaugeMetricFamily("coterm_operations_refused", "Transfers rejected, failed or expired, by "
+                                      "reason code", labels=["reason"])
+        for reason, n in stats["operations"]["by_reason"].items():
+            by_reason.add_metric([reason], n)
+        yield by_reason
+        letters = GaugeMetricFamily("coterm_dead_letters", "Dead letters by reason", labels=["reason"])
+        for reason, n in stats["dead_letters"]["by_reason"].items():
+            letters.add_metric([reason], n)
+        yield letters
+        head = self.head()
+        yield GaugeMetricFamily("coterm_store_position", "Newest event in the store", value=head)
+        yield GaugeMetricFamily("coterm_read_model_lag_events", "Store events not yet in the read models",
+                                value=max(0, head - self.position()))

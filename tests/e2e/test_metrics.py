@@ -1,0 +1,104 @@
+"""Prometheus metrics, liveness and readiness of `coterm run --metrics-port`, scraped over HTTP."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from processor.broker import BundledBroker, free_port
+from processor.vendor_sim import VendorSimulator
+from tests.e2e.test_cli import COTERM
+from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text format (None: not exposed)."""
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return None
+
+
+def wait_for(condition, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
+    s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
+    seed_reference_data(s)
+    s.send("transfer.downgrade_ordered", downgrade("m-op"))
+    s.send("transfer.upgrade_ordered", upgrade("m-op"))
+    s.send("transfer.downgrade_ordered", downgrade("m-lonely"))  # its pair never comes: it waits
+    s.send_raw(b"{not json", key="c1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([*COTERM, "run", "--metrics-port", str(port)], env={**os.environ, **s.env()},
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: get(f"{base}/healthz")[0] == 200)
+        text = wait_for(lambda: (t := get(f"{base}/metrics")[1]) and sample(t, "coterm_vendor_calls_total", result="success") == 1 and
+                        sample(t, "coterm_halves_waiting") == 1 and t)
+        assert sample(text, "coterm_messages_total", outcome="applied", reason="") == 8  # 5 reference + 3 halves
+        assert sample(text, "coterm_messages_total", outcome="dead_lettered", reason="INVALID_JSON") == 1
+        assert sample(text, "coterm_vendor_call_seconds_count") == 1
+        assert sample(text, "coterm_vendor_call_seconds_bucket", le="+Inf") == 1
+        assert sample(text, "coterm_vendor_calls_pending") == 0
+        lags = [sample(text, "coterm_consumer_lag_messages", topic=s.settings.topic_orders, partition=str(p))
+                for p in range(4)]
+        assert any(lag == 0 for lag in lags)  # every partition it holds is read to the end
+        assert wait_for(lambda: sample(get(f"{base}/metrics")[1], "coterm_results_published_total") == 2)  # result + dead letter
+        _, body = wait_for(lambda: (r := get(f"{base}/readyz"))[0] == 200 and r)
+        assert json.loads(body)["ready"] is True
+        assert get(f"{base}/nothing")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_serve_metrics_and_readiness_are_open_even_with_a_staff_file(tmp_path: Path) -> None:
+    from processor.store import open_store
+    from projections.staff import Staff
+    from tests import seed
+    from tests.http_server import serving
+
+    app = open_store(str(tmp_path / "store.sqlite"))
+    seed.customer_with_subscriptions(app)
+    for n, outcome in enumerate(seed.OUTCOMES):
+        seed.operation(app, f"op-{n}", outcome)
+    staff_file = tmp_path / "staff.json"
+    staff_file.write_text(json.dumps({"users": [{"name": "a", "token": "admin-token-0123456789", "roles": []}]}))
+    with serving(app, Staff.load(str(staff_file))) as url:
+        status, text = get(f"{url}/metrics")
+        assert status == 200
+        assert sample(text, "coterm_operations", status="failed") == 2
+        assert sample(text, "coterm_operations_refused", reason="PAIRING_TIMEOUT") == 1
+        assert sample(text, "coterm_read_model_lag_events") == 0
+        status, body = get(f"{url}/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True
+        assert get(f"{url}/api/stats")[0] == 401  # the data itself still needs a token
+    app.close()
