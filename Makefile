@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-inbox schemas clean
+.PHONY: demo test install bench bench-inbox bench-hostile schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: $(STAMP)
 # The inbox and outbox alone, in-process, on the demo stream (no broker, no HTTP)
 bench-inbox: $(STAMP)
 	$(VENV)/bin/python -m bench.throughput
+
+# Inbox messages/s on the fuzz tests' hostile mix against clean input
+bench-hostile: $(STAMP)
+	$(VENV)/bin/python -m bench.hostile $(ARGS)
 
 schemas: $(STAMP)
 	$(VENV)/bin/python -m contracts.schemas

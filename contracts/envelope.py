@@ -1,8 +1,9 @@
 """The envelope every coterm message travels in (CONTRACT.md section 2)."""
 
+from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from uuid import UUID
 
 
@@ -17,11 +18,21 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     message_id: UUID
-    type: StrictStr = Field(min_length=1)
+    type: StrictStr = Field(min_length=1, max_length=200)
     schema_version: StrictInt
     occurred_at: AwareDatetime
-    source: StrictStr
+    source: StrictStr = Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
     payload: Any
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _has_a_utc_date(cls, value: datetime) -> datetime:
+        # Rules use the UTC date: 9999-12-31T23:00:00-14:00 has none (year 10000).
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("has no date in UTC (out of range)") from None
+        return value
 
 
 class ResultEnvelope(BaseModel):

@@ -20,7 +20,10 @@ def _iso_date_string(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date_string)]
-Id = Annotated[StrictStr, Field(min_length=1, max_length=200)]
-Text = Annotated[StrictStr, Field(max_length=2000)]
-PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+# Identifiers are printable: no control characters (PostgreSQL text cannot even hold U+0000).
+Id = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Text = Annotated[StrictStr, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+# Bounded above: counts beyond any real subscription would not fit the stores' 64-bit integers.
+MAX_COUNT = 1_000_000
+PositiveCount = Annotated[int, Field(strict=True, ge=1, le=MAX_COUNT)]
 Flag = StrictBool

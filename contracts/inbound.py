@@ -4,7 +4,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from contracts.fields import Flag, Id, IsoDate, PositiveCount, Text
+from contracts.fields import MAX_COUNT, Flag, Id, IsoDate, PositiveCount, Text
 
 
 class Payload(BaseModel):
@@ -64,7 +64,7 @@ class SubscriptionPurchased(Payload):
     subscription_key: Id
     # Any count is valid input: a plan with other than one resource is refused at transfer
     # time (MULTI_RESOURCE_PLAN), not dead-lettered here.
-    resource_count: Annotated[int, Field(strict=True, ge=0)] = 1
+    resource_count: Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)] = 1
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> "SubscriptionPurchased":

@@ -12,6 +12,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from processor.kafka_io import MAX_MESSAGE_BYTES
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -76,7 +78,9 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeou
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+        # Every topic takes messages up to the size the publisher sends (a dead letter of a 1 MiB input).
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                            topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}) for t in topics if t not in existing]
         if missing:
             try:
                 admin.create_topics(missing)

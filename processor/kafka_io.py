@@ -1,11 +1,19 @@
 """kafka-python wiring: the consumer that resumes from the store, and the outbound publisher."""
 
+import base64
+import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 
 from processor.results import Outbound
 
@@ -73,15 +81,20 @@ def caught_up(consumer: KafkaConsumer) -> bool:
     return True
 
 
+# A dead letter carries its input in base64 (4/3 of its size): one for an input of Kafka's
+# default 1 MiB limit must still go out, or the outbox would retry it forever.
+MAX_MESSAGE_BYTES = 4 << 20
+
+
 class KafkaPublisher:
     def __init__(self, bootstrap: str, results_topic: str, deadletter_topic: str) -> None:
         self.topics = {"result": results_topic, "deadletter": deadletter_topic}
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=10,
-                                      client_id="coterm-publisher")
+                                      client_id="coterm-publisher", max_request_size=MAX_MESSAGE_BYTES)
 
     def publish(self, messages: list[Outbound]) -> None:
         futures = [
-            self.producer.send(self.topics[m.kind], key=m.key.encode() if m.key else None, value=m.value)
+            self.producer.send(self.topics[m.kind], key=m.key.encode() if m.key else None, value=fit(m).value)
             for m in messages
         ]
         self.producer.flush()
@@ -90,6 +103,19 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self.producer.close(timeout=10)
+
+
+def fit(message: Outbound, limit: int = MAX_MESSAGE_BYTES - 4096) -> Outbound:
+    """A dead letter too big for Kafka goes out without its original bytes, saying where they are
+    (the store keeps them: `coterm export`), rather than block every result behind it."""
+    if len(message.value) <= limit or message.kind != "deadletter":
+        return message
+    letter = json.loads(message.value)
+    size = len(base64.b64decode(letter["original"]))
+    letter["error"] = (f"{letter['error']} [original of {size} bytes left out: larger than a dead letter may be; "
+                       f"the store keeps it (coterm export)]")
+    letter["original"] = ""
+    return replace(message, value=json.dumps(letter).encode())
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]:

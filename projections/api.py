@@ -100,7 +100,8 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
 
     @api.exception_handler(StarletteHTTPException)
     def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _fail(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "HTTP_ERROR", str(exc.detail))
+        error = {400: "BAD_PARAMETER", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return _fail(exc.status_code, error, str(exc.detail))
 
     @api.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:

@@ -33,6 +33,15 @@ def dump(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))  # byte-stable for replay --verify
 
 
+def _column(value: Any) -> Any:
+    # The contract refuses U+0000 in every identifier and text, but a store written by an older
+    # version may hold one, and PostgreSQL text cannot: a row that cannot be written would stop
+    # the read models for good. The document keeps the exact value (JSON escapes it).
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 class ReadModelTables:
     """SQL shared by both backends; placeholders are written `?` and adapted per backend."""
 
@@ -64,7 +73,7 @@ class ReadModelTables:
 
     def row_params(self, name: str, row_id: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
         doc = row["doc"]
-        return (row_id, *(row.get(c) for c in TABLES[name]), dump(doc))
+        return (row_id, *(_column(row.get(c)) for c in TABLES[name]), dump(doc))
 
     # Both datastores hand out DB-API cursors from `transaction()`, and both tracking
     # recorders insert tracking on such a cursor: one implementation serves both.
