@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from aggregates.application import plain
 from aggregates.inbox import DeadLetter
@@ -21,8 +21,17 @@ class Outbound:
     type: str
 
 
+def _cause(message_id: str) -> UUID:
+    # Inbound ids are UUIDs by contract and staff actions make UUIDs; an event recorded with any
+    # other id (a tool, an older version) must still be published, not stop the outbox for good.
+    try:
+        return UUID(message_id)
+    except (ValueError, TypeError, AttributeError):
+        return uuid5(NAMESPACE_URL, f"coterm:cause:{message_id}")
+
+
 def _result(event: Any, type_: str, key: str, payload: dict[str, Any]) -> Outbound:
-    cause = UUID(event.message_id)
+    cause = _cause(event.message_id)
     body = RESULTS[type_].validate_python(plain(payload))
     envelope = ResultEnvelope(
         # Derived from the cause and the event that answers it: a re-published copy has the same id.

@@ -9,6 +9,7 @@ the faults at run time.
 import json
 import random
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +24,7 @@ class Faults:
     fail_rate: float = 0.0  # share of attempts answered 503
     fail_first: int = 0  # the first N attempts of every key answered 503
     reject_plans: list[str] = field(default_factory=list)  # plan ids answered 400
+    hang_s: float = 0.0  # every attempt waits this long, then 503 (beyond the client's timeout: a timeout)
     seed: int = 7
 
 
@@ -81,7 +83,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         state = self.server.state
         if self.path == "/v1/transfers":
-            self._reply(*state.handle(self.headers.get("Idempotency-Key"), self._body()))
+            body = self._body()
+            if state.faults.hang_s > 0:  # outside the lock: other calls hang too, each on its own
+                with state.lock:
+                    state.requests.append({"key": self.headers.get("Idempotency-Key"), "body": body.decode("utf-8", "replace")})
+                time.sleep(state.faults.hang_s)
+                self._reply(503, {"error": "vendor timed out"})
+                return
+            self._reply(*state.handle(self.headers.get("Idempotency-Key"), body))
         elif self.path == "/_sim/faults":
             try:
                 changes = json.loads(self._body())

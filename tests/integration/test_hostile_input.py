@@ -197,3 +197,13 @@ def test_a_dead_letter_too_big_for_kafka_goes_out_without_its_bytes_rather_than_
         k: v for k, v in letter.items() if k not in ("original", "error")}
     small = Outbound("deadletter", None, json.dumps({**letter, "original": "YQ=="}).encode(), "dead_letter")
     assert fit(small) is small  # the usual case: untouched
+
+
+def test_an_event_with_a_non_uuid_cause_is_still_published_with_a_stable_causation_id() -> None:
+    # Found by the outage test: a retry recorded with action id "retry-x" crash-looped the outbox.
+    from uuid import UUID
+
+    from processor.results import _cause
+
+    assert _cause("6f1c8c3e-1b7a-4c57-9d43-0a0a0a0a0a0a") == UUID("6f1c8c3e-1b7a-4c57-9d43-0a0a0a0a0a0a")
+    assert _cause("retry-x") == _cause("retry-x") != _cause("retry-y")

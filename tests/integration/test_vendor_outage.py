@@ -1,0 +1,125 @@
+"""A vendor outage mid-stream (503s, then timeouts): consuming goes on, operations wait in `sent`,
+and every one completes after recovery with exactly one accepted call; with too few attempts
+they park as VENDOR_UNAVAILABLE and a staff retry completes them.
+
+The outage lasts COTERM_OUTAGE_S seconds (8 in `make test`, 30 in `make storm`)."""
+
+import json
+import os
+import resource
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from aggregates import commands
+from aggregates.transfer import Transfer
+from processor.vendor_sim import Faults, VendorSimulator
+from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+
+OUTAGE_S = float(os.environ.get("COTERM_OUTAGE_S", "8"))
+# Backoff waits 0.2 s doubling to 10 s between attempts: enough attempts to outlast the outage.
+ATTEMPTS_TO_OUTLAST = next(n for n in range(2, 30) if sum(min(0.2 * 2**i, 10) for i in range(n - 1)) > OUTAGE_S + 10)
+
+
+def send_transfers(s: Scenario, first: int, count: int) -> list[str]:
+    ops = [f"out-{n}" for n in range(first, first + count)]
+    for op in ops:
+        s.send("transfer.downgrade_ordered", downgrade(op, seats=1))
+        s.send("transfer.upgrade_ordered", upgrade(op, seats=1))
+    return ops
+
+
+def statuses(s: Scenario, ops: list[str]) -> dict[str, str]:
+    app = s.open_store()
+    try:
+        found = {}
+        for op in ops:
+            try:
+                found[op] = app.repository.get(Transfer.create_id(op)).status
+            except Exception:  # noqa: BLE001 - not recorded yet
+                found[op] = "unknown"
+        return found
+    finally:
+        app.close()
+
+
+def wait_for(condition, timeout: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+def assert_one_accepted_call_each(vendor: VendorSimulator, ops: list[str]) -> None:
+    bodies = defaultdict(set)
+    for request in vendor.state.requests:
+        bodies[request["key"]].add(request["body"])
+    assert set(vendor.state.accepted) == set(ops)  # one accepted call per operation, none for anything else
+    assert all(len(bodies[op]) == 1 for op in ops)  # retried only with the same key and the same body
+
+
+@pytest.mark.parametrize("kind", ["503", "timeout"])
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_operations_wait_out_an_outage_and_complete_once_each(scenario: Scenario, vendor: VendorSimulator,
+                                                              kind: str) -> None:
+    scenario.with_settings(vendor_max_attempts=ATTEMPTS_TO_OUTLAST)
+    seed_reference_data(scenario)
+    scenario.send("subscription.resized", {"subscription_id": "c1-s1", "seats": 1000}, key="c1",
+                  occurred_at="2026-10-01T10:00:00Z")
+    before = send_transfers(scenario, 0, 20)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    worker = threading.Thread(target=scenario.process, kwargs={"idle_s": 1.5, "timeout_s": OUTAGE_S + 240})
+    worker.start()
+    wait_for(lambda: set(statuses(scenario, before).values()) == {"completed"}, 120)
+
+    vendor.state.faults = Faults(fail_rate=1.0) if kind == "503" else Faults(hang_s=6.0)  # client times out at 5 s
+    outage_started = time.monotonic()
+    during = send_transfers(scenario, 20, 40)
+    # Consuming goes on: every pair is matched and its call requested; slow calls show as `sent`.
+    seen = wait_for(lambda: (st := statuses(scenario, during)) and all(v in ("paired", "sent") for v in st.values())
+                    and "sent" in st.values() and st, OUTAGE_S)
+    assert not {"completed", "failed"} & set(seen.values())
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
+    vendor.state.faults = Faults()
+    worker.join(OUTAGE_S + 240)
+    assert not worker.is_alive()
+
+    assert set(statuses(scenario, before + during).values()) == {"completed"}
+    assert_one_accepted_call_each(vendor, before + during)
+    results = [r for r in scenario.results() if r["type"].startswith("transfer.")]
+    assert sorted(r["payload"]["operation_id"] for r in results) == sorted(before + during)  # one result each
+    assert all(r["type"] == "transfer.completed" for r in results)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mb < 150, f"memory grew by {grown_mb:.0f} MB during the outage"
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_too_few_attempts_for_an_outage_park_and_a_staff_retry_completes(scenario: Scenario,
+                                                                          vendor: VendorSimulator) -> None:
+    scenario.with_settings(vendor_max_attempts=3)
+    seed_reference_data(scenario)
+    vendor.state.faults = Faults(fail_rate=1.0)
+    ops = send_transfers(scenario, 0, 5)
+    scenario.process()
+    parked = statuses(scenario, ops)
+    assert set(parked.values()) == {"failed"}
+    failures = [r for r in scenario.results() if r["type"] == "transfer.failed"]
+    assert {(r["payload"]["reason_code"], r["payload"]["retryable"]) for r in failures} == {("VENDOR_UNAVAILABLE", True)}
+    assert len(vendor.state.requests) == 5 * 3 and not vendor.state.accepted
+
+    vendor.state.faults = Faults()  # the vendor is back; staff retry each parked operation
+    app = scenario.open_store()
+    for op in ops:
+        app.decide(lambda uow, op=op: commands.retry_transfer(uow, op, "alice", "vendor is back", str(uuid.uuid4())))
+    app.close()
+    scenario.process()
+    assert set(statuses(scenario, ops).values()) == {"completed"}
+    assert_one_accepted_call_each(vendor, ops)
+    completed = [r for r in scenario.results() if r["type"] == "transfer.completed"]
+    assert sorted(r["payload"]["operation_id"] for r in completed) == ops
+    assert all(json.loads(r["body"])["operation_id"] in ops for r in vendor.state.requests)
