@@ -87,6 +87,8 @@ class RunCollector:
         head = self.head()
         yield GaugeMetricFamily("coterm_outbox_backlog_events", "Store events past the outbox's read position",
                                 value=max(0, head - self.status.outbox_position.value))
+        yield GaugeMetricFamily("coterm_outbox_leader", "1 when this processor's outbox holds the leadership "
+                                "(publishes results, sends vendor calls)", value=int(bool(self.status.leading.value)))
         yield CounterMetricFamily("coterm_results_published", "Results and dead letters published to Kafka",
                                   value=self.status.published.value)
         yield GaugeMetricFamily("coterm_store_position", "Newest event in the store", value=head)

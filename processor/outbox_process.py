@@ -43,6 +43,7 @@ class SharedStatus:
     pending_calls: Any
     waiting_halves: Any
     outbox_position: Any  # the last store notification the outbox has read
+    leading: Any  # this outbox holds the leadership: it sends the vendor calls
     vendor: Any  # `metrics.VendorStats.values`, copied after every round
 
     @classmethod
@@ -55,7 +56,7 @@ class SharedStatus:
         return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
                    busy=value("b", False), worked_at=value("d", 0.0),
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
-                   outbox_position=value("q", 0), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS))
+                   outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS))
 
 
 class Flag:
@@ -190,4 +191,5 @@ def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: Vendor
     status.busy.value = bool(outbox is not None and outbox.busy)
     status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
+    status.leading.value = outbox is not None
     status.ready.value = True

@@ -10,7 +10,8 @@ from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.transfer import Transfer
 from contracts.envelope import ResultEnvelope
-from contracts.outbound import RESULTS, DeadLetter as DeadLetterMessage
+from contracts.outbound import RESULTS
+from contracts.outbound import DeadLetter as DeadLetterMessage
 
 
 @dataclass(frozen=True)

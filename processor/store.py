@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from aggregates.application import Orders
-from projections.projection import read_models
 from processor.settings import SettingsError
+from projections.projection import read_models
 
 if TYPE_CHECKING:
     import psycopg

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from psycopg.sql import SQL
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL
 
 # table -> indexed columns (besides id and doc); types are portable between SQLite and PostgreSQL
 TABLES: dict[str, dict[str, str]] = {

@@ -2,7 +2,6 @@
 
 import json
 
-
 from aggregates import commands
 from projections.audit import replay
 from projections.projection import Projection
