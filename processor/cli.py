@@ -117,9 +117,19 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coterm")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coterm", description="Event-sourced order processor for "
                                      "usage-based migrations and partial seat transfers.")
+    parser.add_argument("--version", action="version", version=f"coterm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="consume orders from Kafka until SIGTERM/SIGINT (or idle)")

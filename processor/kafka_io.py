@@ -50,6 +50,9 @@ def make_consumer(bootstrap: str, group_id: str) -> KafkaConsumer:
         # The bundled broker's group join waits about session_timeout/2.
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
+        # Also the rebalance timeout a join may wait for members that died mid-rebalance (default
+        # 300 s). A batch takes well under a second, so 30 s between polls never happens in health.
+        max_poll_interval_ms=30_000,
         max_poll_records=500,
         fetch_max_wait_ms=200,
     )

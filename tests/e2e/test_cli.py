@@ -84,6 +84,13 @@ def test_hash_token_prints_what_a_staff_file_may_hold_instead() -> None:
     assert done.returncode == 2 and "at least 16 characters" in done.stderr
 
 
+def test_version_names_the_installed_package() -> None:
+    from importlib.metadata import version
+
+    done = coterm("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"coterm {version('coterm')}"
+
+
 def test_help_lists_the_commands() -> None:
     done = coterm("--help")
     assert done.returncode == 0
