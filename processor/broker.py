@@ -6,6 +6,7 @@ It keeps data in memory: it lives as long as the process that started it.
 import socket
 import subprocess
 import time
+from typing import Any
 from types import TracebackType
 
 from kafka import KafkaAdminClient
@@ -65,12 +66,15 @@ class BundledBroker:
         self.stop()
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeout_s: float = 30.0) -> None:
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeout_s: float = 30.0,
+                  **options: Any) -> None:
     """Create missing topics; safe to call from several processes at once."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="coterm-admin", request_timeout_ms=10_000)
+            left_ms = max(1000, int((deadline - time.monotonic()) * 1000))
+            admin = KafkaAdminClient(**options, bootstrap_servers=bootstrap, client_id="coterm-admin",
+                                     request_timeout_ms=10_000, bootstrap_timeout_ms=left_ms)
             break
         except KafkaError:
             if time.monotonic() > deadline:

@@ -40,8 +40,10 @@ class ResumeFromStore(ConsumerRebalanceListener):
         log.info("partitions.revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
 
-def make_consumer(bootstrap: str, group_id: str) -> KafkaConsumer:
+def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsumer:
+    """`options`: `Settings.kafka_options()` (security protocol, SASL, CA file)."""
     return KafkaConsumer(
+        **options,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=f"{group_id}-consumer",
@@ -90,9 +92,9 @@ MAX_MESSAGE_BYTES = 4 << 20
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, results_topic: str, deadletter_topic: str) -> None:
+    def __init__(self, bootstrap: str, results_topic: str, deadletter_topic: str, **options: Any) -> None:
         self.topics = {"result": results_topic, "deadletter": deadletter_topic}
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=10,
+        self.producer = KafkaProducer(**options, bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=10,
                                       client_id="coterm-publisher", max_request_size=MAX_MESSAGE_BYTES)
 
     def publish(self, messages: list[Outbound]) -> None:

@@ -30,6 +30,7 @@ from processor.settings import Settings
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
 EXPIRY_EVERY_S = 1.0
+FOLLOW_PAGE = 1000  # `Outbox.follow`'s page: a full page means more may follow
 
 
 @dataclass
@@ -141,7 +142,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     from processor.vendor_client import VendorClient
 
     app = open_store(settings.store)
-    publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter)
+    publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
     vendor_stats = VendorStats()  # kept across leaderships: the counts of this process's life
@@ -154,7 +155,13 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
                     outbox = Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats)
                 try:
-                    worked = outbox.follow() + outbox.dispatch()
+                    # Read to the log's head before sending: after a takeover, a call whose outcome
+                    # is further on in the log must not be sent again (the vendor would answer 409).
+                    worked = read = outbox.follow()
+                    while read >= FOLLOW_PAGE and not status.stop.is_set():
+                        read = outbox.follow()
+                        worked += read
+                    worked += outbox.dispatch()
                     while outbox.follow():  # drain what the dispatcher just recorded
                         pass
                 except KafkaError as error:

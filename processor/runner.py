@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from aggregates.application import Orders
 from processor.broker import ensure_topics
@@ -21,7 +22,7 @@ from processor.kafka_io import (
     make_consumer,
 )
 from processor.outbox_process import OutboxProcess, SharedStatus
-from processor.settings import Settings
+from processor.settings import Settings, SettingsError
 
 log = structlog.get_logger("coterm.runner")
 # While input flows, followers (read models) catch up at most this often, by a bounded slice of
@@ -46,11 +47,17 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
         metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None) -> int:
     """`log_path`: where the outbox process writes its log lines (default: standard error).
     `metrics`: starts a metrics server over this run's counters; it has `stop()`."""
-    ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
+    try:
+        ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
+                      timeout_s=settings.kafka_connect_timeout_s, **settings.kafka_options())
+    except KafkaError as error:  # an operator's setting, not a bug: one line, exit 2
+        raise SettingsError(f"COTERM_KAFKA_BOOTSTRAP={bootstrap!r}: no Kafka broker answered within "
+                            f"{settings.kafka_connect_timeout_s:g}s (COTERM_KAFKA_CONNECT_TIMEOUT_S): "
+                            f"{type(error).__name__}") from None
     outbox = OutboxProcess(settings, bootstrap, log_path).start()
     status = outbox.status
     inbox = Inbox(app)
-    consumer = make_consumer(bootstrap, settings.group_id)
+    consumer = make_consumer(bootstrap, settings.group_id, **settings.kafka_options())
     consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position))
     progress = Progress()
     last_input = time.monotonic()

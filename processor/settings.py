@@ -1,60 +1,147 @@
-"""Configuration from the environment (CONTRACT.md section 1). Only the CLI reads it."""
+"""Configuration from the environment (CONTRACT.md section 1). Only the CLI reads it.
 
+`Settings` validates every value; `Settings.from_env()` reads `COTERM_*` variables with
+pydantic-settings and turns the first bad one into a one-line `SettingsError` naming it
+(the CLI prints it and exits 2). Empty variables count as unset.
+"""
+
+import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
+BOOTSTRAP = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 class SettingsError(ValueError):
     """A configuration value is unusable; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def _positive_finite(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a finite number greater than zero")
+    return value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     kafka_bootstrap: str | None = None
     store: str = "./var/coterm.sqlite"
     vendor_url: str | None = None
     topic_orders: str = "orders.v1"
     topic_results: str = "orders.results.v1"
     topic_deadletter: str = "orders.deadletter.v1"
-    group_id: str = "coterm-processor"
+    group_id: str = Field("coterm-processor", min_length=1, max_length=255)
     pairing_timeout_s: float = 900.0
-    vendor_max_attempts: int = 8
+    vendor_max_attempts: int = Field(8, ge=1, le=100)
     staff_file: str | None = None
     ready_max_lag_s: float = 30.0
+    kafka_connect_timeout_s: float = 30.0
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        return _positive_finite(value)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str | None) -> str | None:
+        if value is not None and not all(BOOTSTRAP.match(part.strip()) for part in value.split(",")):
+            raise ValueError("must be host:port[,host:port]")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else None
+        if scheme is not None and scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a SQLite file path or a postgresql:// URL")
+        return value
+
+    @field_validator("vendor_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        return value.rstrip("/")
+
+    @field_validator("topic_orders", "topic_results", "topic_deadletter")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not TOPIC.match(value):
+            raise ValueError("must be 1-249 characters of letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("is not a readable file")
+        return value
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Security settings for every kafka-python client (none when unset: plaintext)."""
+        options: dict[str, Any] = {}
+        if self.kafka_security_protocol:
+            options["security_protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        defaults = cls()
-
-        def text(name: str, default: str | None) -> str | None:
-            value = env.get(name, "").strip()
-            return value or default
-
-        return cls(
-            kafka_bootstrap=text("COTERM_KAFKA_BOOTSTRAP", None),
-            store=text("COTERM_STORE", defaults.store) or defaults.store,
-            vendor_url=(text("COTERM_VENDOR_URL", None) or "").rstrip("/") or None,
-            topic_orders=text("COTERM_TOPIC_ORDERS", defaults.topic_orders) or defaults.topic_orders,
-            topic_results=text("COTERM_TOPIC_RESULTS", defaults.topic_results) or defaults.topic_results,
-            topic_deadletter=text("COTERM_TOPIC_DEADLETTER", defaults.topic_deadletter) or defaults.topic_deadletter,
-            group_id=text("COTERM_GROUP_ID", defaults.group_id) or defaults.group_id,
-            pairing_timeout_s=_number(env, "COTERM_PAIRING_TIMEOUT_S", defaults.pairing_timeout_s, float),
-            vendor_max_attempts=int(_number(env, "COTERM_VENDOR_MAX_ATTEMPTS", defaults.vendor_max_attempts, int)),
-            staff_file=text("COTERM_STAFF_FILE", None),
-            ready_max_lag_s=_number(env, "COTERM_READY_MAX_LAG_S", defaults.ready_max_lag_s, float),
-        )
+        if env is None:  # pydantic-settings reads the process environment
+            raw = {k: v.strip() for k, v in _FromEnv().model_dump().items() if v is not None and v.strip()}
+        else:
+            raw = {name: env[f"COTERM_{name.upper()}"].strip() for name in cls.model_fields
+                   if env.get(f"COTERM_{name.upper()}", "").strip()}
+        try:
+            return cls(**raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            shown = "(hidden)" if "password" in field else repr(raw.get(field, ""))
+            message = first["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"COTERM_{field.upper()}={shown}: {_plain(message)}") from None
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than zero")
-    return value
+class _EnvReader(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COTERM_", env_ignore_empty=True, extra="ignore")
+
+
+# Every field read as text: `Settings` then validates, so an error can name the variable and its value.
+_FromEnv = create_model("_FromEnv", __base__=_EnvReader,
+                        **{name: (str | None, None) for name in Settings.model_fields})  # type: ignore[call-overload]
+
+
+def _plain(message: str) -> str:
+    """pydantic's wording, shortened for one line: 'Input should be a valid number, ...' -> 'is not a number'."""
+    if message.startswith("Input should be a valid number") or message.startswith("Input should be a finite"):
+        return "is not a number"
+    if message.startswith("Input should be a valid integer"):
+        return "is not a whole number"
+    return message[0].lower() + message[1:] if message else message

@@ -39,7 +39,7 @@ class VendorState:
 
     def handle(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
         with self.lock:
-            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace")})
+            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace"), "complete": True})
             if not key:
                 return 400, {"error": "Idempotency-Key header is required"}
             try:
@@ -83,7 +83,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         state = self.server.state
         if self.path == "/v1/transfers":
+            expected = int(self.headers.get("Content-Length") or 0)
             body = self._body()
+            if len(body) < expected:  # the client died while sending: record it, nobody is left to answer
+                with state.lock:
+                    state.requests.append({"key": self.headers.get("Idempotency-Key"),
+                                           "body": body.decode("utf-8", "replace"), "complete": False})
+                self.close_connection = True
+                return
             if state.faults.hang_s > 0:  # outside the lock: other calls hang too, each on its own
                 with state.lock:
                     state.requests.append({"key": self.headers.get("Idempotency-Key"), "body": body.decode("utf-8", "replace")})

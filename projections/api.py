@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -82,8 +83,9 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
         stop.set()
         follower.join(timeout=30)  # never leave it reading a store that is about to close
 
-    api = FastAPI(title="coterm", version="1", lifespan=lifespan,
-                  description="Operations, customers, stats and actions of coterm, the order processor.")
+    # Swagger UI and ReDoc from assets in the package: /docs works without internet.
+    api = FastAPIOffline(title="coterm", version="1", lifespan=lifespan, static_url="/static/docs",
+                         description="Operations, customers, stats and actions of coterm, the order processor.")
 
     @api.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:

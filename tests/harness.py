@@ -4,7 +4,7 @@ import json
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaProducer
@@ -48,7 +48,7 @@ class Scenario:
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
 
     def with_settings(self, **changes: Any) -> None:
-        self.settings = replace(self.settings, **changes)
+        self.settings = self.settings.model_copy(update=changes)
 
     def env(self) -> dict[str, str]:
         s = self.settings

@@ -176,6 +176,7 @@ class Report:
     wrong_outcomes: list[str] = field(default_factory=list)
     vendor_accepted: int = 0
     vendor_requests: int = 0
+    cut_short: int = 0
     vendor_problems: list[str] = field(default_factory=list)
     seat_problems: list[str] = field(default_factory=list)
     dead_letters: int = 0
@@ -191,7 +192,8 @@ class Report:
                 ("transfers / migrations", f"{self.transfers} / {self.migrations}"),
                 ("lost (no final outcome)", len(self.lost)), ("duplicate result copies (same message_id)", self.duplicates),
                 ("contradictions", len(self.contradictions)), ("outcomes other than planned", len(self.wrong_outcomes)),
-                ("vendor accepted calls / requests", f"{self.vendor_accepted} / {self.vendor_requests}"),
+                ("vendor accepted calls / requests (of them cut short by a kill)",
+                 f"{self.vendor_accepted} / {self.vendor_requests} ({self.cut_short})"),
                 ("vendor problems (not one call, key or body changed)", len(self.vendor_problems)),
                 ("seat conservation problems", len(self.seat_problems)), ("dead letters", self.dead_letters),
                 ("wall time", f"{self.wall_s:.0f} s")]
@@ -318,13 +320,20 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
     completed = {k for k, rs in finals.items() if rs and rs[0]["type"] == "transfer.completed"}
     bodies: dict[str, set[str]] = defaultdict(set)
     for request in vendor.state.requests:
-        bodies[request["key"]].add(request["body"])
+        if request.get("complete", True):
+            bodies[request["key"]].add(request["body"])
+        else:  # a sender SIGKILLed mid-request: the vendor got part of a body and answered nobody
+            report.cut_short += 1
     report.vendor_requests = len(vendor.state.requests)
     report.vendor_accepted = len(vendor.state.accepted)
     if set(vendor.state.accepted) != completed:
         report.vendor_problems.append(f"accepted calls for {len(vendor.state.accepted)} keys, "
                                       f"{len(completed)} transfers completed")
-    report.vendor_problems += [f"{key}: {len(b)} different bodies" for key, b in bodies.items() if len(b) > 1]
+    for key, b in bodies.items():
+        if len(b) > 1:
+            docs = [json.loads(x) for x in sorted(b)]
+            differs = {k: [d.get(k) for d in docs] for k in sorted(set().union(*docs)) if len({json.dumps(d.get(k)) for d in docs}) > 1}
+            report.vendor_problems.append(f"{key}: {len(b)} different bodies, differing in {differs}")
     report.dead_letters = len(letters)
     _check_seats(report, p, store)
 

@@ -186,3 +186,12 @@ def raw(url: str, body: object, token: str | None = None) -> tuple[int, dict]:  
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_api_docs_work_offline(api: str) -> None:
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        with urllib.request.urlopen(f"{api}{page}", timeout=10) as response:
+            html = response.read().decode()
+        assert f"/static/docs/{asset}" in html and "cdn" not in html.lower(), page  # nothing from the internet
+        with urllib.request.urlopen(f"{api}/static/docs/{asset}", timeout=10) as response:
+            assert response.status == 200 and len(response.read()) > 100_000
