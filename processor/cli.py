@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write the audit trail as JSON Lines")
     exp.add_argument("--since", type=_timestamp, required=True, metavar="TIMESTAMP")
+    exp.add_argument("--until", type=_timestamp, metavar="TIMESTAMP", help="only events recorded before it")
     exp.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     exp.set_defaults(func=cli_audit.cmd_export)
     return parser

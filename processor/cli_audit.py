@@ -66,10 +66,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from projections.audit import export
 
+    if args.until is not None and args.until <= args.since:
+        raise SettingsError(f"--until {args.until.isoformat()} is not after --since {args.since.isoformat()}")
     app = _open_existing_store()
-    out = open(args.output, "w") if args.output else sys.stdout
     try:
-        count = export(app, args.since, out)  # type: ignore[arg-type]
+        out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise SettingsError(f"--output {args.output}: {error.strerror}") from None
+    try:
+        count = export(app, args.since, out, until=args.until)  # type: ignore[arg-type]
     finally:
         if args.output:
             out.close()

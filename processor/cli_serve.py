@@ -18,6 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         staff = Staff.load(settings.staff_file)
     except StaffError as error:
         raise SettingsError(str(error)) from None
+    _check_port_free(args.host, args.port)
     app = open_store(settings.store)
     if not staff.enabled:
         print("coterm: COTERM_STAFF_FILE is unset: reads are open to anyone who reaches this port, "
@@ -26,6 +27,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s), host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SettingsError(f"--host {host} --port {port}: cannot listen there: {error.strerror}") from None
 
 
 def cmd_hash_token(args: argparse.Namespace) -> int:

@@ -40,11 +40,11 @@ def history(app: Orders, kind: str, business_id: str, as_of: datetime | None = N
             "events": [event_record(e) for e in events], "state": aggregate_state(state)}
 
 
-def export(app: Orders, since: datetime, out: TextIO, page: int = 1000) -> int:
-    """Every event recorded at or after `since`, as JSON Lines in store order."""
+def export(app: Orders, since: datetime, out: TextIO, page: int = 1000, until: datetime | None = None) -> int:
+    """Every event recorded at or after `since` (and before `until`), as JSON Lines in store order."""
     written = 0
     for position, event in _all_events(app, page):
-        if event.timestamp >= since:
+        if event.timestamp >= since and (until is None or event.timestamp < until):
             out.write(json.dumps(event_record(event, position), sort_keys=True) + "\n")
             written += 1
     return written

@@ -19,8 +19,9 @@ COTERM_SERVICES = {name: s for name, s in SERVICES.items() if s.get("build")}
 
 
 def variables_coterm_reads() -> set[str]:
-    source = (ROOT / "processor" / "settings.py").read_text()
-    return set(re.findall(r'"(COTERM_[A-Z0-9_]+)"', source))
+    from processor.settings import Settings
+
+    return {f"COTERM_{name.upper()}" for name in Settings.model_fields}
 
 
 def test_every_variable_set_for_coterm_is_one_it_reads_and_the_readme_documents() -> None:

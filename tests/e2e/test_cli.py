@@ -65,6 +65,35 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     assert coterm("frobnicate").returncode == 2
 
 
+def test_operator_errors_are_one_line_and_exit_2_never_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    store = str(tmp_path / "s.sqlite")
+    cases = [
+        (["run"], {"COTERM_KAFKA_BOOTSTRAP": "127.0.0.1:1", "COTERM_KAFKA_CONNECT_TIMEOUT_S": "2",
+                   "COTERM_VENDOR_URL": "http://127.0.0.1:9", "COTERM_STORE": store}, "no Kafka broker answered within 2s"),
+        (["run"], {"COTERM_VENDOR_URL": "notaurl", "COTERM_STORE": store}, "COTERM_VENDOR_URL='notaurl'"),
+        (["run"], {"COTERM_VENDOR_URL": "http://v:1", "COTERM_PAIRING_TIMEOUT_S": "nan"}, "COTERM_PAIRING_TIMEOUT_S='nan'"),
+        (["run"], {"COTERM_VENDOR_URL": "http://v:1", "COTERM_TOPIC_ORDERS": "a/b"}, "COTERM_TOPIC_ORDERS='a/b'"),
+        (["export", "--since", "2020-01-01", "-o", str(tmp_path / "missing" / "x.jsonl")], {"COTERM_STORE": store},
+         "--output"),
+        (["export", "--since", "2020-01-02", "--until", "2020-01-01"], {"COTERM_STORE": store}, "is not after"),
+    ]
+    from processor.store import open_store
+
+    open_store(store).close()  # exists: the export cases fail on their own argument, not on the store
+    for args, env, says in cases:
+        done = coterm(*args, env=env, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert says in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = coterm("serve", "--port", str(busy.getsockname()[1]), env={"COTERM_STORE": store})
+        assert done.returncode == 2 and "cannot listen there" in done.stderr and "dashboard on" not in done.stderr
+
+
 def test_serve_refuses_a_broken_staff_file(tmp_path: Path) -> None:
     staff = tmp_path / "staff.json"
     staff.write_text('{"users": [{"name": "x", "token": "short"}]}')
