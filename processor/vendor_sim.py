@@ -142,3 +142,10 @@ class VendorSimulator(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that died or hung up mid-request (a killed processor): nothing to report
+        super().handle_error(request, client_address)
