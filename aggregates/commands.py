@@ -17,7 +17,12 @@ from aggregates.migration import Migration
 from aggregates.migration_rules import MigrationDecision, decide_migration
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
-from aggregates.transfer_rules import check_transfer, new_target_key, transfer_date, vendor_request
+from aggregates.transfer_rules import (
+    check_transfer,
+    new_target_key,
+    transfer_date,
+    vendor_request,
+)
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,18 @@ class DeadLetter(Aggregate):
     ) -> None:
         self.reason = reason
         self.error = error
+        self.redriven: dict[str, Any] | None = None
+
+    def redrive(self, by: str, why: str, new_message_id: str, corrected: bool) -> None:
+        """Published again to the orders topic as `new_message_id`; once only, so never twice by accident."""
+        if self.redriven is not None:
+            raise AlreadyRedriven(f"already re-driven by {self.redriven['by']} as {self.redriven['new_message_id']}")
+        self._redriven(by=by, why=why, new_message_id=new_message_id, corrected=corrected)
+
+    @event("Redriven")
+    def _redriven(self, by: str, why: str, new_message_id: str, corrected: bool) -> None:
+        self.redriven = {"by": by, "why": why, "new_message_id": new_message_id, "corrected": corrected}
+
+
+class AlreadyRedriven(ValueError):
+    """A dead letter is re-driven once; the message says by whom and as which message."""

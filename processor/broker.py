@@ -6,8 +6,8 @@ It keeps data in memory: it lives as long as the process that started it.
 import socket
 import subprocess
 import time
-from typing import Any
 from types import TracebackType
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic

@@ -1,5 +1,6 @@
 """`coterm serve`: the query API, the staff actions and the dashboard, in one process."""
 
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -171,6 +172,26 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
         found = queries.customer(customer_id, on or datetime.now(timezone.utc).date())
         if found is None:
             raise ApiError(404, "NOT_FOUND", f"customer {customer_id} is unknown")
+        return found
+
+    @api.get("/api/deadletters", tags=["dead letters"])
+    def list_deadletters(
+        reason: str | None = None,
+        since: Annotated[str | None, Query(description="ISO date or timestamp: recorded at or after")] = None,
+        until: Annotated[str | None, Query(description="ISO date or timestamp: recorded before")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Dead letters, newest first, with whether and how each was re-driven (`coterm redrive`)."""
+        return queries.list_deadletters(reason, since, until, limit, cursor)
+
+    @api.get("/api/deadletters/{deadletter_id}", tags=["dead letters"])
+    def get_deadletter(deadletter_id: str) -> dict[str, Any]:
+        """One dead letter with its original bytes: base64, and as text and JSON where they decode."""
+        if not re.fullmatch(r"[0-9a-f]{32}", deadletter_id):
+            raise ApiError(404, "NOT_FOUND", f"dead letter {deadletter_id} is unknown (ids are 32 hex digits)")
+        found = queries.deadletter(deadletter_id)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"dead letter {deadletter_id} is unknown")
         return found
 
     @api.get("/api/stats", tags=["ops"])

@@ -212,8 +212,16 @@ def _migration(rows: Rows, e: Any, position: int) -> None:
 
 
 def _dead_letter(rows: Rows, e: Any, position: int) -> None:
+    if isinstance(e, DeadLetter.Redriven):
+        found = rows.get("deadletters", e.originator_id.hex)
+        if found is not None:
+            found["redriven"] = {"by": e.by, "why": e.why, "new_message_id": e.new_message_id,
+                                 "corrected": e.corrected, "at": _at(e)}
+            rows.put("deadletters", e.originator_id.hex, found, reason=found["reason"], seq=found.get("seq", position))
+        return
     doc = {"reason": e.reason, "error": e.error, "topic": e.topic, "partition": e.partition, "offset": e.offset,
-           "message_id": e.message_id, "type": e.type, "at": _at(e)}
+           "message_id": e.message_id, "type": e.type, "at": _at(e), "id": e.originator_id.hex, "seq": position,
+           "redriven": None}
     rows.put("deadletters", e.originator_id.hex, doc, reason=e.reason, seq=position)
 
 
@@ -226,6 +234,7 @@ PROJECTORS: dict[type, Callable[[Rows, Any, int], None]] = {
     Migration.Requested: _migration,
     Migration.Decided: _migration,
     DeadLetter.Recorded: _dead_letter,
+    DeadLetter.Redriven: _dead_letter,
 }
 
 
@@ -242,4 +251,5 @@ TABLE_OF: dict[type, str] = {
     **{cls: "subscriptions" for cls in (Subscription.Resized, Subscription.MigratedToUsageBased,
                                         Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
     Migration.Decided: "migrations",
+    DeadLetter.Redriven: "deadletters",
 }

@@ -137,6 +137,55 @@ class Queries:
                             "eligible_from": None})
         return out
 
+    def list_deadletters(self, reason: str | None = None, since: str | None = None, until: str | None = None,
+                         limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """Newest first, by store position (stable pages). `since`/`until` compare the recording time."""
+        if not 1 <= limit <= 500:
+            raise BadQuery(f"limit={limit} must be between 1 and 500")
+        low = _when(since, "since") if since else None
+        high = _when(until, "until") if until else None
+        where, params = [], []
+        if reason:
+            where.append("reason = ?")
+            params.append(reason)
+        if cursor:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        sql = f"SELECT seq, doc FROM {self._t('deadletters')}" + (" WHERE " + " AND ".join(where) if where else "")
+        items: list[dict[str, Any]] = []
+        last_seq = None
+        for row in self.tables.fetch(sql + " ORDER BY seq DESC", params):
+            doc = json.loads(row["doc"])
+            if (low and doc["at"] < low) or (high and doc["at"] >= high):
+                continue  # the recording time is in the document only: filtered here
+            if len(items) == limit:
+                return {"items": items, "next_cursor": encode_cursor(last_seq)}
+            items.append(doc)
+            last_seq = row["seq"]
+        return {"items": items, "next_cursor": None}
+
+    def deadletter(self, row_id: str) -> dict[str, Any] | None:
+        """One dead letter with its original bytes, decoded as far as they decode."""
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('deadletters')} WHERE id = ?", [row_id])
+        if not rows:
+            return None
+        doc = json.loads(rows[0]["doc"])
+        from uuid import UUID
+
+        recorded = next(iter(self.app.events.get(UUID(row_id), lte=1)))
+        raw = base64.b64decode(recorded.original)
+        doc["original_base64"] = recorded.original
+        doc["original_bytes"] = len(raw)
+        try:
+            doc["original_text"] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            doc["original_text"] = None  # not UTF-8: the base64 is all there is
+        try:
+            doc["original_json"] = json.loads(raw)
+        except (ValueError, RecursionError):
+            doc["original_json"] = None
+        return doc
+
     def stats(self) -> dict[str, Any]:
         ops = self._t("operations")
         by_status = {r["status"]: r["n"] for r in self.tables.fetch(f"SELECT status, COUNT(*) AS n FROM {ops} GROUP BY status")}

@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium: filter to failed, open one, cancel it with a token."""
 
+import base64
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregates.inbox import DeadLetter
 from processor.store import open_store
 from projections.staff import Staff
 from tests import seed
@@ -60,6 +62,11 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
     seed.customer_with_subscriptions(app)
     for n, outcome in enumerate(seed.OUTCOMES):
         seed.operation(app, f"op-{n}", outcome)
+    uow = app.unit_of_work()
+    uow.add(DeadLetter(topic="orders.v1", partition=0, offset=7, reason="INVALID_PAYLOAD", error="seats: must be >= 1",
+                       original=base64.b64encode(b'{"type": "subscription.purchased", "payload": {"seats": 0}}').decode(),
+                       message_id=None, type="subscription.purchased"))
+    app.commit(uow)
     staff_file = tmp_path / "staff.json"
     staff_file.write_text(json.dumps({"users": [{"name": "alice", "token": TOKEN, "roles": ["Account Administrator"]}]}))
     with serving(app, Staff.load(str(staff_file))) as url:
@@ -89,6 +96,10 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         status, op = call(f"{url}/api/operations/op-2", token=TOKEN)
         assert op["status"] == "cancelled" and op["actions"][-1] == {**op["actions"][-1], "by": "alice",
                                                                        "why": "customer withdrew"}
+        browser.get(url + "/#/deadletters")
+        wait_for(lambda: "INVALID_PAYLOAD" in browser.find_element(By.ID, "dls").text)
+        browser.find_element(By.CSS_SELECTOR, "#dls tbody tr").click()
+        wait_for(lambda: '"seats": 0' in browser.find_element(By.ID, "dl-original").text)  # the original, decoded
         browser.get(url + "/#/customer/c1")  # a new page in the same tab: the token is kept
         wait_for(lambda: "NOT_IN_RENEWAL_WINDOW" in browser.find_element(By.ID, "eligibility").text)
         assert not browser.find_element(By.ID, "login").is_displayed()
