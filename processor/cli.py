@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from processor import cli_audit, cli_redrive, cli_serve
+from processor import cli_audit, cli_publish, cli_redrive, cli_serve
 from processor.settings import Settings, SettingsError
 
 
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     exp.set_defaults(func=cli_audit.cmd_export)
     cli_redrive.add_parser(sub, _timestamp)
+    cli_publish.add_parser(sub)
     return parser
 
 
