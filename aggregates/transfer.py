@@ -49,6 +49,7 @@ class Transfer(Aggregate):
             self.halves[side] = half
             self.status = "waiting_for_pair"
         self.vendor_request: dict[str, Any] | None = None
+        self.idempotency_key: str | None = None
         self.call_cause: str | None = None  # message_id of the pairing half, or of an operator's retry
         self.parked = False
         self.outcome: dict[str, Any] | None = None
@@ -107,31 +108,41 @@ class Transfer(Aggregate):
         self.status = "rejected"
         self.outcome = {"reason_code": reason_code, "detail": detail, "facts": facts}
 
-    def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired") -> None:
+    def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired",
+                            idempotency_key: str | None = None) -> None:
         self._vendor_call_requested(
             operation_id=self.operation_id, request=request, requested_by=requested_by, reason=reason,
-            message_id=message_id,
+            message_id=message_id, idempotency_key=idempotency_key or self.operation_id,
         )
 
     class VendorCallRequested(Aggregate.Event):
-        """Version 2 added `reason` (why the call was requested: "paired", or an operator's words)."""
+        """Version 2 added `reason` (why the call was requested: "paired", or an operator's words).
+        Version 3 added `idempotency_key`: the operation id, except for a staff retry of a call the
+        vendor refused (VENDOR_REJECTED), which is a new request under a key of its own."""
 
-        class_version = 2
+        class_version = 3
         request: dict[str, Any]
         requested_by: str
         reason: str
         message_id: str
         operation_id: str
+        idempotency_key: str
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["reason"] = "paired"
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["idempotency_key"] = state["operation_id"]
+
     @event(VendorCallRequested)
     def _vendor_call_requested(
-        self, operation_id: str, request: dict[str, Any], requested_by: str, reason: str, message_id: str
+        self, operation_id: str, request: dict[str, Any], requested_by: str, reason: str, message_id: str,
+        idempotency_key: str,
     ) -> None:
         self.vendor_request = request
+        self.idempotency_key = idempotency_key
         self.call_cause = message_id
         self.status = "paired"
         self.parked = False
@@ -197,10 +208,21 @@ class Transfer(Aggregate):
         self.outcome = {"requested_by": requested_by, "reason": reason}
 
     def retry(self, requested_by: str, reason: str, message_id: str) -> None:
-        """An operator retries a parked vendor failure with the same request and key."""
-        if not self.parked or self.vendor_request is None:
-            raise OperationClosed(f"operation {self.operation_id} is {self.status}, not a parked failure")
-        self.request_vendor_call(self.vendor_request, requested_by, message_id, reason=reason)
+        """An operator retries a vendor failure. A parked one (VENDOR_UNAVAILABLE) is sent again with
+        the same request and key: the vendor may have done it. One the vendor refused
+        (VENDOR_REJECTED), once its cause is fixed, is a new request under a new key derived from
+        the operation and this retry, so the vendor does not answer from its memory of the refusal."""
+        if self.vendor_request is None:
+            raise OperationClosed(f"operation {self.operation_id} is {self.status}, not a vendor failure")
+        if self.parked:
+            self.request_vendor_call(self.vendor_request, requested_by, message_id, reason=reason,
+                                     idempotency_key=self.idempotency_key)
+        elif self.status == "failed" and (self.outcome or {}).get("reason_code") == "VENDOR_REJECTED":
+            self.request_vendor_call(self.vendor_request, requested_by, message_id, reason=reason,
+                                     idempotency_key=f"{self.operation_id}:retry-{self.vendor_rounds}")
+        else:
+            raise OperationClosed(f"operation {self.operation_id} is {self.status}: only a parked vendor failure "
+                                  "or one the vendor refused (VENDOR_REJECTED) can be retried")
 
     def expire(self, now: datetime, timeout_s: float) -> None:
         if self.status != "waiting_for_pair":

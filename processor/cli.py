@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay", help="rebuild every read model from the first event into fresh tables")
     rep.add_argument("--verify", action="store_true", help="compare with the live read models; exit 1 when they differ")
+    rep.add_argument("--json", action="store_true", help="the report as one JSON document")
     rep.set_defaults(func=cli_audit.cmd_replay)
 
     exp = sub.add_parser("export", help="write the audit trail as JSON Lines")

@@ -1,6 +1,7 @@
 """`coterm history`, `replay` and `export`: the auditors' commands."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     app = _open_existing_store()
     started = time.monotonic()
+    head = app.process_recorder.max_notification_id() or 0
+    if head > 100_000:  # a long one: say so before the wait
+        print(f"replaying {head:,} events…", file=sys.stderr, flush=True)
     report = replay(app, verify=args.verify)  # type: ignore[arg-type]
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({**report, "seconds": round(seconds, 2), "verified": args.verify,
+                          "matches": not report["differences"] if args.verify else None}, indent=2))
+        return 1 if args.verify and report["differences"] else 0
     print(f"replayed {report['events_read']} events up to position {report['position']} into fresh tables "
-          f"in {time.monotonic() - started:.2f}s")
+          f"in {seconds:.2f}s")
     if not args.verify:
         return 0
     if report["differences"]:
@@ -74,7 +83,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as error:
         raise SettingsError(f"--output {args.output}: {error.strerror}") from None
     try:
-        count = export(app, args.since, out, until=args.until)  # type: ignore[arg-type]
+        head = app.process_recorder.max_notification_id() or 0
+
+        def progress(position: int, written: int) -> None:
+            print(f"export: at event {position:,} of {head:,}, {written:,} written", file=sys.stderr, flush=True)
+
+        count = export(app, args.since, out, until=args.until, progress=progress)  # type: ignore[arg-type]
     finally:
         if args.output:
             out.close()

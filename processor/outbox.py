@@ -56,6 +56,7 @@ class Waiting:
 class Call:
     notification_id: int
     request: dict[str, Any]
+    key: str  # Idempotency-Key: the operation id, or a new one for a retry the vendor had refused
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Outbox:
         elif isinstance(event, OPENS_CALL):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
-            self.calls[op] = Call(notification_id, event.request)
+            self.calls[op] = Call(notification_id, event.request, event.idempotency_key)
             self.to_send.append(op)
         elif isinstance(event, CLOSES):
             self.waiting.pop(op, None)
@@ -169,7 +170,7 @@ class Outbox:
             call = self.calls.get(op)
             if call is not None and op not in self.in_flight:
                 flight = self.in_flight[op] = InFlight()
-                self.pool.submit(self._send, op, flight, call.request)
+                self.pool.submit(self._send, op, flight, call.request, call.key)
         done: dict[str, VendorOutcome] = {}
         while True:
             try:
@@ -205,11 +206,11 @@ class Outbox:
         return [op for op, f in self.in_flight.items()
                 if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
 
-    def _send(self, op: str, flight: InFlight, request: dict[str, Any]) -> None:
+    def _send(self, op: str, flight: InFlight, request: dict[str, Any], key: str) -> None:
         assert self.vendor is not None
         flight.started = time.monotonic()
         try:
-            self.finished.put((op, self.vendor.send(request)))
+            self.finished.put((op, self.vendor.send(request, key)))
         except Stopped:
             self.finished.put((op, None))
 

@@ -46,12 +46,13 @@ class VendorClient:
         self.timeout_s = timeout_s
         self.stop = stop or threading.Event()
 
-    def send(self, request: dict[str, Any]) -> VendorOutcome:
+    def send(self, request: dict[str, Any], key: str | None = None) -> VendorOutcome:
+        """`key`: the Idempotency-Key (default: the operation id, CONTRACT.md section 4)."""
         body = json.dumps(request, sort_keys=True).encode()
         started = time.monotonic()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
-            status, text = self._post(body, request["operation_id"])
+            status, text = self._post(body, key or request["operation_id"])
             elapsed = int((time.monotonic() - started) * 1000)
             if status is not None and (200 <= status < 300 or status == 409):
                 # Done (or done before): asking again would only repeat the answer.

@@ -229,7 +229,8 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
 
     @api.post("/api/operations/{operation_id}/retry", tags=["actions"], response_model=ActionResult)
     def retry(operation_id: str, body: Annotated[Action, Body()], request: Request) -> ActionResult:
-        """Send a parked (VENDOR_UNAVAILABLE) vendor call again, same key and body."""
+        """Retry a vendor failure: a parked one (VENDOR_UNAVAILABLE) with the same key and body; one the
+        vendor refused (VENDOR_REJECTED), once its cause is fixed, under a new key derived from the retry."""
         return act(operation_id, "retry", body, request)
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
@@ -40,10 +41,16 @@ def history(app: Orders, kind: str, business_id: str, as_of: datetime | None = N
             "events": [event_record(e) for e in events], "state": aggregate_state(state)}
 
 
-def export(app: Orders, since: datetime, out: TextIO, page: int = 1000, until: datetime | None = None) -> int:
-    """Every event recorded at or after `since` (and before `until`), as JSON Lines in store order."""
+def export(app: Orders, since: datetime, out: TextIO, page: int = 1000, until: datetime | None = None,
+           progress: Any = None) -> int:
+    """Every event recorded at or after `since` (and before `until`), as JSON Lines in store order.
+    `progress(read, written)` is called every few seconds of a long export."""
     written = 0
+    said_at = time.monotonic()
     for position, event in _all_events(app, page):
+        if progress is not None and time.monotonic() - said_at >= 5:
+            said_at = time.monotonic()
+            progress(position, written)
         if event.timestamp >= since and (until is None or event.timestamp < until):
             out.write(json.dumps(event_record(event, position), sort_keys=True) + "\n")
             written += 1

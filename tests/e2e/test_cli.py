@@ -160,6 +160,9 @@ def test_replay_verify_passes_after_the_demo_and_fails_on_tampering(demo_dir: Pa
     done = coterm("replay", "--verify", env=env)
     assert done.returncode == 1
     assert "DIFFER" in done.stdout and f"operation_id={tampered}" in done.stdout and "seats" in done.stdout
+    done = coterm("replay", "--verify", "--json", env=env)
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and report["matches"] is False and len(report["differences"]) == 1
 
 
 def test_history_as_of_and_export(demo_dir: Path, tmp_path: Path) -> None:

@@ -88,11 +88,21 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         assert all("failed" in r.get_attribute("class") for r in rows)  # highlighted
         browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-2']").click()
         wait_for(lambda: browser.find_element(By.ID, "d-title").text == "Operation op-2")
+        shared = wait_for(lambda: "op=op-2" in browser.current_url and browser.current_url)
+        assert "status=failed" in shared  # the view is in the URL: a link shows the same
+        browser.get(url + "/")
+        browser.get(shared)
+        wait_for(lambda: browser.find_element(By.ID, "d-title").text == "Operation op-2")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) == 2
+        assert "can be retried" not in browser.find_element(By.ID, "d-why-not").text  # op-2 is parked: retry allowed
         assert "VENDOR_UNAVAILABLE" in browser.find_element(By.ID, "d-summary").text
         browser.find_element(By.ID, "d-reason").send_keys("customer withdrew")
         browser.find_element(By.ID, "d-cancel").click()
         wait_for(lambda: "cancel recorded" in browser.find_element(By.ID, "notice").text)
         wait_for(lambda: browser.find_element(By.ID, "d-status").text == "cancelled")
+        cancel = browser.find_element(By.ID, "d-cancel")  # greyed out now, and it says why
+        assert not cancel.is_enabled() and "the operation is cancelled" in cancel.get_attribute("title")
+        assert "Cancel: the operation is cancelled" in browser.find_element(By.ID, "d-why-not").text
         status, op = call(f"{url}/api/operations/op-2", token=TOKEN)
         assert op["status"] == "cancelled" and op["actions"][-1] == {**op["actions"][-1], "by": "alice",
                                                                        "why": "customer withdrew"}

@@ -120,7 +120,12 @@ def test_actions_need_a_privileged_token(app, api: str) -> None:  # type: ignore
 def test_retry_of_a_parked_failure_requests_the_call_again(app, api: str) -> None:  # type: ignore[no-untyped-def]
     status, done = call(f"{api}/api/operations/op-2/retry", "POST", {"reason": "vendor is back"}, token=ADMIN)
     assert status == 200 and done["status"] == "paired"
-    assert call(f"{api}/api/operations/op-3/retry", "POST", {"reason": "x"}, token=ADMIN)[0] == 409  # final failure
+    status, redo = call(f"{api}/api/operations/op-3/retry", "POST", {"reason": "plan fixed at the vendor"}, token=ADMIN)
+    assert status == 200 and redo["status"] == "paired"  # VENDOR_REJECTED, once its cause is fixed
+    requested = [e for e in app.events.get(Transfer.create_id("op-3")) if type(e).__name__ == "VendorCallRequested"]
+    assert [e.idempotency_key for e in requested] == ["op-3", "op-3:retry-1"]  # a new request, a new key
+    assert call(f"{api}/api/operations/op-3/retry", "POST", {"reason": "x"}, token=ADMIN)[0] == 409  # now in flight
+    assert call(f"{api}/api/operations/op-5/retry", "POST", {"reason": "x"}, token=ADMIN)[0] == 409  # expired
     op = call(f"{api}/api/operations/op-2", token=SUPPORT)[1]
     assert op["actions"][-1]["by"] == "alice" and op["actions"][-1]["why"] == "vendor is back"
 

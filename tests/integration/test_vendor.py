@@ -41,6 +41,21 @@ def test_vendor_400_is_a_permanent_failure(scenario: Scenario, vendor: VendorSim
     assert (result["payload"]["reason_code"], result["payload"]["retryable"]) == ("VENDOR_REJECTED", False)
     assert "retired" in result["payload"]["detail"]
 
+    # The vendor-side cause is fixed; staff retry with a reason: a new request under a new key.
+    vendor.state.faults = Faults()
+    app = scenario.open_store()
+    from aggregates import commands
+
+    app.decide(lambda uow: commands.retry_transfer(uow, "no", "alice", "plan re-enabled at the vendor",
+                                                   "8a0a5a8e-3c1e-4a53-9d3e-6a8f9c1b2d3e"))
+    app.close()
+    scenario.process()
+    completed = [r for r in scenario.results_for("no") if r["type"] == "transfer.completed"]
+    assert len(completed) == 1
+    keys = [r["key"] for r in vendor.state.requests]
+    assert keys == ["no", "no:retry-1"] and set(vendor.state.accepted) == {"no:retry-1"}
+    assert len({r["body"] for r in vendor.state.requests}) == 1  # the same request, under its own key
+
 
 def test_unavailable_vendor_parks_the_operation_and_a_cancel_ends_it(scenario: Scenario, vendor: VendorSimulator) -> None:
     vendor.state.faults = Faults(fail_rate=1.0)
