@@ -95,7 +95,7 @@ def cmd_vendor_sim(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from processor.demo import run_demo
 
-    return run_demo(customers=args.customers, seed=args.seed)
+    return run_demo(customers=args.customers, seed=args.seed, as_json=args.json)
 
 
 def _timestamp(text: str) -> datetime:
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bundled broker + SQLite + vendor simulator: a realistic stream, end to end")
     demo.add_argument("--customers", type=int, default=300, help="how many customers the stream has (default 300)")
     demo.add_argument("--seed", type=int, default=42, help="random seed of the generated stream")
+    demo.add_argument("--json", action="store_true", help="the summary as one JSON document on stdout "
+                      "(the narration goes to stderr)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("vendor-sim", help="run the vendor API simulator")

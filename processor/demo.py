@@ -27,7 +27,11 @@ DEMO_DIR = Path("var/demo")
 PAIRING_TIMEOUT_S = 5.0  # short, so the demo's orphan half expires while you watch
 
 
-def run_demo(customers: int = 300, seed: int = 42) -> int:
+_OUT = {"stream": sys.stdout}  # with --json the narration goes to stderr; stdout holds the summary alone
+
+
+def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False) -> int:
+    _OUT["stream"] = sys.stderr if as_json else sys.stdout
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
     DEMO_DIR.mkdir(parents=True)
@@ -68,14 +72,16 @@ def run_demo(customers: int = 300, seed: int = 42) -> int:
         elapsed = time.monotonic() - started
         results = _read_all(broker.bootstrap, settings.topic_results)
         letters = _read_all(broker.bootstrap, settings.topic_deadletter)
-        _summary(results, letters, vendor, watch, elapsed)
+        summary = _summary(results, letters, vendor, watch, elapsed)
         vendor.stop()
     say(f"\nThe store stays in {store}. Look inside with:  COTERM_STORE={store} .venv/bin/coterm serve")
+    if as_json:
+        print(json.dumps({**summary, "store": store}, indent=2), flush=True)
     return 0
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(text, file=_OUT["stream"], flush=True)
 
 
 class _Watch:
@@ -110,14 +116,15 @@ class _Watch:
     def wait_for(self, total: int, what: str, settle_s: float = 0.0, timeout_s: float = 600) -> None:
         deadline = time.monotonic() + timeout_s
         settled_since: float | None = None
-        tty = sys.stdout.isatty()
+        out = _OUT["stream"]
+        tty = out.isatty()
         last_print = 0.0
         while time.monotonic() < deadline:
             with self.lock:
                 done = self.received >= total and self.caught_up and not self.busy and self.waiting == 0
             now = time.monotonic()
             if tty or now - last_print > 2:
-                print(("\r" if tty else "") + self.line(total), end="" if tty else "\n", flush=True)
+                print(("\r" if tty else "") + self.line(total), end="" if tty else "\n", file=out, flush=True)
                 last_print = now
             if done:
                 settled_since = settled_since or now
@@ -128,7 +135,7 @@ class _Watch:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"the demo's {what} were not processed within {timeout_s}s")
-        print(("\r" if tty else "") + self.line(total) + f"  <- {what} done", flush=True)
+        print(("\r" if tty else "") + self.line(total) + f"  <- {what} done", file=out, flush=True)
 
 
 def _publish(bootstrap: str, topic: str, messages: list[Message]) -> None:
@@ -151,7 +158,7 @@ def _table(title: str, rows: list[tuple[str, int]]) -> None:
 
 
 def _summary(results: list[dict[str, Any]], letters: list[dict[str, Any]], vendor: VendorSimulator,
-             watch: _Watch, elapsed: float) -> None:
+             watch: _Watch, elapsed: float) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     for r in results:
         p = r["payload"]
@@ -179,3 +186,7 @@ def _summary(results: list[dict[str, Any]], letters: list[dict[str, Any]], vendo
     verdict = "OK" if accepted == completed else "MISMATCH"
     say(f"\nExactly one vendor call per completed transfer: {verdict} ({accepted} = {completed}); "
         f"{len(results)} results, {len(letters)} dead letters in {elapsed:.1f}s")
+    return {"transfers": dict(outcomes), "migrations": dict(migrations), "migration_products": dict(products),
+            "dead_letters": dict(Counter(d["reason"] for d in letters)), "vendor_calls_accepted": accepted,
+            "completed_transfers": completed, "vendor_attempts": attempts, "duplicates_ignored": watch.duplicates,
+            "one_call_per_completed_transfer": accepted == completed, "results": len(results), "seconds": round(elapsed, 1)}

@@ -144,6 +144,16 @@ def test_demo_runs_end_to_end(demo_dir: Path) -> None:
     assert (demo_dir / "var/demo/coterm.sqlite").exists()
 
 
+def test_demo_json_prints_only_the_summary_on_stdout(tmp_path: Path) -> None:
+    done = coterm("demo", "--customers", "20", "--seed", "5", "--json", cwd=tmp_path, timeout=300,
+                  env={"PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)  # nothing else on stdout: the narration went to stderr
+    assert summary["one_call_per_completed_transfer"] is True
+    assert summary["completed_transfers"] == summary["vendor_calls_accepted"] > 0
+    assert "Exactly one vendor call" in done.stderr
+
+
 def test_replay_verify_passes_after_the_demo_and_fails_on_tampering(demo_dir: Path, tmp_path: Path) -> None:
     store = tmp_path / "copy.sqlite"
     shutil.copy(demo_dir / "var/demo/coterm.sqlite", store)
