@@ -36,11 +36,13 @@ def serving(app: Orders, staff: Staff) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def call(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+def call(url: str, method: str = "GET", body: Any = None, token: str | None = None,
+         content_type: str = "application/json") -> tuple[int, Any]:
+    """`body` is sent as JSON; bytes are sent as they are (a malformed or missing body)."""
+    headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
+    data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -30,7 +30,7 @@ from projections.staff import Staff
 from tests import seed
 from tests.harness import Scenario, downgrade, envelope, seed_reference_data, upgrade
 from tests.hostile import Hostile, hostile_messages, stream
-from tests.http_server import serving
+from tests.http_server import call, serving
 
 REASONS = set(DeadLetterReason.__args__)  # type: ignore[attr-defined]
 Record = namedtuple("Record", "offset value")
@@ -134,13 +134,7 @@ def api() -> Iterator[str]:
 
 def request(url: str, method: str = "GET", data: bytes | None = None, token: str | None = TOKEN,
             content_type: str = "application/json") -> tuple[int, dict]:  # type: ignore[type-arg]
-    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+    return call(url, method, data, token, content_type)  # type: ignore[no-any-return]
 
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300) | st.sampled_from(
