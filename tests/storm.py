@@ -201,7 +201,8 @@ class Report:
 
 
 def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, seed: int = 7,
-              log_dir: str | None = None, say: Any = print) -> Report:
+              log_dir: str | None = None, say: Any = print, gap_s: tuple[float, float] = (2.0, 4.0),
+              leader_every: int = 4) -> Report:
     import tempfile
 
     report = Report(transfers=transfers, migrations=migrations)
@@ -229,11 +230,11 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             producer.flush()
             # Orders flow over the first two thirds of the storm, in small bursts.
             flowing = threading.Thread(target=_publish, args=(producer, topics["orders"], p.messages[p.reference:],
-                                                              kills * 3.0 * 2 / 3), daemon=True)
+                                                              kills * sum(gap_s) / 2 * 2 / 3), daemon=True)
             flowing.start()
             for k in range(kills):
-                time.sleep(rnd.uniform(2.0, 4.0))
-                slot = fleet.leader() if k % 4 == 3 else None
+                time.sleep(rnd.uniform(*gap_s))
+                slot = fleet.leader() if k % leader_every == leader_every - 1 else None
                 aimed = slot is not None
                 if aimed:
                     report.leader_kills += 1
@@ -361,10 +362,15 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--logs", metavar="DIR", help="keep each processor's log here")
+    parser.add_argument("--gap", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN_S", "MAX_S"),
+                        help="seconds between kills, drawn between the two (default 2 4)")
+    parser.add_argument("--leader-every", type=int, default=4, metavar="N",
+                        help="every N-th kill aims at the outbox leader (1: every kill)")
     args = parser.parse_args()
     if args.logs:
         os.makedirs(args.logs, exist_ok=True)
-    report = run_storm(args.transfers, args.migrations, args.kills, args.processes, args.seed, args.logs)
+    report = run_storm(args.transfers, args.migrations, args.kills, args.processes, args.seed, args.logs,
+                       gap_s=tuple(args.gap), leader_every=max(1, args.leader_every))  # type: ignore[arg-type]
     print(report.table())
     for problem in (report.lost[:10] + report.contradictions[:10] + report.wrong_outcomes[:10]
                     + report.vendor_problems[:10] + report.seat_problems[:10]):
