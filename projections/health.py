@@ -17,7 +17,7 @@ class Readiness:
     def check(self) -> tuple[bool, dict[str, Any]]:
         try:
             head = self.head()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure to reach the store means not ready
             return False, {"ready": False, "reason": f"store unreachable: {type(error).__name__}: {error}"[:500]}
         caught_up_at = self.caught_up_at()
         if not caught_up_at:
