@@ -60,30 +60,23 @@ def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsume
     )
 
 
-def lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
-    """Messages behind the high watermark per assigned partition (those fetched from at least once)."""
-    behind = {}
+def lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int | None]:
+    """Messages behind the high watermark per assigned partition; None before its first fetch.
+
+    The high watermark comes from fetch responses (the bundled broker's ListOffsets
+    answer is not reliable), so until then a partition's lag is unknown.
+    """
+    behind: dict[tuple[str, int], int | None] = {}
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)
-        if highwater is not None:
-            behind[(tp.topic, tp.partition)] = max(0, highwater - consumer.position(tp))
+        behind[(tp.topic, tp.partition)] = None if highwater is None else max(0, highwater - consumer.position(tp))
     return behind
 
 
-def caught_up(consumer: KafkaConsumer) -> bool:
-    """True when every assigned partition is read up to its high watermark.
-
-    The high watermark comes from fetch responses (the bundled broker's ListOffsets
-    answer is not reliable), so before the first fetch a partition counts as behind.
-    """
-    assignment = consumer.assignment()
-    if not assignment:
-        return False
-    for tp in assignment:
-        highwater = consumer.highwater(tp)
-        if highwater is None or consumer.position(tp) < highwater:
-            return False
-    return True
+def caught_up(lags: dict[tuple[str, int], int | None]) -> bool:
+    """True when partitions are assigned and every one is read up to its high watermark (an
+    unknown lag counts as behind)."""
+    return bool(lags) and all(behind == 0 for behind in lags.values())
 
 
 # A dead letter carries its input in base64 (4/3 of its size): one for an input of Kafka's

@@ -79,7 +79,8 @@ class RunCollector:
         lag = GaugeMetricFamily("coterm_consumer_lag_messages", "Messages behind the high watermark, per assigned "
                                 "partition", labels=["topic", "partition"])
         for (topic, partition), behind in sorted(self.progress.lag.items()):
-            lag.add_metric([topic, str(partition)], behind)
+            if behind is not None:  # not fetched from yet: unknown, not zero
+                lag.add_metric([topic, str(partition)], behind)
         yield lag
         yield GaugeMetricFamily("coterm_halves_waiting", "Transfer halves waiting for their pair",
                                 value=self.status.waiting_halves.value)

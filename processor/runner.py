@@ -38,7 +38,7 @@ class Progress:
     holding: bool = False
     caught_up: bool = False
     idle_for_s: float = 0.0
-    lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> messages behind
+    lag: dict[tuple[str, int], int | None] = field(default_factory=dict)  # (topic, partition) -> behind
 
 
 def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
@@ -82,9 +82,8 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
                 last_followed = now
                 worked = sum(_to_the_end(follow, most=FOLLOW_SLICE if batch else 50_000) for follow in followers)
             progress.holding = bool(consumer.assignment())
-            progress.caught_up = status.caught_up.value = caught_up(consumer)
-            if server is not None:
-                progress.lag = lag(consumer)
+            progress.lag = lag(consumer)
+            progress.caught_up = status.caught_up.value = caught_up(progress.lag)
             outbox.ensure_alive()
             if batch or worked:
                 last_input = now
