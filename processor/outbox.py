@@ -69,6 +69,7 @@ class InFlight:
 # not answered within this time is recorded as `sent` (the vendor is slow or retried), so the
 # dashboard shows what waits on the vendor without an extra event on every fast call.
 SENT_AFTER_S = 1.0
+FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may follow
 
 
 class Outbox:
@@ -94,7 +95,7 @@ class Outbox:
         self.published = 0
 
     # -- following the log ------------------------------------------------------------------
-    def follow(self, limit: int = 1000) -> int:
+    def follow(self, limit: int = FOLLOW_PAGE) -> int:
         """Read new notifications, publish what they answer; returns how many were read."""
         notifications = self.app.process_recorder.select_notifications(
             start=self.read_at + 1, limit=limit, topics=TOPICS)
@@ -119,6 +120,14 @@ class Outbox:
             self.app.process_recorder.insert_tracking(Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
         return len(notifications)
+
+    def follow_to_head(self, stop: Any) -> int:
+        """`follow` until a page comes back less than full: the log's head as of then."""
+        read = total = self.follow()
+        while read >= FOLLOW_PAGE and not stop.is_set():
+            read = self.follow()
+            total += read
+        return total
 
     def _keep_cached(self, notification: Any, event: Any) -> None:
         """The consumer's process writes the transfers this one completes: build them in the

@@ -30,7 +30,6 @@ from processor.settings import Settings
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
 EXPIRY_EVERY_S = 1.0
-FOLLOW_PAGE = 1000  # `Outbox.follow`'s page: a full page means more may follow
 
 
 @dataclass
@@ -157,13 +156,8 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                 try:
                     # Read to the log's head before sending: after a takeover, a call whose outcome
                     # is further on in the log must not be sent again (the vendor would answer 409).
-                    worked = read = outbox.follow()
-                    while read >= FOLLOW_PAGE and not status.stop.is_set():
-                        read = outbox.follow()
-                        worked += read
-                    worked += outbox.dispatch()
-                    while outbox.follow():  # drain what the dispatcher just recorded
-                        pass
+                    worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
+                    outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
                 except KafkaError as error:
                     # Nothing was marked published: the same results go out once Kafka answers.
                     log.warning("results.publish_failed", error=str(error))
