@@ -56,5 +56,12 @@ class DeadLetter(Aggregate):
         self.redriven = {"by": by, "why": why, "new_message_id": new_message_id, "corrected": corrected}
 
 
+def recorded_dead_letter(events: Any, deadletter_id: str) -> "DeadLetter.Recorded | None":
+    """A dead letter's first event, which alone holds the original bytes and position (`events`:
+    the application's event store)."""
+    first = next(iter(events.get(UUID(deadletter_id), lte=1)), None)
+    return first if isinstance(first, DeadLetter.Recorded) else None
+
+
 class AlreadyRedriven(ValueError):
     """A dead letter is re-driven once; the message says by whom and as which message."""

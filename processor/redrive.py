@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from aggregates.application import Orders
-from aggregates.inbox import AlreadyRedriven, DeadLetter
+from aggregates.inbox import AlreadyRedriven, DeadLetter, recorded_dead_letter
 
 REDRIVE_NAMESPACE = UUID("9b1d3c8e-5a2f-4d6b-8c1e-7f0a2b3c4d5e")
 
@@ -35,11 +35,8 @@ def new_message_id(deadletter_id: str) -> str:
     return str(uuid5(REDRIVE_NAMESPACE, deadletter_id))
 
 
-def message_for(app: Orders, deadletter_id: str, corrected: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
-    """The envelope to publish and the dead letter's first event; ValueError says why there is none."""
-    recorded = next(iter(app.events.get(UUID(deadletter_id), lte=1)), None)
-    if not isinstance(recorded, DeadLetter.Recorded):
-        raise ValueError("no such dead letter in the store")
+def message_for(recorded: DeadLetter.Recorded, deadletter_id: str, corrected: dict[str, Any] | None) -> dict[str, Any]:
+    """The envelope to publish; ValueError says why there is none."""
     if corrected is not None:
         message = dict(corrected)
     else:
@@ -53,7 +50,7 @@ def message_for(app: Orders, deadletter_id: str, corrected: dict[str, Any] | Non
     message["redriven_from"] = {"dead_letter_id": deadletter_id, "message_id": recorded.message_id,
                                 "topic": recorded.topic, "partition": recorded.partition, "offset": recorded.offset,
                                 "reason": recorded.reason}
-    return message, recorded
+    return message
 
 
 def key_of(message: dict[str, Any]) -> bytes | None:
@@ -67,17 +64,18 @@ def redrive(app: Orders, publish: Any, ids: list[str], by: str, why: str,
     """`publish(key, value)` sends one message and returns once the broker has it."""
     outcomes = []
     for deadletter_id in ids:
-        letter = app.repository.get(UUID(deadletter_id)) if _exists(app, deadletter_id) else None
-        if letter is None:
+        recorded = recorded_dead_letter(app.events, deadletter_id)
+        if recorded is None:
             outcomes.append(Outcome(deadletter_id, None, False, "no such dead letter in the store"))
             continue
+        letter = app.repository.get(UUID(deadletter_id))
         if letter.redriven is not None:
             r = letter.redriven
             outcomes.append(Outcome(deadletter_id, r["new_message_id"], False,
                                     f"already re-driven by {r['by']} as {r['new_message_id']}: not again"))
             continue
         try:
-            message, _ = message_for(app, deadletter_id, corrected)
+            message = message_for(recorded, deadletter_id, corrected)
         except ValueError as error:
             outcomes.append(Outcome(deadletter_id, None, False, str(error)))
             continue
@@ -97,6 +95,3 @@ def redrive(app: Orders, publish: Any, ids: list[str], by: str, why: str,
         outcomes.append(Outcome(deadletter_id, message["message_id"], True, f"re-driven by {by}: {why}"))
     return outcomes
 
-
-def _exists(app: Orders, deadletter_id: str) -> bool:
-    return next(iter(app.events.get(UUID(deadletter_id), lte=1)), None) is not None

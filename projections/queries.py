@@ -9,6 +9,7 @@ from typing import Any
 
 from aggregates import commands
 from aggregates.application import Orders
+from aggregates.inbox import recorded_dead_letter
 from aggregates.transfer import Transfer
 from projections.recorders import PostgresReadModels, SQLiteReadModels
 from projections.timeline import event_record
@@ -170,9 +171,8 @@ class Queries:
         if not rows:
             return None
         doc = json.loads(rows[0]["doc"])
-        from uuid import UUID
-
-        recorded = next(iter(self.app.events.get(UUID(row_id), lte=1)))
+        recorded = recorded_dead_letter(self.app.events, row_id)
+        assert recorded is not None  # its read-model row was made from this event
         raw = base64.b64decode(recorded.original)
         doc["original_base64"] = recorded.original
         doc["original_bytes"] = len(raw)
