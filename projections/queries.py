@@ -186,15 +186,22 @@ class Queries:
             doc["original_json"] = None
         return doc
 
-    def stats(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Operations by status and by reason, dead letters by reason: three GROUP BYs (`/metrics`)."""
         ops = self._t("operations")
         by_status = {r["status"]: r["n"] for r in self.tables.fetch(f"SELECT status, COUNT(*) AS n FROM {ops} GROUP BY status")}
         by_reason = {r["reason_code"]: r["n"] for r in self.tables.fetch(
             f"SELECT reason_code, COUNT(*) AS n FROM {ops} WHERE reason_code IS NOT NULL GROUP BY reason_code")}
-        seats = {r["plan_id"]: {"seats": r["seats"], "subscriptions": r["n"]} for r in self.tables.fetch(
-            f"SELECT plan_id, CAST(SUM(seats) AS BIGINT) AS seats, COUNT(*) AS n FROM {self._t('subscriptions')} GROUP BY plan_id")}
         letters = {r["reason"]: r["n"] for r in self.tables.fetch(
             f"SELECT reason, COUNT(*) AS n FROM {self._t('deadletters')} GROUP BY reason")}
+        return {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
+                "by_reason": dict(sorted(by_reason.items())), "dead_letters": dict(sorted(letters.items()))}
+
+    def stats(self) -> dict[str, Any]:
+        ops = self._t("operations")
+        counts = self.counts()
+        seats = {r["plan_id"]: {"seats": r["seats"], "subscriptions": r["n"]} for r in self.tables.fetch(
+            f"SELECT plan_id, CAST(SUM(seats) AS BIGINT) AS seats, COUNT(*) AS n FROM {self._t('subscriptions')} GROUP BY plan_id")}
         migrations = {r["outcome"]: r["n"] for r in self.tables.fetch(
             f"SELECT outcome, COUNT(*) AS n FROM {self._t('migrations')} GROUP BY outcome")}
         pairing = [r["v"] for r in self.tables.fetch(f"SELECT pairing_latency_ms AS v FROM {ops} WHERE pairing_latency_ms IS NOT NULL")]
@@ -210,11 +217,10 @@ class Queries:
                 bucket = minutes.setdefault(r["minute"], {"completed": 0, "not_completed": 0})
                 bucket["completed" if r["status"] == "completed" else "not_completed"] += r["n"]
         return {
-            "operations": {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
-                           "by_reason": dict(sorted(by_reason.items()))},
+            "operations": {k: counts[k] for k in ("total", "by_status", "by_reason")},
             "migrations": migrations,
             "seats_by_plan": dict(sorted(seats.items())),
-            "dead_letters": {"total": sum(letters.values()), "by_reason": dict(sorted(letters.items()))},
+            "dead_letters": {"total": sum(counts["dead_letters"].values()), "by_reason": counts["dead_letters"]},
             "pairing_latency_ms": {"p50": _percentile(pairing, 0.5), "p95": _percentile(pairing, 0.95), "n": len(pairing)},
             "vendor_latency_ms": {"p50": _percentile(vendor, 0.5), "p95": _percentile(vendor, 0.95), "n": len(vendor)},
             "ended_per_minute": [{"minute": m, **minutes[m]} for m in sorted(minutes)],
