@@ -31,15 +31,20 @@ class Faults:
 class VendorState:
     def __init__(self, faults: Faults) -> None:
         self.faults = faults
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # `handle` holds it while it `record`s
         self.random = random.Random(faults.seed)
         self.accepted: dict[str, dict[str, Any]] = {}  # key -> {"reference", "body"}
         self.requests: list[dict[str, Any]] = []  # every attempt, for tests and the demo
         self.attempts: dict[str, int] = {}
 
-    def handle(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def record(self, key: str | None, raw: bytes, complete: bool = True) -> None:
+        """Every attempt as received; `complete` False: the body stopped short of its Content-Length."""
         with self.lock:
-            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace"), "complete": True})
+            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace"), "complete": complete})
+
+    def handle(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
+        with self.lock:  # recorded and answered in one step: the log's order is the order of answers
+            self.record(key, raw)
             if not key:
                 return 400, {"error": "Idempotency-Key header is required"}
             try:
@@ -86,14 +91,11 @@ class _Handler(BaseHTTPRequestHandler):
             expected = int(self.headers.get("Content-Length") or 0)
             body = self._body()
             if len(body) < expected:  # the client died while sending: record it, nobody is left to answer
-                with state.lock:
-                    state.requests.append({"key": self.headers.get("Idempotency-Key"),
-                                           "body": body.decode("utf-8", "replace"), "complete": False})
+                state.record(self.headers.get("Idempotency-Key"), body, complete=False)
                 self.close_connection = True
                 return
             if state.faults.hang_s > 0:  # outside the lock: other calls hang too, each on its own
-                with state.lock:
-                    state.requests.append({"key": self.headers.get("Idempotency-Key"), "body": body.decode("utf-8", "replace")})
+                state.record(self.headers.get("Idempotency-Key"), body)
                 time.sleep(state.faults.hang_s)
                 self._reply(503, {"error": "vendor timed out"})
                 return
