@@ -46,7 +46,6 @@ def cmd_hash_token(args: argparse.Namespace) -> int:
 
     token = sys.stdin.readline().strip()
     if len(token) < 16:
-        print("coterm: a staff token is at least 16 characters; give it on standard input", file=sys.stderr)
-        return 2
+        raise SettingsError("a staff token is at least 16 characters; give it on standard input")
     print(hash_token(token))
     return 0
