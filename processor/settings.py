@@ -31,6 +31,13 @@ class SettingsError(ValueError):
     """A configuration value is unusable; the message says which and why."""
 
 
+def store_problem(store: str) -> str | None:
+    """What is wrong with a COTERM_STORE value, if anything (checked here at start, and by `open_store`)."""
+    if "://" in store and not store.startswith(("postgresql://", "postgres://")):
+        return "must be a SQLite file path or a postgresql:// URL"
+    return None
+
+
 def _positive_finite(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a finite number greater than zero")
@@ -73,9 +80,9 @@ class Settings(BaseModel):
     @field_validator("store")
     @classmethod
     def _store(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else None
-        if scheme is not None and scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a SQLite file path or a postgresql:// URL")
+        problem = store_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("vendor_url")

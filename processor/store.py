@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from aggregates.application import Orders
-from processor.settings import SettingsError
+from processor.settings import SettingsError, store_problem
 from projections.projection import read_models
 
 if TYPE_CHECKING:
@@ -38,8 +38,9 @@ def store_env(store: str) -> dict[str, str]:
             "POSTGRES_POOL_SIZE": "4",
         }
         return env
-    if "://" in store:
-        raise SettingsError(f"COTERM_STORE={store!r}: use a SQLite file path or a postgresql:// URL")
+    problem = store_problem(store)
+    if problem:
+        raise SettingsError(f"COTERM_STORE={store!r}: {problem}")
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
 
 
