@@ -38,6 +38,16 @@ def _when(text: str, name: str) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
+def _page_bounds(limit: int, cursor: str | None, where: list[str], params: list[Any]) -> None:
+    """The checks and the condition every newest-first page shares: a sane limit, and rows
+    before the cursor's position."""
+    if not 1 <= limit <= 500:
+        raise BadQuery(f"limit={limit} must be between 1 and 500")
+    if cursor:
+        where.append("seq < ?")
+        params.append(decode_cursor(cursor))
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
 
@@ -82,11 +92,7 @@ class Queries:
         if until:
             where.append("first_at < ?")
             params.append(_when(until, "until"))
-        if not 1 <= limit <= 500:
-            raise BadQuery(f"limit={limit} must be between 1 and 500")
-        if cursor:
-            where.append("seq < ?")
-            params.append(decode_cursor(cursor))
+        _page_bounds(limit, cursor, where, params)
         sql = f"SELECT seq, doc FROM {self._t('operations')}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -141,17 +147,14 @@ class Queries:
     def list_deadletters(self, reason: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """Newest first, by store position (stable pages). `since`/`until` compare the recording time."""
-        if not 1 <= limit <= 500:
-            raise BadQuery(f"limit={limit} must be between 1 and 500")
+        where: list[str] = []
+        params: list[Any] = []
+        _page_bounds(limit, cursor, where, params)
         low = _when(since, "since") if since else None
         high = _when(until, "until") if until else None
-        where, params = [], []
         if reason:
             where.append("reason = ?")
             params.append(reason)
-        if cursor:
-            where.append("seq < ?")
-            params.append(decode_cursor(cursor))
         sql = f"SELECT seq, doc FROM {self._t('deadletters')}" + (" WHERE " + " AND ".join(where) if where else "")
         items: list[dict[str, Any]] = []
         last_seq = None
