@@ -18,7 +18,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     message_id: UUID
-    type: StrictStr = Field(min_length=1, max_length=200)
+    type: StrictStr = Field(min_length=1)  # any other text is UNKNOWN_TYPE (CONTRACT.md 2), not malformed
     schema_version: StrictInt
     occurred_at: AwareDatetime
     source: StrictStr = Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")

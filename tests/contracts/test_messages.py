@@ -141,3 +141,11 @@ def test_committed_schemas_match_the_models() -> None:
     assert sorted(committed) == sorted(expected), "run `make schemas` and commit contracts/schemas/"
     drifted = [name for name, text in expected.items() if committed[name] != text]
     assert drifted == [], f"schemas drifted from the models: {drifted}; run `make schemas`"
+
+
+@pytest.mark.parametrize("type_", ["x" * 300, "a\x00b", "transfer.sideways_ordered"])
+def test_a_type_not_in_the_table_is_unknown_type_whatever_its_length_or_characters(type_: str) -> None:
+    message = {"message_id": "6f1c8c3e-1b7a-4c57-9d43-0a0a0a0a0a0a", "type": type_, "schema_version": 1,
+               "occurred_at": "2026-11-01T10:00:00Z", "source": "tests", "payload": {}}
+    parsed = parse_message(json.dumps(message).encode())
+    assert isinstance(parsed, Rejection) and parsed.reason == "UNKNOWN_TYPE" and parsed.envelope is not None
