@@ -20,8 +20,10 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+from aggregates.calendar import Calendar
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
+from aggregates.partner import Partner
 from aggregates.recorders import RECORDERS, POPOSeenRecorder
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
@@ -65,7 +67,8 @@ class Orders(Application):
     env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n",
            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
-    snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100}  # type: ignore[dict-item]
+    snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100, Partner: 100,  # type: ignore[dict-item]
+                              Calendar: 100}
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process recorder stores Kafka positions (tracking records) atomically with events;

@@ -5,6 +5,7 @@ Business refusals are recorded as events (they become results); invalid referenc
 raises `InvalidInput` (it becomes a dead letter).
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from aggregates.application import UnitOfWork, plain
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
 from aggregates.migration import Migration
+from aggregates.partner import Partner
 from aggregates.migration_rules import MigrationDecision, decide_migration
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
@@ -55,19 +57,28 @@ def define_product(uow: UnitOfWork, ctx: Context, product_id: str, name: str, su
     _catalog(uow).define_product(product_id, name, supports_usage_based, in_usage_bundle, ctx.message_id)
 
 
+def _partner(uow: UnitOfWork, partner_id: str) -> Partner:
+    return uow.get(Partner, Partner.create_id(partner_id)) or uow.add(Partner(partner_id=partner_id))
+
+
 def register_customer(uow: UnitOfWork, ctx: Context, customer_id: str, **fields: Any) -> None:
     existing = _customer(uow, customer_id)
     if existing is not None:  # registered again: the newer data wins, as an update
-        existing.update(fields, ctx.message_id)
+        update_customer(uow, ctx, customer_id, fields)
         return
     uow.add(Customer(customer_id=customer_id, message_id=ctx.message_id, **fields))
+    _partner(uow, fields["partner_id"]).add(customer_id, ctx.message_id)
 
 
 def update_customer(uow: UnitOfWork, ctx: Context, customer_id: str, changes: dict[str, Any]) -> None:
     customer = _customer(uow, customer_id)
     if customer is None:
         raise errors.UnknownReference(f"customer {customer_id} was never registered")
+    before = customer.partner_id
     customer.update(changes, ctx.message_id)
+    if customer.partner_id != before:  # the partner index follows (a bulk of all its customers reads it)
+        _partner(uow, before).remove(customer_id, ctx.message_id)
+        _partner(uow, customer.partner_id).add(customer_id, ctx.message_id)
 
 
 def purchase_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, customer_id: str, **fields: Any) -> None:
@@ -112,16 +123,21 @@ def preview_migration(uow: UnitOfWork, customer_id: str, product_ids: list[str],
 
 
 def request_migration(
-    uow: UnitOfWork, ctx: Context, request_id: str, customer_id: str, product_ids: list[str], requested_by: str
+    uow: UnitOfWork, ctx: Context, request_id: str, customer_id: str, product_ids: list[str], requested_by: str,
+    on: date | None = None, joinable: Collection[str] = (),
 ) -> Migration:
+    """Decide and record one migration request on `on` (default: the message's date); `joinable`:
+    requests whose bundle it may join (a bulk migration's own)."""
+    on = on or ctx.on
     customer, subscriptions = customer_holdings(uow, customer_id)
-    decision = decide_migration(request_id, customer_id, product_ids, customer, _catalog(uow), subscriptions, ctx.on)
+    decision = decide_migration(request_id, customer_id, product_ids, customer, _catalog(uow), subscriptions, on,
+                                joinable)
     migration = uow.get(Migration, Migration.create_id(request_id)) or uow.add(
         Migration(request_id=request_id, customer_id=customer_id)
     )
     migration.decide(
         request_id=request_id, customer_id=customer_id, product_ids=product_ids, requested_by=requested_by,
-        on=ctx.on, migrated=decision.migrated, bundle=decision.bundle, rejected=decision.rejected,
+        on=on, migrated=decision.migrated, bundle=decision.bundle, rejected=decision.rejected,
         message_id=ctx.message_id,
     )
     if decision.accepted:
@@ -130,7 +146,10 @@ def request_migration(
         for entry in decision.migrated:
             sub = by_id[entry["subscription_id"]]
             sub.migrate_to_usage_based(request_id, sub.billing_model, ctx.message_id)
-        customer.create_bundle(request_id, decision.bundle, ctx.message_id)
+        if decision.joined:
+            customer.join_bundle(request_id, decision.bundle[len(customer.bundle or []):], ctx.message_id)
+        else:
+            customer.create_bundle(request_id, decision.bundle, ctx.message_id)
     return migration
 
 

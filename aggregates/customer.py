@@ -61,6 +61,12 @@ class Customer(Aggregate):
         self.bundle = bundle
         self.migrated_by = request_id
 
+    @event("BundleJoined")
+    def join_bundle(self, request_id: str, entries: list[dict[str, str]], message_id: str) -> None:
+        """Products a later decision of the same bulk migration accepted join its bundle."""
+        assert self.bundle is not None
+        self.bundle = [*self.bundle, *entries]
+
     @property
     def relationship_conflict(self) -> str | None:
         if self.channel == "two_tier" and not self.distributor_id:

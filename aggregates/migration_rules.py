@@ -1,5 +1,6 @@
 """Pure rules for a migration to usage-based billing (CONTRACT.md section 3)."""
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -19,13 +20,16 @@ class MigrationDecision:
     bundle: list[dict[str, Any]] = field(default_factory=list)  # product_id, subscription_key
     rejected: list[dict[str, Any]] = field(default_factory=list)  # product_id, reason_code, detail, eligible_from
 
+    joined: bool = False  # the accepted products join an existing bundle of the same bulk
+
     @property
     def accepted(self) -> bool:
         return bool(self.migrated)
 
 
-def check_customer(customer: Customer | None, customer_id: str) -> Customer:
-    """Customer-level codes: each refuses every product of the request."""
+def check_customer(customer: Customer | None, customer_id: str, joinable: Collection[str] = ()) -> Customer:
+    """Customer-level codes: each refuses every product of the request. A bundle created by one
+    of the `joinable` requests (the same bulk migration's) is joined, not ALREADY_MIGRATED."""
     if customer is None:
         raise errors.CustomerUnknown(f"customer {customer_id} was never registered")
     if not customer.data_complete:
@@ -33,7 +37,7 @@ def check_customer(customer: Customer | None, customer_id: str) -> Customer:
     conflict = customer.relationship_conflict
     if conflict:
         raise errors.ConflictingRelationship(f"customer {customer_id}: {conflict}")
-    if customer.bundle is not None:
+    if customer.bundle is not None and customer.migrated_by not in joinable:
         raise errors.AlreadyMigrated(
             f"customer {customer_id} already has a usage-based bundle (request {customer.migrated_by})",
             request_id=customer.migrated_by,
@@ -87,11 +91,13 @@ def decide_migration(
     catalog: Catalog,
     subscriptions: list[Subscription],
     on: date,
+    joinable: Collection[str] = (),
 ) -> MigrationDecision:
+    """`joinable`: request ids whose bundle this request may join (see `check_customer`)."""
     requested = list(dict.fromkeys(product_ids))  # a product named twice is decided once
     decision = MigrationDecision()
     try:
-        check_customer(customer, customer_id)
+        check_customer(customer, customer_id, joinable)
     except errors.Refusal as refusal:
         decision.rejected = [_rejection(p, refusal) for p in requested]
         return decision
@@ -105,7 +111,13 @@ def decide_migration(
             entry = {"product_id": product_id, "subscription_id": sub.subscription_id, "subscription_key": sub.subscription_key}
             decision.migrated.append(entry)
             decision.bundle.append({"product_id": product_id, "subscription_key": sub.subscription_key})
-    if decision.accepted:
+    assert customer is not None
+    if decision.accepted and customer.bundle is not None:
+        # Joining the bundle an earlier decision of the same bulk created: the bundle already
+        # holds the catalog's bundle products; the result shows the whole bundle.
+        decision.joined = True
+        decision.bundle = [*customer.bundle, *decision.bundle]
+    elif decision.accepted:
         for product_id in catalog.bundle_products():
             if product_id not in requested:
                 key = subscription_key("bundle", request_id, product_id)

@@ -125,6 +125,44 @@ class CancelRequested(Payload):
     reason: Text
 
 
+# -- contract 1.1: bulk migration (CONTRACT.md section 5) ---------------------------------------
+MAX_BULK_CUSTOMERS = 50_000  # one bulk is decided in one transaction: bounded like every other list
+
+
+class BulkRequested(Payload):
+    bulk_id: Id
+    partner_id: Id
+    requested_by: Id
+    product_ids: Annotated[list[Id], Field(min_length=1, max_length=500)]
+    customer_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_BULK_CUSTOMERS)] | None = None
+    all_customers_of_partner: Flag | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_name_customers(self) -> "BulkRequested":
+        listed = self.customer_ids is not None
+        everyone = self.all_customers_of_partner is True
+        if listed == everyone:
+            raise ValueError("exactly one of customer_ids (a non-empty list) or all_customers_of_partner: true "
+                             f"is required; this payload has {'both' if listed else 'neither'}")
+        return self
+
+    def fingerprint(self) -> dict[str, object]:
+        """What a second message reusing this bulk_id must repeat to be the same request."""
+        return {"partner_id": self.partner_id, "requested_by": self.requested_by,
+                "product_ids": list(self.product_ids), "customer_ids": list(self.customer_ids or []) or None,
+                "all_customers_of_partner": self.all_customers_of_partner is True}
+
+
+class BulkCancelled(Payload):
+    bulk_id: Id
+    requested_by: Id
+    reason: Text
+
+
+class ClockTick(Payload):
+    """No fields: only the envelope's occurred_at counts, as the business date for schedules."""
+
+
 PAYLOAD_MODELS: dict[str, type[Payload]] = {
     "catalog.product_defined": ProductDefined,
     "customer.registered": CustomerRegistered,
@@ -135,6 +173,9 @@ PAYLOAD_MODELS: dict[str, type[Payload]] = {
     "transfer.downgrade_ordered": DowngradeOrdered,
     "transfer.upgrade_ordered": UpgradeOrdered,
     "transfer.cancel_requested": CancelRequested,
+    "migration.bulk_requested": BulkRequested,
+    "migration.bulk_cancelled": BulkCancelled,
+    "clock.tick": ClockTick,
 }
 
 # Built once: validation is on the hot path.

@@ -70,6 +70,32 @@ class MigrationRejected(Result):
     rejected: list[RejectedProduct]
 
 
+class ScheduledProduct(Result):
+    customer_id: str
+    product_id: str
+    on: date  # the day its renewal window opens: it is decided again then
+
+
+class BulkAccepted(Result):
+    bulk_id: str
+    customers: list[str]  # every customer the bulk covers, in the order it decided them
+    scheduled: list[ScheduledProduct]
+
+
+class BulkCounts(Result):
+    """Per customer and product: how each one ended."""
+
+    migrated: int
+    rejected: int
+    cancelled: int  # still scheduled when the bulk was cancelled
+
+
+class BulkFinished(Result):
+    bulk_id: str
+    status: Literal["finished", "cancelled"]
+    counts: BulkCounts
+
+
 RESULT_MODELS: dict[str, type[Result]] = {
     "transfer.completed": TransferCompleted,
     "transfer.rejected": TransferRejected,
@@ -77,6 +103,8 @@ RESULT_MODELS: dict[str, type[Result]] = {
     "transfer.cancelled": TransferCancelled,
     "migration.completed": MigrationCompleted,
     "migration.rejected": MigrationRejected,
+    "migration.bulk_accepted": BulkAccepted,
+    "migration.bulk_finished": BulkFinished,
 }
 RESULTS: dict[str, TypeAdapter[Result]] = {t: TypeAdapter(m) for t, m in RESULT_MODELS.items()}
 

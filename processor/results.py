@@ -6,6 +6,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from aggregates.application import plain
+from aggregates.bulk import SCHEDULED, Bulk
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.transfer import Transfer
@@ -83,6 +84,18 @@ def _migration(e: Any) -> Outbound:
                    "rejected": e.rejected})
 
 
+def _bulk_accepted(e: Any) -> Outbound:
+    scheduled = [{"customer_id": d["customer_id"], "product_id": p, "on": o["on"]}
+                 for d in e.decisions for p, o in d["products"].items() if o["outcome"] == SCHEDULED]
+    return _result(e, "migration.bulk_accepted", e.bulk_id, {"bulk_id": e.bulk_id, "customers": e.customers,
+                   "scheduled": scheduled})
+
+
+def _bulk_finished(e: Any) -> Outbound:
+    return _result(e, "migration.bulk_finished", e.bulk_id, {"bulk_id": e.bulk_id, "status": e.status,
+                   "counts": e.counts})
+
+
 def _dead_letter(e: Any) -> Outbound:
     letter = DeadLetterMessage(reason=e.reason, error=e.error, topic=e.topic, partition=e.partition,
                                offset=e.offset, original=e.original)
@@ -97,6 +110,8 @@ OUTBOUND: dict[type, Callable[[Any], Outbound]] = {
     Transfer.Expired: _expired,
     Transfer.Cancelled: _cancelled,
     Migration.Decided: _migration,
+    Bulk.Accepted: _bulk_accepted,
+    Bulk.Finished: _bulk_finished,
     DeadLetter.Recorded: _dead_letter,
 }
 

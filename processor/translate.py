@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from aggregates import commands
+from aggregates import bulk_commands, commands
 from aggregates.application import UnitOfWork
 from aggregates.customer import Customer
 from aggregates.subscription import Subscription
@@ -37,12 +37,20 @@ HANDLERS: dict[str, Handler] = {
     "transfer.cancel_requested": lambda uow, ctx, p: commands.cancel_transfer(
         uow, ctx, p.operation_id, p.requested_by, p.reason
     ),
+    "migration.bulk_requested": lambda uow, ctx, p: bulk_commands.request_bulk(uow, ctx, p.bulk_id, p.fingerprint()),
+    "migration.bulk_cancelled": lambda uow, ctx, p: bulk_commands.cancel_bulk(
+        uow, ctx, p.bulk_id, p.requested_by, p.reason
+    ),
+    # Its date is all it brings: `reach_date`, run for every applied message, does the work.
+    "clock.tick": lambda uow, ctx, p: None,
 }
 assert set(HANDLERS) == set(wire.PAYLOAD_MODELS), "every inbound type needs a handler"
 
 
 def apply(uow: UnitOfWork, message: Inbound, ctx: commands.Context) -> None:
     HANDLERS[message.envelope.type](uow, ctx, message.payload)
+    # Applied: its date is now the business date, if later, and what was scheduled for it is due.
+    bulk_commands.reach_date(uow, ctx)
 
 
 def new_ids(message: Inbound) -> list[UUID]:
@@ -66,7 +74,8 @@ def new_ids(message: Inbound) -> list[UUID]:
 def log_context(message: Inbound) -> dict[str, str]:
     """The business ids a log line about this message is bound to."""
     fields = {}
-    for name in ("operation_id", "customer_id", "request_id", "subscription_id", "product_id"):
+    for name in ("operation_id", "customer_id", "request_id", "subscription_id", "product_id", "bulk_id",
+                 "partner_id"):
         value = getattr(message.payload, name, None)
         if value is not None:
             fields[name] = value

@@ -4,7 +4,8 @@ from datetime import date, datetime, timezone
 from itertools import count
 from typing import Any
 
-from aggregates import commands
+from aggregates import bulk_commands, commands
+from aggregates.bulk import Bulk
 from aggregates.application import Orders
 from aggregates.customer import Customer
 from aggregates.migration import Migration
@@ -27,6 +28,7 @@ class World:
         uow = self.app.unit_of_work()
         ctx = commands.Context(f"msg-{next(_ids)}", at(day), self.now)
         result = handler(uow, ctx, *args, **kwargs)
+        bulk_commands.reach_date(uow, ctx)  # as the processor does after every applied message
         self.app.commit(uow)
         return result
 
@@ -34,8 +36,8 @@ class World:
         self._run("2026-01-01", commands.define_product, product_id, product_id.upper(), supports, bundle)
 
     def customer(self, customer_id: str = "c1", channel: str = "direct", distributor_id: str | None = None,
-                 data_complete: bool = True) -> None:
-        self._run("2026-01-01", commands.register_customer, customer_id, partner_id="p1", name="Acme",
+                 data_complete: bool = True, partner_id: str = "p1") -> None:
+        self._run("2026-01-01", commands.register_customer, customer_id, partner_id=partner_id, name="Acme",
                   channel=channel, distributor_id=distributor_id, data_complete=data_complete)
 
     def update_customer(self, customer_id: str, **changes: Any) -> None:
@@ -84,6 +86,24 @@ class World:
         done = commands.record_vendor_failure(uow, op, code, "boom", retryable, 8)
         self.app.commit(uow)
         return done
+
+    def bulk(self, bulk_id: str, customer_ids: list[str] | None, product_ids: list[str], on: str,
+             partner_id: str = "p1", requested_by: str = "partner@x") -> Bulk:
+        request = {"partner_id": partner_id, "requested_by": requested_by, "product_ids": product_ids,
+                   "customer_ids": customer_ids, "all_customers_of_partner": customer_ids is None}
+        return self._run(on, bulk_commands.request_bulk, bulk_id, request)
+
+    def cancel_bulk(self, bulk_id: str, on: str) -> Bulk:
+        return self._run(on, bulk_commands.cancel_bulk, bulk_id, "partner@x", "changed plans")
+
+    def tick(self, day: str) -> None:
+        self._run(day, lambda uow, ctx: None)
+
+    def bulk_state(self, bulk_id: str) -> Bulk:
+        return self.app.repository.get(Bulk.create_id(bulk_id))
+
+    def migration(self, request_id: str) -> Migration:
+        return self.app.repository.get(Migration.create_id(request_id))
 
     def transfer(self, op: str) -> Transfer:
         return self.app.repository.get(Transfer.create_id(op))
