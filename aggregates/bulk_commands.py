@@ -95,9 +95,11 @@ def _decide(uow: UnitOfWork, ctx: Context, bulk: Bulk, customer_id: str, product
                                            joinable=bulk.request_ids(customer_id))
     decided = migration.decisions[-1]
     products: dict[str, dict[str, Any]] = {}
-    for entry in decided["migrated"]:
-        products[entry["product_id"]] = {"outcome": MIGRATED, "reason_code": None, "detail": None,
-                                         "on": on.isoformat(), "subscription_key": entry["subscription_key"]}
+    for entry in decided["migrated"]:  # a product may migrate several subscriptions, each keeping its key
+        product = products.setdefault(entry["product_id"], {"outcome": MIGRATED, "reason_code": None, "detail": None,
+                                                            "on": on.isoformat(), "subscriptions": []})
+        product["subscriptions"].append({"subscription_id": entry["subscription_id"],
+                                         "subscription_key": entry["subscription_key"]})
     for entry in decided["rejected"]:
         opens = entry["eligible_from"]
         waits = entry["reason_code"] == WAITS_FOR_WINDOW and opens is not None and opens > on

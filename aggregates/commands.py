@@ -15,8 +15,8 @@ from aggregates.application import UnitOfWork, plain
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
 from aggregates.migration import Migration
-from aggregates.partner import Partner
 from aggregates.migration_rules import MigrationDecision, decide_migration
+from aggregates.partner import Partner
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from aggregates.transfer_rules import (

@@ -27,21 +27,31 @@ class MigrationDecision:
         return bool(self.migrated)
 
 
-def check_customer(customer: Customer | None, customer_id: str, joinable: Collection[str] = ()) -> Customer:
-    """Customer-level codes: each refuses every product of the request. A bundle created by one
-    of the `joinable` requests (the same bulk migration's) is joined, not ALREADY_MIGRATED."""
+def customer_refusals(customer: Customer | None, customer_id: str, joinable: Collection[str] = ()) -> list[errors.Refusal]:
+    """Every customer-level code that applies, in table order: each refuses every product. A
+    bundle created by one of the `joinable` requests (the same bulk migration's) is joined, not
+    ALREADY_MIGRATED."""
     if customer is None:
-        raise errors.CustomerUnknown(f"customer {customer_id} was never registered")
+        return [errors.CustomerUnknown(f"customer {customer_id} was never registered")]
+    found: list[errors.Refusal] = []
     if not customer.data_complete:
-        raise errors.IncompleteCustomerData(f"customer {customer_id} data is incomplete or out of date")
+        found.append(errors.IncompleteCustomerData(f"customer {customer_id} data is incomplete or out of date"))
     conflict = customer.relationship_conflict
     if conflict:
-        raise errors.ConflictingRelationship(f"customer {customer_id}: {conflict}")
+        found.append(errors.ConflictingRelationship(f"customer {customer_id}: {conflict}"))
     if customer.bundle is not None and customer.migrated_by not in joinable:
-        raise errors.AlreadyMigrated(
+        found.append(errors.AlreadyMigrated(
             f"customer {customer_id} already has a usage-based bundle (request {customer.migrated_by})",
             request_id=customer.migrated_by,
-        )
+        ))
+    return found
+
+
+def check_customer(customer: Customer | None, customer_id: str, joinable: Collection[str] = ()) -> Customer:
+    refusals = customer_refusals(customer, customer_id, joinable)
+    if refusals:
+        raise refusals[0]
+    assert customer is not None
     return customer
 
 
@@ -49,38 +59,50 @@ def renewal_window_opens(sub: Subscription) -> date:
     return sub.end_date - timedelta(days=RENEWAL_WINDOW_DAYS)
 
 
-def check_product(product_id: str, catalog: Catalog, subscriptions: list[Subscription], on: date) -> list[Subscription]:
-    """The subscriptions that migrate for this product, or the first refusal any of them meets."""
+def product_refusals(product_id: str, catalog: Catalog, subscriptions: list[Subscription], on: date
+                     ) -> tuple[list[errors.Refusal], list[Subscription]]:
+    """Every product-level code that applies, in table order, and the subscriptions that would migrate."""
+    found: list[errors.Refusal] = []
     if not catalog.supports_usage_based(product_id):
         known = product_id in catalog.products
-        raise errors.ProductNotSupported(
+        found.append(errors.ProductNotSupported(
             f"product {product_id} " + ("does not support usage-based billing" if known else "is not in the catalog")
-        )
+        ))
     active = [s for s in subscriptions if s.product_id == product_id and s.is_active(on)]
     fixed = [s for s in active if s.billing_model != "usage_based"]
     company = [s.subscription_id for s in fixed if s.management == "company_managed"]
     if company:
-        raise errors.CompanyManagedNotSupported(
+        found.append(errors.CompanyManagedNotSupported(
             f"subscription {', '.join(company)} is company managed; ask Order Services to make it partner managed",
             subscription_ids=company,
-        )
+        ))
     if not active:  # an active usage-based subscription is one: it is a duplicate, not a missing one
-        raise errors.NoSubscription(f"no active subscription of {product_id} on {on}")
+        later = [s.start_date for s in subscriptions if s.product_id == product_id and s.start_date > on]
+        found.append(errors.NoSubscription(f"no active subscription of {product_id} on {on}",
+                                           eligible_from=min(later) if later else None))
     usage = [s.subscription_id for s in active if s.billing_model == "usage_based"]
     if usage:
-        raise errors.DuplicateUsageSubscription(
+        found.append(errors.DuplicateUsageSubscription(
             f"usage-based subscription {', '.join(usage)} of {product_id} is already active", subscription_ids=usage
-        )
+        ))
     early = [s for s in fixed if s.billing_model == "annual" and s.end_date > on + timedelta(days=RENEWAL_WINDOW_DAYS)]
     if early:
         opens = max(renewal_window_opens(s) for s in early)
         ends = ", ".join(f"{s.subscription_id} expires {s.end_date}" for s in early)
-        raise errors.NotInRenewalWindow(
+        found.append(errors.NotInRenewalWindow(
             f"{ends}; the {RENEWAL_WINDOW_DAYS}-day renewal window opens {opens}",
             eligible_from=opens,
             end_dates=[s.end_date.isoformat() for s in early],
-        )
-    return fixed
+        ))
+    return found, fixed
+
+
+def check_product(product_id: str, catalog: Catalog, subscriptions: list[Subscription], on: date) -> list[Subscription]:
+    """The subscriptions that migrate for this product, or the first refusal any of them meets."""
+    refusals, migrating = product_refusals(product_id, catalog, subscriptions, on)
+    if refusals:
+        raise refusals[0]
+    return migrating
 
 
 def decide_migration(

@@ -18,17 +18,84 @@ def transfer_date(down: dict[str, Any], up: dict[str, Any]) -> date:
     return max(business_date(down["occurred_at"]), business_date(up["occurred_at"]))
 
 
-def _require_active(sub: Subscription | None, sub_id: str, role: str, on: date) -> Subscription:
+def _inactive(sub: Subscription | None, sub_id: str, role: str, on: date) -> errors.Refusal | None:
     if sub is None:
-        raise errors.SubscriptionUnknown(f"{role} subscription {sub_id} was never purchased", subscription_id=sub_id)
+        return errors.SubscriptionUnknown(f"{role} subscription {sub_id} was never purchased", subscription_id=sub_id)
     if not sub.is_active(on):
-        raise errors.SubscriptionUnknown(
+        return errors.SubscriptionUnknown(
             f"{role} subscription {sub_id} is not active on {on} (runs {sub.start_date} to {sub.end_date})",
+            eligible_from=sub.start_date if on < sub.start_date else None,
             subscription_id=sub_id,
             start_date=sub.start_date.isoformat(),
             end_date=sub.end_date.isoformat(),
         )
-    return sub
+    return None
+
+
+def transfer_refusals(
+    down: dict[str, Any],
+    up: dict[str, Any],
+    source: Subscription | None,
+    target: Subscription | None,
+    new_target_taken: bool,
+    on: date,
+) -> list[errors.Refusal]:
+    """Every rule that refuses the pair on `on`, in table order (the first is the decision).
+    A rule that needs the source (or the existing target) is only checked when it exists."""
+    found: list[errors.Refusal] = []
+    spec = up["target"]
+    inactive = _inactive(source, down["subscription_id"], "source", on)
+    if inactive:
+        found.append(inactive)
+    if spec["kind"] == "existing_subscription":
+        inactive = _inactive(target, spec["subscription_id"], "target", on)
+        if inactive:
+            found.append(inactive)
+        elif source is not None and target is not None and target.subscription_id == source.subscription_id:
+            found.append(errors.SubscriptionUnknown("the target is the source subscription itself"))
+    elif new_target_taken:
+        found.append(errors.SubscriptionUnknown(
+            f"new subscription id {spec['new_subscription_id']} already names a subscription"))
+    if source is not None:
+        customers = {down["customer_id"], up["customer_id"], source.customer_id} | ({target.customer_id} if target else set())
+        if len(customers) > 1:
+            found.append(errors.CustomerMismatch(
+                f"downgrade names {down['customer_id']}, upgrade {up['customer_id']}, source belongs to "
+                f"{source.customer_id}" + (f", target to {target.customer_id}" if target else ""),
+                customers=sorted(customers),
+            ))
+    if down["seats"] != up["seats"]:
+        found.append(errors.SeatCountMismatch(
+            f"downgrade moves {down['seats']} seats, upgrade {up['seats']}",
+            downgrade_seats=down["seats"], upgrade_seats=up["seats"],
+        ))
+    if source is None:
+        return found
+    if down["seats"] >= source.seats:
+        found.append(errors.InsufficientSeats(
+            f"moving {down['seats']} of {source.seats} seats would leave none: at least one seat stays",
+            seats=down["seats"], source_seats=source.seats,
+        ))
+    if source.resource_count != 1:
+        found.append(errors.MultiResourcePlan(
+            f"source plan has {source.resource_count} resources; only single-resource plans transfer",
+            resource_count=source.resource_count,
+        ))
+    if on in (source.start_date, source.purchased_on):
+        found.append(errors.SameDayAsPurchase(
+            f"transfer date {on} is the source's start ({source.start_date}) or purchase day ({source.purchased_on})",
+            eligible_from=on + timedelta(days=1),
+        ))
+    if on in source.upsized_on:
+        found.append(errors.SameDayAsUpsize(f"the source was upsized on the transfer date {on}",
+                                            eligible_from=on + timedelta(days=1)))
+    target_term = spec["term_months"] if spec["kind"] == "new_subscription" else (target.term_months if target else None)
+    if target_term is not None and target_term != source.term_months:
+        found.append(errors.TermLengthMismatch(
+            f"target term is {target_term} months, source term {source.term_months}",
+            target_term_months=target_term, source_term_months=source.term_months,
+        ))
+    return found
 
 
 def check_transfer(
@@ -40,51 +107,9 @@ def check_transfer(
     on: date,
 ) -> None:
     """Raise the first refusal that applies; return when the pair may go to the vendor."""
-    spec = up["target"]
-    source = _require_active(source, down["subscription_id"], "source", on)
-    if spec["kind"] == "existing_subscription":
-        target = _require_active(target, spec["subscription_id"], "target", on)
-        if target.subscription_id == source.subscription_id:
-            raise errors.SubscriptionUnknown("the target is the source subscription itself")
-    elif new_target_taken:
-        raise errors.SubscriptionUnknown(
-            f"new subscription id {spec['new_subscription_id']} already names a subscription"
-        )
-    customers = {down["customer_id"], up["customer_id"], source.customer_id} | ({target.customer_id} if target else set())
-    if len(customers) > 1:
-        raise errors.CustomerMismatch(
-            f"downgrade names {down['customer_id']}, upgrade {up['customer_id']}, source belongs to "
-            f"{source.customer_id}" + (f", target to {target.customer_id}" if target else ""),
-            customers=sorted(customers),
-        )
-    if down["seats"] != up["seats"]:
-        raise errors.SeatCountMismatch(
-            f"downgrade moves {down['seats']} seats, upgrade {up['seats']}",
-            downgrade_seats=down["seats"], upgrade_seats=up["seats"],
-        )
-    if down["seats"] >= source.seats:
-        raise errors.InsufficientSeats(
-            f"moving {down['seats']} of {source.seats} seats would leave none: at least one seat stays",
-            seats=down["seats"], source_seats=source.seats,
-        )
-    if source.resource_count != 1:
-        raise errors.MultiResourcePlan(
-            f"source plan has {source.resource_count} resources; only single-resource plans transfer",
-            resource_count=source.resource_count,
-        )
-    if on in (source.start_date, source.purchased_on):
-        raise errors.SameDayAsPurchase(
-            f"transfer date {on} is the source's start ({source.start_date}) or purchase day ({source.purchased_on})",
-            eligible_from=on + timedelta(days=1),
-        )
-    if on in source.upsized_on:
-        raise errors.SameDayAsUpsize(f"the source was upsized on the transfer date {on}", eligible_from=on + timedelta(days=1))
-    target_term = spec["term_months"] if spec["kind"] == "new_subscription" else target.term_months  # type: ignore[union-attr]
-    if target_term != source.term_months:
-        raise errors.TermLengthMismatch(
-            f"target term is {target_term} months, source term {source.term_months}",
-            target_term_months=target_term, source_term_months=source.term_months,
-        )
+    refusals = transfer_refusals(down, up, source, target, new_target_taken, on)
+    if refusals:
+        raise refusals[0]
 
 
 def vendor_request(

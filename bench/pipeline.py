@@ -178,8 +178,9 @@ class Coterm:
 
 
 def pairing_latencies_ms(app: Any, sent_at: dict[str, float], after: int) -> list[float]:
-    from aggregates.transfer import Transfer
     from eventsourcing.utils import get_topic
+
+    from aggregates.transfer import Transfer
 
     out = []
     start = after + 1

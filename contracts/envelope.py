@@ -2,9 +2,17 @@
 
 from datetime import datetime, timezone
 from typing import Any
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 
 class Envelope(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from processor import cli_audit, cli_publish, cli_redrive, cli_serve
+from processor import cli_audit, cli_preview, cli_publish, cli_redrive, cli_serve
 from processor.settings import Settings, SettingsError
 
 
@@ -177,11 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true", help="the report as one JSON document")
     rep.set_defaults(func=cli_audit.cmd_replay)
 
-    exp = sub.add_parser("export", help="write the audit trail as JSON Lines")
-    exp.add_argument("--since", type=_timestamp, required=True, metavar="TIMESTAMP")
+    exp = sub.add_parser("export", help="write the audit trail as JSON Lines, or one bulk migration's report")
+    exp.add_argument("--since", type=_timestamp, metavar="TIMESTAMP", help="the audit trail from this moment")
+    exp.add_argument("--bulk", metavar="BULK_ID", help="instead: one bulk migration, a row per customer and product")
+    exp.add_argument("--format", choices=["jsonl", "csv", "json"], default=None,
+                     help="jsonl for the audit trail (default); csv (default) or json for --bulk")
     exp.add_argument("--until", type=_timestamp, metavar="TIMESTAMP", help="only events recorded before it")
     exp.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     exp.set_defaults(func=cli_audit.cmd_export)
+    cli_preview.add_parser(sub)
     cli_redrive.add_parser(sub, _timestamp)
     cli_publish.add_parser(sub)
     return parser

@@ -72,9 +72,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_bulk(args: argparse.Namespace) -> int:
+    from projections.bulk_report import bulk_csv, bulk_doc_from_store, bulk_view
+
+    if args.since is not None or args.until is not None:
+        raise SettingsError("--bulk exports one bulk migration whole: leave out --since and --until")
+    app = _open_existing_store()
+    doc = bulk_doc_from_store(app, args.bulk)
+    if doc is None:
+        print(f"coterm: bulk {args.bulk} is unknown in {Settings.from_env().store}", file=sys.stderr)
+        return 1
+    if args.format == "jsonl":
+        raise SettingsError("--bulk writes csv or json, not jsonl")
+    text = bulk_csv(doc) if args.format in (None, "csv") else json.dumps(bulk_view(doc), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as error:
+            raise SettingsError(f"--output {args.output}: {error.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    rows = sum(len(products) for products in doc["customers"].values())
+    print(f"exported bulk {args.bulk}: {len(doc['customers'])} customer(s), {rows} row(s), {doc['status']}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from projections.audit import export
 
+    if args.bulk is not None:
+        return _export_bulk(args)
+    if args.format not in (None, "jsonl"):
+        raise SettingsError(f"--format {args.format} is for --bulk; the audit trail is JSON Lines")
+    if args.since is None:
+        raise SettingsError("export needs --since TIMESTAMP (the audit trail) or --bulk ID (one bulk migration)")
     if args.until is not None and args.until <= args.since:
         raise SettingsError(f"--until {args.until.isoformat()} is not after --since {args.since.isoformat()}")
     app = _open_existing_store()

@@ -5,7 +5,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aggregates import commands, errors
 from aggregates.application import KeptConflicting, Orders, UnitOfWork
 from aggregates.transfer import Transfer
+from contracts.fields import MAX_COUNT
+from projections.bulk_report import bulk_csv, bulk_view
 from projections.health import Readiness, ReadModelCollector
 from projections.projection import Projection
 from projections.queries import BadQuery, Queries
@@ -44,6 +46,11 @@ class ActionResult(BaseModel):
     action_id: str
     by: str
     status: str
+
+
+def _safe(name: str) -> str:
+    """A name fit for a download's file name (a header value): ids may hold any printable character."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100]
 
 
 def _fail(status: int, error: str, detail: str) -> JSONResponse:
@@ -166,13 +173,63 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
             raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
         return found
 
+    @api.get("/api/transfers/preview", tags=["what-if"])
+    def preview_transfer(
+        source: Annotated[str, Query(min_length=1, max_length=200, description="source subscription_id")],
+        seats: Annotated[int, Query(ge=1, le=MAX_COUNT, description="seats to move")],
+        target_plan: Annotated[str | None, Query(max_length=200, description="into a new co-termed subscription of this plan")] = None,
+        target_subscription: Annotated[str | None, Query(max_length=200, description="or into this existing subscription")] = None,
+        term_months: Annotated[int | None, Query(ge=1, le=MAX_COUNT, description="the new plan's term (default: the source's)")] = None,
+        product: Annotated[str | None, Query(max_length=200, description="the new plan's product (default: the source's)")] = None,
+        on: Annotated[date | None, Query(description="transfer date (default: the business date coterm reached)")] = None,
+    ) -> dict[str, Any]:
+        """The decision a downgrade and upgrade pair would get on that date, recording nothing: the first
+        reason code with its facts, every other rule that would refuse too, and the first date it would pass."""
+        if (target_plan is None) == (target_subscription is None):
+            raise ApiError(400, "BAD_PARAMETER", "give exactly one of target_plan and target_subscription")
+        target: dict[str, Any] = (
+            {"kind": "new_subscription", "plan_id": target_plan, "term_months": term_months, "product_id": product}
+            if target_plan is not None else {"kind": "existing_subscription", "subscription_id": target_subscription})
+        if target_plan is None and (term_months is not None or product is not None):
+            raise ApiError(400, "BAD_PARAMETER", "term_months and product describe a new plan: use them with target_plan")
+        if target.get("product_id") is None:
+            target.pop("product_id", None)
+        return queries.preview_transfer(source, seats, target, on)
+
+    @api.get("/api/migrations/preview", tags=["what-if"])
+    def preview_migration(
+        customer: Annotated[str, Query(min_length=1, max_length=200)],
+        product: Annotated[list[str], Query(min_length=1, max_length=500, description="product_id; repeat for several")],
+        on: Annotated[date | None, Query(description="request date (default: the business date coterm reached)")] = None,
+    ) -> dict[str, Any]:
+        """Per product, what a migration request would decide on that date, recording nothing."""
+        return queries.preview_migration(customer, product, on)
+
     @api.get("/api/customers/{customer_id}", tags=["customers"])
     def get_customer(customer_id: str, on: Annotated[date | None, Query(
-            description="date for the migration what-if (default: today, UTC)")] = None) -> dict[str, Any]:
-        found = queries.customer(customer_id, on or datetime.now(timezone.utc).date())
+            description="date for the migration what-if (default: the business date coterm reached)")] = None) -> dict[str, Any]:
+        found = queries.customer(customer_id, on or queries.business_date())
         if found is None:
             raise ApiError(404, "NOT_FOUND", f"customer {customer_id} is unknown")
         return found
+
+    @api.get("/api/bulk", tags=["bulk migrations"])
+    def list_bulks(partner: str | None = None, status: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None) -> dict[str, Any]:
+        """Bulk migrations, newest first, with their counts and next scheduled day."""
+        return queries.list_bulks(partner, status, limit, cursor)
+
+    @api.get("/api/bulk/{bulk_id}", tags=["bulk migrations"])
+    def get_bulk(bulk_id: str, format: Annotated[str, Query(pattern="^(json|csv)$",
+                 description="json (default), or csv: one row per customer and product")] = "json") -> Any:
+        """One bulk migration: per customer and product, migrated, refused (why) or scheduled (for when)."""
+        doc = queries.bulk_doc(bulk_id)
+        if doc is None:
+            raise ApiError(404, "NOT_FOUND", f"bulk {bulk_id} is unknown")
+        if format == "csv":
+            return PlainTextResponse(bulk_csv(doc), media_type="text/csv",
+                                     headers={"content-disposition": f'attachment; filename="bulk-{_safe(bulk_id)}.csv"'})
+        return bulk_view(doc)
 
     @api.get("/api/deadletters", tags=["dead letters"])
     def list_deadletters(

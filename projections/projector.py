@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from aggregates.application import plain
+from aggregates.bulk import Bulk
 from aggregates.customer import Customer
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
@@ -157,6 +158,8 @@ def _customer(rows: Rows, e: Any, position: int) -> None:
             doc["subscription_ids"].append(e.subscription_id)
         elif isinstance(e, Customer.BundleCreated):
             doc.update(bundle=e.bundle, migrated_by=e.request_id)
+        elif isinstance(e, Customer.BundleJoined):
+            doc["bundle"] = [*(doc["bundle"] or []), *e.entries]
     doc["updated_at"] = _at(e)
     rows.put("customers", row_id, doc, customer_id=doc["customer_id"])
 
@@ -211,6 +214,60 @@ def _migration(rows: Rows, e: Any, position: int) -> None:
     rows.put("migrations", row_id, doc, request_id=doc["request_id"], customer_id=doc["customer_id"], outcome=outcome)
 
 
+# -- bulk migrations ------------------------------------------------------------------------------
+def _bulk_counts(customers: dict[str, dict[str, Doc]]) -> dict[str, int]:
+    counts = {"migrated": 0, "rejected": 0, "scheduled": 0, "cancelled": 0}
+    for products in customers.values():
+        for outcome in products.values():
+            counts[outcome["outcome"]] += 1
+    return counts
+
+
+def _bulk(rows: Rows, e: Any, position: int) -> None:
+    row_id = e.originator_id.hex
+    if isinstance(e, Bulk.Requested):
+        doc: Doc = {"bulk_id": e.bulk_id, **plain(e.request), "on": e.on.isoformat(), "status": "requested",
+                    "requested_at": _at(e), "message_id": e.message_id, "seq": position, "customer_order": [],
+                    "customers": {}, "history": [], "next_due": None}
+    else:
+        doc = rows.get("bulks", row_id) or {}
+        if not doc:
+            return
+    entry: Doc = {"event": type(e).__name__, "at": _at(e), "message_id": e.message_id}
+    if isinstance(e, Bulk.Accepted | Bulk.ScheduledDecided):
+        if isinstance(e, Bulk.Accepted):
+            doc["customer_order"] = list(e.customers)
+        else:
+            entry["on"] = e.on.isoformat()
+        for decision in e.decisions:
+            mine = doc["customers"].setdefault(decision["customer_id"], {})
+            for product_id, outcome in decision["products"].items():
+                mine[product_id] = {**plain(outcome), "request_id": decision["request_id"]}
+        entry["customers"] = len(e.decisions)
+    elif isinstance(e, Bulk.Cancelled):
+        for products in doc["customers"].values():
+            for product_id, outcome in products.items():
+                if outcome["outcome"] == "scheduled":
+                    products[product_id] = {**outcome, "outcome": "cancelled",
+                                            "detail": f"cancelled by {e.requested_by}: {e.reason}"}
+        doc.update(status="cancelled", cancelled_by=e.requested_by, cancel_reason=e.reason)
+        entry.update(by=e.requested_by, reason=e.reason)
+    elif isinstance(e, Bulk.CancelRefused):
+        entry.update(by=e.requested_by, reason=e.reason, why=e.why)
+    elif isinstance(e, Bulk.Finished):
+        doc["status"] = e.status
+        entry["counts"] = dict(e.counts)
+    if isinstance(e, Bulk.Accepted | Bulk.ScheduledDecided):
+        doc["status"] = "deciding"
+    doc["history"].append(entry)
+    doc["counts"] = _bulk_counts(doc["customers"])
+    due = sorted(o["on"] for ps in doc["customers"].values() for o in ps.values() if o["outcome"] == "scheduled")
+    doc["next_due"] = due[0] if due else None
+    doc["updated_at"] = _at(e)
+    rows.put("bulks", row_id, doc, bulk_id=doc["bulk_id"], partner_id=doc["partner_id"], status=doc["status"],
+             seq=doc["seq"])
+
+
 def _dead_letter(rows: Rows, e: Any, position: int) -> None:
     if isinstance(e, DeadLetter.Redriven):
         found = rows.get("deadletters", e.originator_id.hex)
@@ -225,10 +282,12 @@ def _dead_letter(rows: Rows, e: Any, position: int) -> None:
     rows.put("deadletters", e.originator_id.hex, doc, reason=e.reason, seq=position)
 
 
+BULK_EVENTS = (Bulk.Requested, Bulk.Accepted, Bulk.ScheduledDecided, Bulk.Cancelled, Bulk.CancelRefused, Bulk.Finished)
 PROJECTORS: dict[type, Callable[[Rows, Any, int], None]] = {
     **{cls: _operation for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
     **{cls: _customer for cls in (Customer.Registered, Customer.Updated, Customer.SubscriptionAdded,
-                                  Customer.BundleCreated)},
+                                  Customer.BundleCreated, Customer.BundleJoined)},
+    **{cls: _bulk for cls in BULK_EVENTS},
     **{cls: _subscription for cls in (Subscription.Purchased, Subscription.Resized, Subscription.MigratedToUsageBased,
                                       Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
     Migration.Requested: _migration,
@@ -247,7 +306,9 @@ def project(rows: Rows, event: Any, position: int) -> None:
 # Which table each event's row lives in, so a batch can read its rows together.
 TABLE_OF: dict[type, str] = {
     **{cls: "operations" for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
-    **{cls: "customers" for cls in (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated)},
+    **{cls: "customers" for cls in (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated,
+                                    Customer.BundleJoined)},
+    **{cls: "bulks" for cls in BULK_EVENTS[1:]},
     **{cls: "subscriptions" for cls in (Subscription.Resized, Subscription.MigratedToUsageBased,
                                         Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
     Migration.Decided: "migrations",

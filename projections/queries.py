@@ -3,17 +3,17 @@
 import base64
 import binascii
 import json
-from collections import Counter
 from datetime import date, datetime, timezone
 from typing import Any
 
-from aggregates import commands
+from aggregates import commands, previews
 from aggregates.application import Orders
 from aggregates.inbox import recorded_dead_letter
 from aggregates.transfer import Transfer
 from projections.recorders import PostgresReadModels, SQLiteReadModels
 from projections.timeline import event_record
 
+BULK_STATUSES = ("requested", "deciding", "finished", "cancelled")
 STATUSES = ("waiting_for_pair", "paired", "sent", "completed", "rejected", "failed", "cancelled", "expired")
 
 
@@ -124,25 +124,63 @@ class Queries:
         return doc
 
     def eligibility(self, customer_id: str, on: date) -> list[dict[str, Any]]:
-        """Would a migration of each product be accepted on `on`? The domain's own rules, dry-run."""
+        """Would a migration of each product the customer holds be accepted on `on`? The domain's
+        own rules, dry-run (`aggregates.previews`, as `coterm preview migration`)."""
         uow = self.app.unit_of_work()
         _, subscriptions = commands.customer_holdings(uow, customer_id)
         products = sorted({s.product_id for s in subscriptions})
-        decision = commands.preview_migration(uow, customer_id, products, on)
-        migrating = Counter(m["product_id"] for m in decision.migrated)
-        refused = {r["product_id"]: r for r in decision.rejected}
+        preview = previews.preview_migration(uow, customer_id, products, on)
         out = []
-        for product_id in products:
-            if product_id in refused:
-                r = refused[product_id]
-                out.append({"product_id": product_id, "eligible": False, "reason_code": r["reason_code"],
-                            "detail": r["detail"],
-                            "eligible_from": r["eligible_from"].isoformat() if r["eligible_from"] else None})
-            else:
-                out.append({"product_id": product_id, "eligible": True, "reason_code": None,
-                            "detail": f"{migrating[product_id]} subscription(s) would migrate, keeping their keys",
-                            "eligible_from": None})
+        for p in preview["products"]:
+            eligible = p["decision"] == "accepted"
+            detail = f"{len(p['migrating'])} subscription(s) would migrate, keeping their keys" if eligible else p["detail"]
+            out.append({"product_id": p["product_id"], "eligible": eligible, "reason_code": p["reason_code"],
+                        "detail": detail, "eligible_from": None if eligible else p["eligible_from"],
+                        "refusals": p["refusals"]})
         return out
+
+    def business_date(self) -> date:
+        """The date a what-if uses when none is given: the business date coterm reached (the
+        latest `occurred_at` it applied), else today in UTC."""
+        return previews.business_date(self.app.unit_of_work()) or datetime.now(timezone.utc).date()
+
+    def preview_transfer(self, source: str, seats: int, target: dict[str, Any], on: date | None) -> dict[str, Any]:
+        uow = self.app.unit_of_work()
+        return previews.preview_transfer(uow, source, seats, target, on or self.business_date())
+
+    def preview_migration(self, customer_id: str, product_ids: list[str], on: date | None) -> dict[str, Any]:
+        uow = self.app.unit_of_work()
+        return previews.preview_migration(uow, customer_id, product_ids, on or self.business_date())
+
+    def bulk_doc(self, bulk_id: str) -> dict[str, Any] | None:
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('bulks')} WHERE bulk_id = ?", [bulk_id])
+        return json.loads(rows[0]["doc"]) if rows else None
+
+    def list_bulks(self, partner: str | None = None, status: str | None = None, limit: int = 50,
+                   cursor: str | None = None) -> dict[str, Any]:
+        """Newest first; each bulk without its per-customer detail (`bulk_doc` has it)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if partner:
+            where.append("partner_id = ?")
+            params.append(partner)
+        if status:
+            if status not in BULK_STATUSES:
+                raise BadQuery(f"status={status!r} is not one of {', '.join(BULK_STATUSES)}")
+            where.append("status = ?")
+            params.append(status)
+        _page_bounds(limit, cursor, where, params)
+        sql = f"SELECT seq, doc FROM {self._t('bulks')}" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.tables.fetch(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
+        items = []
+        for row in rows[:limit]:
+            doc = json.loads(row["doc"])
+            doc.pop("customers")
+            doc["customer_ids"] = None if doc.get("all_customers_of_partner") else doc.get("customer_ids")
+            doc["customers"] = len(doc.pop("customer_order"))
+            items.append(doc)
+        next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return {"items": items, "next_cursor": next_cursor}
 
     def list_deadletters(self, reason: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 50, cursor: str | None = None) -> dict[str, Any]:

@@ -24,9 +24,11 @@ TABLES: dict[str, dict[str, str]] = {
     "customers": {"customer_id": "TEXT"},
     "migrations": {"request_id": "TEXT", "customer_id": "TEXT", "outcome": "TEXT"},
     "deadletters": {"reason": "TEXT", "seq": "BIGINT"},
+    "bulks": {"bulk_id": "TEXT", "partner_id": "TEXT", "status": "TEXT", "seq": "BIGINT"},
 }
 INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id"],
-           "customers": ["customer_id"], "migrations": ["customer_id"]}
+           "customers": ["customer_id"], "migrations": ["customer_id"],
+           "bulks": ["bulk_id", "seq"]}
 
 
 def dump(doc: Mapping[str, Any]) -> str:

@@ -5,8 +5,8 @@ from itertools import count
 from typing import Any
 
 from aggregates import bulk_commands, commands
-from aggregates.bulk import Bulk
 from aggregates.application import Orders
+from aggregates.bulk import Bulk
 from aggregates.customer import Customer
 from aggregates.migration import Migration
 from aggregates.subscription import Subscription
