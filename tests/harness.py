@@ -66,6 +66,16 @@ class Scenario:
                       partition=partition)
         return message
 
+    def send_many(self, messages: list[tuple[str, dict[str, Any], str, str]]) -> list[dict[str, Any]]:
+        """(type, payload, key, occurred_at) each, produced in order with one flush at the end."""
+        sent = []
+        for type_, payload, key, occurred_at in messages:
+            message = envelope(type_, payload, occurred_at=occurred_at)
+            self.producer.send(self.settings.topic_orders, value=json.dumps(message).encode(), key=key.encode())
+            sent.append(message)
+        self.producer.flush()
+        return sent
+
     def send_raw(self, value: bytes | None, key: str | None = None, partition: int | None = None) -> None:
         self.producer.send(self.settings.topic_orders, value=value, key=key.encode() if key else None, partition=partition)
         self.producer.flush()
