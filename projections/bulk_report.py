@@ -18,8 +18,10 @@ def bulk_view(doc: dict[str, Any]) -> dict[str, Any]:
     customers = doc["customers"]
     order = list(doc.get("customer_order") or []) + sorted(set(customers) - set(doc.get("customer_order") or []))
     view = {k: v for k, v in doc.items() if k not in ("customers", "customer_order")}
+    rank = {p: i for i, p in enumerate(doc.get("product_ids") or [])}  # products in the order requested
     view["customers"] = [
-        {"customer_id": c, "products": [{"product_id": p, **o} for p, o in customers.get(c, {}).items()]}
+        {"customer_id": c, "products": [{"product_id": p, **o} for p, o in
+                                        sorted(customers.get(c, {}).items(), key=lambda po: rank.get(po[0], len(rank)))]}
         for c in order
     ]
     return view

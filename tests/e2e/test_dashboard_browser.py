@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregates import bulk_commands
 from aggregates.inbox import DeadLetter
 from processor.store import open_store
 from projections.staff import Staff
@@ -67,6 +68,9 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
                        original=base64.b64encode(b'{"type": "subscription.purchased", "payload": {"seats": 0}}').decode(),
                        message_id=None, type="subscription.purchased"))
     app.commit(uow)
+    seed.run(app, bulk_commands.request_bulk, "bulk-7", {
+        "partner_id": "p", "requested_by": "partner@x", "product_ids": ["p1"], "customer_ids": ["c1", "ghost"],
+        "all_customers_of_partner": False})
     staff_file = tmp_path / "staff.json"
     staff_file.write_text(json.dumps({"users": [{"name": "alice", "token": TOKEN, "roles": ["Account Administrator"]}]}))
     with serving(app, Staff.load(str(staff_file))) as url:
@@ -113,4 +117,21 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         browser.get(url + "/#/customer/c1")  # a new page in the same tab: the token is kept
         wait_for(lambda: "NOT_IN_RENEWAL_WINDOW" in browser.find_element(By.ID, "eligibility").text)
         assert not browser.find_element(By.ID, "login").is_displayed()
+        # The transfer what-if: 100 of 100 seats leave none (and no date cures that).
+        browser.find_element(By.ID, "tp-source").send_keys("c1-s1")
+        seats = browser.find_element(By.ID, "tp-seats")
+        seats.clear()
+        seats.send_keys("100")
+        browser.find_element(By.ID, "tp-plan").send_keys("plan-e5")
+        browser.find_element(By.CSS_SELECTOR, "#tp-form button[type=submit]").click()
+        verdict = wait_for(lambda: (v := browser.find_element(By.ID, "tp-result").text) and v)
+        assert "INSUFFICIENT_SEATS" in verdict and "no date makes it pass" in verdict
+        # Bulk migrations: the list, then one bulk per customer and product.
+        browser.get(url + "/#/bulk")
+        wait_for(lambda: "bulk-7" in browser.find_element(By.ID, "bulks").text)
+        browser.find_element(By.CSS_SELECTOR, "#bulks tbody tr[data-bulk='bulk-7']").click()
+        wait_for(lambda: browser.find_element(By.ID, "bulk-status").text == "deciding")
+        table = browser.find_element(By.ID, "bulk-rows").text
+        assert "scheduled" in table and "2027-04-01" in table and "CUSTOMER_UNKNOWN" in table
+        assert browser.find_elements(By.CSS_SELECTOR, "#bulk-rows tr.bulk-scheduled")
     app.close()

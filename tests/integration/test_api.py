@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregates import bulk_commands
 from aggregates.transfer import Transfer
 from processor.store import open_store
 from projections.staff import Staff, StaffError, hash_token
@@ -193,3 +194,62 @@ def test_api_docs_work_offline(api: str) -> None:
         assert f"/static/docs/{asset}" in html and "cdn" not in html.lower(), page  # nothing from the internet
         with urllib.request.urlopen(f"{api}/static/docs/{asset}", timeout=10) as response:
             assert response.status == 200 and len(response.read()) > 100_000
+
+
+def test_transfer_and_migration_previews_record_nothing(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    head = app.process_recorder.max_notification_id()
+    preview = f"{api}/api/transfers/preview?source=c1-s1&seats=3"
+    status, v = call(f"{preview}&target_plan=plan-e5&on=2026-11-03", token=SUPPORT)
+    assert status == 200 and (v["decision"], v["reason_code"], v["refusals"]) == ("accepted", None, [])
+    assert v["vendor_request"]["target"]["billing_start_date"] == "2026-11-04"  # the call it would make
+    # On the purchase day: refused, and it would pass the next day.
+    status, v = call(f"{preview}&target_plan=plan-e5&on=2026-01-05", token=SUPPORT)
+    assert (v["reason_code"], v["eligible_from"], v["facts"]) == ("SAME_DAY_AS_PURCHASE", "2026-01-06", {})
+    # Every rule that refuses, in table order; a term mismatch no date cures.
+    status, v = call(f"{preview}&target_plan=plan-e5&term_months=1&on=2026-01-05", token=SUPPORT)
+    assert [r["reason_code"] for r in v["refusals"]] == ["SAME_DAY_AS_PURCHASE", "TERM_LENGTH_MISMATCH"]
+    assert v["refusals"][1]["facts"] == {"target_term_months": 1, "source_term_months": 12}
+    assert v["eligible_from"] is None
+    # Before the source starts: it would pass the day after its start (the start day itself refuses).
+    status, v = call(f"{preview}&target_subscription=c1-epp&on=2025-12-01", token=SUPPORT)
+    assert v["reason_code"] == "SUBSCRIPTION_UNKNOWN" and v["eligible_from"] == "2026-01-06"
+    status, v = call(f"{api}/api/transfers/preview?source=nope&seats=3&target_plan=x&on=2026-11-03", token=SUPPORT)
+    assert status == 200 and v["reason_code"] == "SUBSCRIPTION_UNKNOWN" and v["eligible_from"] is None
+    for bad in ("&on=2026-11-03", "&target_plan=x&target_subscription=y", "&target_subscription=y&term_months=12"):
+        status, body = call(preview + bad, token=SUPPORT)
+        assert status == 400 and body["error"] == "BAD_PARAMETER", bad
+    assert call(f"{api}/api/transfers/preview?source=c1-s1&seats=0&target_plan=x", token=SUPPORT)[0] == 400
+    status, m = call(f"{api}/api/migrations/preview?customer=c1&product=p1&product=nce&on=2026-11-02", token=SUPPORT)
+    assert status == 200 and m["decision"] == "rejected"
+    by_product = {p["product_id"]: p for p in m["products"]}
+    assert (by_product["p1"]["reason_code"], by_product["p1"]["eligible_from"]) == ("NOT_IN_RENEWAL_WINDOW", "2027-04-01")
+    assert by_product["nce"]["reason_code"] == "PRODUCT_NOT_SUPPORTED" and by_product["nce"]["eligible_from"] is None
+    assert app.process_recorder.max_notification_id() == head  # nothing recorded
+
+
+def test_bulk_view_list_and_csv(app, staff: Staff) -> None:  # type: ignore[no-untyped-def]
+    seed.run(app, bulk_commands.request_bulk, "bulk-7", {
+        "partner_id": "p", "requested_by": "partner@x", "product_ids": ["p1", "nce"], "customer_ids": ["c1", "ghost"],
+        "all_customers_of_partner": False})
+    with serving(app, staff) as api:
+        status, bulk = call(f"{api}/api/bulk/bulk-7", token=SUPPORT)
+        assert status == 200 and bulk["status"] == "deciding" and bulk["next_due"] == "2027-04-01"
+        rows = {(c["customer_id"], p["product_id"]): (p["outcome"], p["reason_code"], p["on"])
+                for c in bulk["customers"] for p in c["products"]}
+        assert rows == {("c1", "p1"): ("scheduled", "NOT_IN_RENEWAL_WINDOW", "2027-04-01"),
+                        ("c1", "nce"): ("rejected", "PRODUCT_NOT_SUPPORTED", "2026-11-02"),
+                        ("ghost", "p1"): ("rejected", "CUSTOMER_UNKNOWN", "2026-11-02"),
+                        ("ghost", "nce"): ("rejected", "CUSTOMER_UNKNOWN", "2026-11-02")}
+        assert bulk["counts"] == {"migrated": 0, "rejected": 3, "scheduled": 1, "cancelled": 0}
+        status, listed = call(f"{api}/api/bulk?partner=p", token=SUPPORT)
+        assert [b["bulk_id"] for b in listed["items"]] == ["bulk-7"] and listed["items"][0]["customers"] == 2
+        request = urllib.request.Request(f"{api}/api/bulk/bulk-7?format=csv", headers={"Authorization": f"Bearer {SUPPORT}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["content-type"].startswith("text/csv")
+            lines = response.read().decode().splitlines()
+        assert lines[0].startswith("bulk_id,customer_id,product_id,outcome,reason_code,date") and len(lines) == 5
+        assert "bulk-7,c1,p1,scheduled,NOT_IN_RENEWAL_WINDOW,2027-04-01" in lines[1]
+        assert call(f"{api}/api/bulk/nope", token=SUPPORT)[0] == 404
+        assert call(f"{api}/api/bulk/bulk-7?format=xml", token=SUPPORT)[0] == 400
+        assert call(f"{api}/api/bulk?status=bogus", token=SUPPORT)[0] == 400
+        assert call(f"{api}/api/bulk/bulk-7")[0] == 401  # reads need a token with a staff file
