@@ -6,13 +6,22 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 
+from aggregates.bulk import bulk_request_id
 from processor.broker import BundledBroker, ensure_topics
-from processor.demo_stream import RETIRED_PLAN, Message, build_stream
+from processor.demo_stream import (
+    BULKS,
+    LATER_DAYS,
+    RETIRED_PLAN,
+    TODAY,
+    Message,
+    build_stream,
+)
 from processor.inbox import Inbox
 from processor.kafka_io import read_topic
 from processor.log_setup import configure_logging
@@ -63,7 +72,17 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False) -> int
             _publish(broker.bootstrap, settings.topic_orders, stream.reference)
             watch.wait_for(len(stream.reference), "reference data")
             _publish(broker.bootstrap, settings.topic_orders, stream.orders)
-            watch.wait_for(len(stream.reference) + len(stream.orders), "orders", settle_s=PAIRING_TIMEOUT_S + 2)
+            done = len(stream.reference) + len(stream.orders)
+            watch.wait_for(done, "orders", settle_s=PAIRING_TIMEOUT_S + 2)
+            say(f"\nBulk migrations on {TODAY + timedelta(days=1)}: " + ", ".join(BULKS) + "; then the business "
+                f"date moves on ({len(LATER_DAYS)} clock.tick messages, up to {TODAY + timedelta(days=LATER_DAYS[-1])})")
+            _publish(broker.bootstrap, settings.topic_orders, stream.bulk)
+            done += len(stream.bulk)
+            watch.wait_for(done, "bulk migrations")
+            for message in stream.later:  # one by one: each business day's decisions before the next
+                _publish(broker.bootstrap, settings.topic_orders, [message])
+                done += 1
+                watch.wait_for(done, "business days", quiet=True)
         finally:
             stop.set()
             worker.join(timeout=60)
@@ -113,7 +132,7 @@ class _Watch:
                     f"vendor calls pending {self.vendor_pending:>3}  halves waiting {self.waiting:>2}  "
                     f"duplicates ignored {self.duplicates:>2}")
 
-    def wait_for(self, total: int, what: str, settle_s: float = 0.0, timeout_s: float = 600) -> None:
+    def wait_for(self, total: int, what: str, settle_s: float = 0.0, timeout_s: float = 600, quiet: bool = False) -> None:
         deadline = time.monotonic() + timeout_s
         settled_since: float | None = None
         out = _OUT["stream"]
@@ -123,7 +142,7 @@ class _Watch:
             with self.lock:
                 done = self.received >= total and self.caught_up and not self.busy and self.waiting == 0
             now = time.monotonic()
-            if tty or now - last_print > 2:
+            if not quiet and (tty or now - last_print > 2):
                 print(("\r" if tty else "") + self.line(total), end="" if tty else "\n", file=out, flush=True)
                 last_print = now
             if done:
@@ -135,7 +154,8 @@ class _Watch:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"the demo's {what} were not processed within {timeout_s}s")
-        print(("\r" if tty else "") + self.line(total) + f"  <- {what} done", file=out, flush=True)
+        if not quiet:
+            print(("\r" if tty else "") + self.line(total) + f"  <- {what} done", file=out, flush=True)
 
 
 def _publish(bootstrap: str, topic: str, messages: list[Message]) -> None:
@@ -169,14 +189,21 @@ def _summary(results: list[dict[str, Any]], letters: list[dict[str, Any]], vendo
         elif r["type"].startswith("transfer."):
             outcomes[r["type"].split(".")[1]] += 1
     _table("Seat transfers by outcome", sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0])))
-    migrations = Counter(r["type"] for r in results if r["type"].startswith("migration."))
+    migrations = Counter(r["type"] for r in results if r["type"] in ("migration.completed", "migration.rejected"))
     products: Counter[str] = Counter()
     for r in results:
-        if r["type"].startswith("migration."):
+        if r["type"] in ("migration.completed", "migration.rejected"):
             products["product migrated (key kept)"] += len(r["payload"].get("migrated", []))
             for rej in r["payload"]["rejected"]:
                 products[f"product refused {rej['reason_code']}"] += 1
     _table("Migrations to usage-based", sorted(migrations.items()) + sorted(products.items(), key=lambda kv: -kv[1]))
+    bulks = _bulk_summary(results)
+    for bulk_id, b in bulks.items():
+        _table(f"Bulk migration {bulk_id} ({b['status']})", [
+            ("customers", b["customers"]), ("products migrated at once", b["migrated_now"]),
+            ("products scheduled for their window", b["scheduled"]), ("  of them migrated on their day", b["migrated_later"]),
+            ("  of them refused on their day", b["refused_later"]), ("  of them dropped by a cancel", b["cancelled"]),
+            ("products refused", b["refused"])])
     _table("Dead letters", sorted(Counter(d["reason"] for d in letters).items()))
     completed = outcomes["completed"]
     with vendor.state.lock:
@@ -189,4 +216,37 @@ def _summary(results: list[dict[str, Any]], letters: list[dict[str, Any]], vendo
     return {"transfers": dict(outcomes), "migrations": dict(migrations), "migration_products": dict(products),
             "dead_letters": dict(Counter(d["reason"] for d in letters)), "vendor_calls_accepted": accepted,
             "completed_transfers": completed, "vendor_attempts": attempts, "duplicates_ignored": watch.duplicates,
-            "one_call_per_completed_transfer": accepted == completed, "results": len(results), "seconds": round(elapsed, 1)}
+            "one_call_per_completed_transfer": accepted == completed, "bulk_migrations": bulks,
+            "results": len(results), "seconds": round(elapsed, 1)}
+
+
+def _bulk_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per bulk, from its results alone: what the first decisions migrated, what waited for its
+    window and how that ended."""
+    out: dict[str, dict[str, Any]] = {}
+    for bulk_id in BULKS:
+        accepted = [r["payload"] for r in results if r["type"] == "migration.bulk_accepted" and r["payload"]["bulk_id"] == bulk_id]
+        finished = [r["payload"] for r in results if r["type"] == "migration.bulk_finished" and r["payload"]["bulk_id"] == bulk_id]
+        if not accepted:
+            continue
+        customers = accepted[0]["customers"]
+        first = {bulk_request_id(bulk_id, c) for c in customers}
+        later = {bulk_request_id(bulk_id, s["customer_id"], date.fromisoformat(s["on"])) for s in accepted[0]["scheduled"]}
+        migrated_now = migrated_later = refused_later = refused = 0
+        for r in results:
+            request_id = r["payload"].get("request_id")
+            if r["type"] not in ("migration.completed", "migration.rejected") or request_id not in first | later:
+                continue
+            migrated = len({m["product_id"] for m in r["payload"].get("migrated", [])})
+            if request_id in first:
+                migrated_now += migrated
+                refused += sum(x["reason_code"] != "NOT_IN_RENEWAL_WINDOW" for x in r["payload"]["rejected"])
+            else:
+                migrated_later += migrated
+                refused_later += len(r["payload"]["rejected"])
+        counts = finished[0]["counts"] if finished else {}
+        out[bulk_id] = {"customers": len(customers), "migrated_now": migrated_now, "scheduled": len(accepted[0]["scheduled"]),
+                        "migrated_later": migrated_later, "refused_later": refused_later,
+                        "cancelled": counts.get("cancelled", 0), "refused": refused,
+                        "status": finished[0]["status"] if finished else "still scheduled"}
+    return out

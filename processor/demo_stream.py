@@ -33,6 +33,12 @@ class Message:
 class Stream:
     reference: list[Message] = field(default_factory=list)
     orders: list[Message] = field(default_factory=list)
+    bulk: list[Message] = field(default_factory=list)  # bulk migrations, the day after the orders
+    later: list[Message] = field(default_factory=list)  # business days passing: ticks, a cancel
+
+
+BULKS = {"bulk-partner-3": "partner-3", "bulk-partner-5-pilot": "partner-5"}
+LATER_DAYS = (30, 60, 120, 240, 335)  # the days the demo's clock ticks, after TODAY
 
 
 class _Builder:
@@ -66,7 +72,27 @@ def build_stream(customers: int, seed: int) -> Stream:
     duplicates = b.rnd.sample(orders, k=min(20, len(orders)))
     _interleave(orders, b.rnd)
     orders.extend(duplicates)  # redelivered verbatim: same message_id, changes nothing
+    _bulks(b, customers)
     return b.stream
+
+
+def _bulks(b: _Builder, customers: int) -> None:
+    """A partner migrates all its customers; another pilots a few (one unknown) and later cancels.
+    Products whose renewal window opens later are scheduled and decided as the days pass."""
+    products = ["elements-epp", "elements-edr", "email-security"]
+    b.add(b.stream.bulk, "migration.bulk_requested", {
+        "bulk_id": "bulk-partner-3", "partner_id": "partner-3", "requested_by": "partner-3-portal",
+        "product_ids": products, "all_customers_of_partner": True}, "partner-3", TODAY + timedelta(days=1))
+    pilot = [f"cust-{n:04d}" for n in range(0, min(customers, 40), 3)] + ["cust-unknown"]
+    b.add(b.stream.bulk, "migration.bulk_requested", {
+        "bulk_id": "bulk-partner-5-pilot", "partner_id": "partner-5", "requested_by": "partner-5-portal",
+        "product_ids": products, "customer_ids": pilot}, "partner-5", TODAY + timedelta(days=1))
+    for days in LATER_DAYS:
+        b.add(b.stream.later, "clock.tick", {}, "clock", TODAY + timedelta(days=days))
+        if days == 60:
+            b.add(b.stream.later, "migration.bulk_cancelled", {
+                "bulk_id": "bulk-partner-5-pilot", "requested_by": "partner-5-portal",
+                "reason": "pilot ends: the rest moves with the renewal"}, "partner-5", TODAY + timedelta(days=days))
 
 
 def _interleave(messages: list[Message], rnd: random.Random) -> None:

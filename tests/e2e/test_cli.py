@@ -1,5 +1,7 @@
 """The CLI as a user runs it: coterm run / demo / vendor-sim, exit codes and messages."""
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -123,7 +125,7 @@ def test_version_names_the_installed_package() -> None:
 def test_help_lists_the_commands() -> None:
     done = coterm("--help")
     assert done.returncode == 0
-    for command in ("run", "demo", "vendor-sim", "serve", "history", "replay", "export"):
+    for command in ("run", "demo", "vendor-sim", "serve", "history", "replay", "export", "preview"):
         assert command in done.stdout
 
 
@@ -139,6 +141,9 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_demo_runs_end_to_end(demo_dir: Path) -> None:
     out = (demo_dir / "stdout.txt").read_text()
     assert "Exactly one vendor call per completed transfer: OK" in out
+    # Bulk migrations: migrated at once, scheduled for later, and how the scheduled ones ended.
+    assert "Bulk migration bulk-partner-3 (finished)" in out and "Bulk migration bulk-partner-5-pilot (cancelled)" in out
+    assert "products migrated at once" in out and "products scheduled for their window" in out
     assert "Dead letters" in out and "INVALID_JSON" in out
     assert "coterm serve" in out
     assert (demo_dir / "var/demo/coterm.sqlite").exists()
@@ -152,6 +157,8 @@ def test_demo_json_prints_only_the_summary_on_stdout(tmp_path: Path) -> None:
     assert summary["one_call_per_completed_transfer"] is True
     assert summary["completed_transfers"] == summary["vendor_calls_accepted"] > 0
     assert "Exactly one vendor call" in done.stderr
+    bulk = summary["bulk_migrations"]["bulk-partner-3"]
+    assert bulk["status"] == "finished" and bulk["scheduled"] == bulk["migrated_later"] + bulk["refused_later"]
 
 
 def test_replay_verify_passes_after_the_demo_and_fails_on_tampering(demo_dir: Path, tmp_path: Path) -> None:
@@ -196,6 +203,47 @@ def test_history_as_of_and_export(demo_dir: Path, tmp_path: Path) -> None:
     assert lines and [line["position"] for line in lines] == sorted(line["position"] for line in lines)
     assert {"aggregate", "type", "at", "message_id", "data"} <= set(lines[0])
     assert coterm("export", "--since", "2999-01-01", env=env).stdout == ""
+
+
+def test_export_bulk_as_csv_and_json(demo_dir: Path, tmp_path: Path) -> None:
+    env = {"COTERM_STORE": str(demo_dir / "var/demo/coterm.sqlite")}
+    done = coterm("export", "--bulk", "bulk-partner-5-pilot", "--format", "csv", env=env)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert {r["customer_id"] for r in rows} >= {"cust-0000", "cust-0003", "cust-unknown"}
+    assert len(rows) == 3 * len({r["customer_id"] for r in rows})  # one row per customer and product
+    assert {r["reason_code"] for r in rows if r["customer_id"] == "cust-unknown"} == {"CUSTOMER_UNKNOWN"}
+    assert all(r["subscription_keys"] for r in rows if r["outcome"] == "migrated")
+    assert {r["outcome"] for r in rows} <= {"migrated", "rejected", "cancelled"}  # a cancelled bulk waits for nothing
+    out = tmp_path / "bulk.json"
+    assert coterm("export", "--bulk", "bulk-partner-3", "--format", "json", "-o", str(out), env=env).returncode == 0
+    view = json.loads(out.read_text())
+    assert view["status"] == "finished" and view["counts"]["scheduled"] == 0
+    missing = coterm("export", "--bulk", "no-such-bulk", env=env)
+    assert missing.returncode == 1 and "unknown" in missing.stderr
+    assert coterm("export", env=env).returncode == 2  # neither --since nor --bulk
+    assert coterm("export", "--bulk", "bulk-partner-3", "--since", "2026-01-01", env=env).returncode == 2
+
+
+def test_preview_transfer_and_migration(demo_dir: Path) -> None:
+    env = {"COTERM_STORE": str(demo_dir / "var/demo/coterm.sqlite")}
+    source = "cust-0000-m365-e3"
+    done = coterm("preview", "transfer", "--source", source, "--seats", "1000000", "--target-plan", "m365-e5-annual",
+                  "--term-months", "1", "--on", "2026-11-02", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    verdict = json.loads(done.stdout)
+    codes = [r["reason_code"] for r in verdict["refusals"]]
+    assert {"INSUFFICIENT_SEATS", "TERM_LENGTH_MISMATCH"} <= set(codes) and codes[0] == verdict["reason_code"]
+    assert verdict["eligible_from"] is None and verdict["vendor_request"] is None
+    text = coterm("preview", "transfer", "--source", source, "--seats", "1", "--target-plan", "m365-e5-annual",
+                  "--on", "2026-11-05", env=env)
+    assert text.returncode == 0 and "ACCEPTED" in text.stdout
+    migration = coterm("preview", "migration", "cust-0000", "m365-e3", "elements-epp", "--on", "2026-11-02", env=env)
+    assert migration.returncode == 0 and "m365-e3:" in migration.stdout and "PRODUCT_NOT_SUPPORTED" in migration.stdout
+    assert coterm("preview", "transfer", "--source", source, "--seats", "0", "--target-plan", "x", env=env).returncode == 2
+    assert coterm("preview", "transfer", "--source", source, "--seats", "1", env=env).returncode == 2  # no target
+    assert coterm("preview", "migration", "cust-0000", "p", "--on", "someday", env=env).returncode == 2
+    assert coterm("preview", "migration", "cust-0000", "p", env={"COTERM_STORE": "/nonexistent/x.sqlite"}).returncode == 2
 
 
 def test_audit_commands_refuse_a_missing_store(tmp_path: Path) -> None:
