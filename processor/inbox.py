@@ -36,6 +36,7 @@ class Batch:
     partition: int
     seen: set[str]
     new: list[tuple[str, str]] = field(default_factory=list)  # (message_id, topic:partition:offset)
+    latest: commands.Context | None = None  # the applied message with the latest business date
 
 
 @dataclass
@@ -77,6 +78,8 @@ class Inbox:
             uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
             try:
                 lines = [self._apply(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
+                if batch.latest is not None:  # once per batch: one Calendar write at most, not one per message
+                    translate.reach_date(uow, batch.latest)
             except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
                 uow.discard()
                 if len(todo) == 1:
@@ -127,6 +130,8 @@ class Inbox:
             translate.apply(uow, parsed, ctx)
         except errors.InvalidInput as invalid:
             return self._dead_letter(uow, record, line, invalid.reason, invalid.detail)
+        if batch.latest is None or ctx.on > batch.latest.on:  # only applied messages move the business date
+            batch.latest = ctx
         return {**line, "outcome": "applied"}
 
     def _dead_letter(self, uow: UnitOfWork, record: Any, line: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ HANDLERS: dict[str, Handler] = {
     "migration.bulk_cancelled": lambda uow, ctx, p: bulk_commands.cancel_bulk(
         uow, ctx, p.bulk_id, p.requested_by, p.reason
     ),
-    # Its date is all it brings: `reach_date`, run for every applied message, does the work.
+    # Its date is all it brings: `reach_date`, run for every batch, does the work.
     "clock.tick": lambda uow, ctx, p: None,
 }
 assert set(HANDLERS) == set(wire.PAYLOAD_MODELS), "every inbound type needs a handler"
@@ -49,7 +49,11 @@ assert set(HANDLERS) == set(wire.PAYLOAD_MODELS), "every inbound type needs a ha
 
 def apply(uow: UnitOfWork, message: Inbound, ctx: commands.Context) -> None:
     HANDLERS[message.envelope.type](uow, ctx, message.payload)
-    # Applied: its date is now the business date, if later, and what was scheduled for it is due.
+
+
+def reach_date(uow: UnitOfWork, ctx: commands.Context) -> None:
+    """The latest message a batch applied brought its date: if later than the business date, it
+    becomes the business date and what was scheduled up to it is decided (`bulk_commands`)."""
     bulk_commands.reach_date(uow, ctx)
 
 
