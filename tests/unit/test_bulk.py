@@ -1,9 +1,11 @@
 """Bulk migrations (CONTRACT.md section 5): first decisions, schedules per renewal window, the
 business date that makes them due, joining the bulk's bundle, cancellation, reuse of a bulk_id."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregates import errors
 from aggregates.bulk import bulk_request_id
@@ -148,3 +150,29 @@ def test_days_are_decided_in_order_within_one_jump(world: World) -> None:
     assert result[("c1", "p2")] == ("migrated", None, "2027-01-31")
     assert result[("c2", "p2")][1] == "NO_SUBSCRIPTION"
     assert world.bulk_state("b1").counts() == {"migrated": 5, "rejected": 1, "cancelled": 0}
+
+
+@given(ends=st.lists(st.tuples(st.integers(0, 150), st.integers(0, 150)), min_size=1, max_size=5),
+       ticks=st.lists(st.integers(1, 200), max_size=6))
+@settings(max_examples=40, deadline=None)
+def test_coarse_ticks_reach_the_same_decisions_as_daily_ones(ends: list[tuple[int, int]], ticks: list[int]) -> None:
+    """Whatever days the business date jumps to, each product is decided on its own day: the
+    outcome equals that of a clock ticking every day. Nothing is left scheduled at the end."""
+
+    def final(days: list[int]) -> dict[tuple[str, str], tuple[str, str | None, str]]:
+        w = World()
+        w.product("p1")
+        w.product("p2")
+        for i, (e1, e2) in enumerate(ends):
+            w.customer(f"c{i}")
+            for product, end in (("p1", e1), ("p2", e2)):
+                w.purchase(f"s{i}{product}", customer_id=f"c{i}", product_id=product,
+                           start="2026-01-05", end=(date(2026, 11, 1) + timedelta(days=30 + end)).isoformat())
+        w.bulk("b1", [f"c{i}" for i in range(len(ends))], ["p1", "p2"], on=BULK_DAY)
+        for day in days:
+            w.tick((date(2026, 11, 1) + timedelta(days=day)).isoformat())
+        w.tick("2027-12-31")
+        assert w.bulk_state("b1").status == "finished" and w.bulk_state("b1").due == {}
+        return outcomes(w)
+
+    assert final(ticks) == final(list(range(1, 200)))  # ticks in any order: the date never runs backwards
