@@ -48,7 +48,9 @@ def request_bulk(uow: UnitOfWork, ctx: Context, bulk_id: str, request: dict[str,
     bulk = uow.add(Bulk(bulk_id=bulk_id, request=request, on=ctx.on, message_id=ctx.message_id))
     if request["all_customers_of_partner"]:
         partner = uow.get(Partner, Partner.create_id(request["partner_id"]))
-        customers = partner.customer_ids if partner is not None else []
+        # Sorted: registration order depends on how partitions interleaved, and the same input
+        # must reach the same result, byte for byte, on a replay from Kafka.
+        customers = sorted(partner.customer_ids) if partner is not None else []
     else:
         customers = list(dict.fromkeys(request["customer_ids"]))  # a customer named twice is decided once
     decisions = [_decide(uow, ctx, bulk, c, bulk.product_ids, ctx.on, bulk_request_id(bulk_id, c)) for c in customers]

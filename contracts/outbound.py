@@ -78,7 +78,7 @@ class ScheduledProduct(Result):
 
 class BulkAccepted(Result):
     bulk_id: str
-    customers: list[str]  # every customer the bulk covers, in the order it decided them
+    customers: list[str]  # every customer the bulk covers: as listed (once each), or sorted for all of a partner
     scheduled: list[ScheduledProduct]
 
 

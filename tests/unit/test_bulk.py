@@ -135,7 +135,7 @@ def test_all_customers_of_partner_follows_the_partner_index(world: World) -> Non
     world.bulk("b1", None, ["p1"], on=BULK_DAY)
     assert world.bulk_state("b1").customers == ["c1", "c2"]
     world.bulk("b2", None, ["p1"], on=BULK_DAY, partner_id="other")
-    assert world.bulk_state("b2").customers == ["c9", "c3"]  # in the order they joined the partner
+    assert world.bulk_state("b2").customers == ["c3", "c9"]  # by id: registration order depends on partitions
     world.bulk("b3", None, ["p1"], on=BULK_DAY, partner_id="nobody")
     assert world.bulk_state("b3").customers == [] and world.bulk_state("b3").status == "finished"
 
