@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cli_serve.cmd_hash_token)
 
     hist = sub.add_parser("history", help="every event of one aggregate, and its state as of a moment")
-    hist.add_argument("kind", choices=["subscription", "customer", "transfer"])
-    hist.add_argument("id", help="subscription_id, customer_id or operation_id")
+    hist.add_argument("kind", choices=["subscription", "customer", "transfer", "migration", "bulk"])
+    hist.add_argument("id", help="subscription_id, customer_id, operation_id, request_id or bulk_id")
     hist.add_argument("--as-of", type=_timestamp, metavar="TIMESTAMP", help="only what was recorded by then")
     hist.add_argument("--json", action="store_true", help="one JSON document instead of text")
     hist.set_defaults(func=cli_audit.cmd_history)

@@ -12,14 +12,17 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 
 from aggregates.application import Orders
+from aggregates.bulk import Bulk
 from aggregates.customer import Customer
+from aggregates.migration import Migration
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from projections.projection import Projection, read_models
 from projections.recorders import TABLES
 from projections.timeline import aggregate_state, event_record
 
-KINDS: dict[str, Any] = {"subscription": Subscription, "customer": Customer, "transfer": Transfer}
+KINDS: dict[str, Any] = {"subscription": Subscription, "customer": Customer, "transfer": Transfer, "bulk": Bulk,
+                         "migration": Migration}
 
 
 class AuditError(ValueError):

@@ -219,6 +219,10 @@ def test_export_bulk_as_csv_and_json(demo_dir: Path, tmp_path: Path) -> None:
     assert coterm("export", "--bulk", "bulk-partner-3", "--format", "json", "-o", str(out), env=env).returncode == 0
     view = json.loads(out.read_text())
     assert view["status"] == "finished" and view["counts"]["scheduled"] == 0
+    history = json.loads(coterm("history", "bulk", "bulk-partner-5-pilot", "--json", env=env).stdout)
+    types = [e["type"] for e in history["events"]]
+    assert types[:2] == ["Requested", "Accepted"] and types[-2:] == ["Cancelled", "Finished"]
+    assert history["state"]["status"] == "cancelled"
     missing = coterm("export", "--bulk", "no-such-bulk", env=env)
     assert missing.returncode == 1 and "unknown" in missing.stderr
     assert coterm("export", env=env).returncode == 2  # neither --since nor --bulk
