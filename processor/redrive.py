@@ -55,7 +55,10 @@ def message_for(recorded: DeadLetter.Recorded, deadletter_id: str, corrected: di
 
 def key_of(message: dict[str, Any]) -> bytes | None:
     payload = message.get("payload") if isinstance(message.get("payload"), dict) else {}
-    key = payload.get("customer_id") or payload.get("product_id")  # the contract's message key
+    # The contract's message key: the customer (a product for catalog.*, the partner for a bulk
+    # migration). A bulk's cancel does not name its partner: it goes unkeyed, so publish it once
+    # the bulk was accepted (before it, it would be dead-lettered UNKNOWN_REFERENCE).
+    key = payload.get("customer_id") or payload.get("product_id") or payload.get("partner_id")
     return key.encode() if isinstance(key, str) else None
 
 
