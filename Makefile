@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-inbox bench-hostile storm schemas clean
+.PHONY: demo test install bench bench-inbox bench-hostile bench-bulk storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench-inbox: $(STAMP)
 # Inbox messages/s on the fuzz tests' hostile mix against clean input
 bench-hostile: $(STAMP)
 	$(VENV)/bin/python -m bench.hostile $(ARGS)
+
+# A bulk migration of N customers through the inbox: first decisions and scheduled days
+bench-bulk: $(STAMP)
+	$(VENV)/bin/python -m bench.bulk $(ARGS)
 
 # Kill storm on PostgreSQL: 3 processors, 2,000 transfers + 300 migrations, 50 SIGKILLs; also the
 # vendor-outage tests with a 30 s outage. ARGS go to the storm (e.g. --kills 10).
