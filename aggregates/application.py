@@ -222,6 +222,13 @@ class UnitOfWork:
         self._aggregates[aggregate.id] = aggregate
         return aggregate
 
+    def record_last(self, aggregate: A) -> A:
+        """Its events go after every other aggregate's in the transaction (and so in the log and
+        in what the outbox publishes): e.g. a bulk's summary after its customers' results."""
+        self._aggregates.pop(aggregate.id, None)
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
     def changed(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a is not None and a.pending_events]
 

@@ -57,7 +57,7 @@ def request_bulk(uow: UnitOfWork, ctx: Context, bulk_id: str, request: dict[str,
     bulk.accept(bulk_id, customers, decisions, ctx.message_id)
     clock = calendar(uow) or uow.add(Calendar(today=ctx.on, message_id=ctx.message_id))
     _decide_due(uow, ctx, bulk, clock)  # the business date may be past some days already
-    return bulk
+    return uow.record_last(bulk)
 
 
 def cancel_bulk(uow: UnitOfWork, ctx: Context, bulk_id: str, requested_by: str, reason: str) -> Bulk:
@@ -72,7 +72,7 @@ def cancel_bulk(uow: UnitOfWork, ctx: Context, bulk_id: str, requested_by: str, 
     if clock is not None:
         clock.release(bulk_id, None, ctx.message_id)
     bulk.finish(bulk_id, "cancelled", bulk.counts(), ctx.message_id)
-    return bulk
+    return uow.record_last(bulk)
 
 
 def _decide_due(uow: UnitOfWork, ctx: Context, bulk: Bulk, clock: Calendar) -> None:
@@ -87,6 +87,7 @@ def _decide_due(uow: UnitOfWork, ctx: Context, bulk: Bulk, clock: Calendar) -> N
         clock.book(bulk.bulk_id, [date.fromisoformat(d) for d in bulk.due], ctx.message_id)
     elif bulk.open:
         bulk.finish(bulk.bulk_id, "finished", bulk.counts(), ctx.message_id)
+    uow.record_last(bulk)  # bulk_accepted and bulk_finished after the customers' results
 
 
 def _decide(uow: UnitOfWork, ctx: Context, bulk: Bulk, customer_id: str, product_ids: list[str], on: date,

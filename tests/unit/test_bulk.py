@@ -176,3 +176,22 @@ def test_coarse_ticks_reach_the_same_decisions_as_daily_ones(ends: list[tuple[in
         return outcomes(w)
 
     assert final(ticks) == final(list(range(1, 200)))  # ticks in any order: the date never runs backwards
+
+
+def test_the_bulk_summary_is_recorded_after_its_customers_results(world: World) -> None:
+    """bulk_accepted and bulk_finished are published after the customers' results of the same
+    transaction (the outbox publishes in log order): a reader that sees the summary has the rest."""
+    world.bulk("b1", ["c1", "c3"], ["p1"], on=BULK_DAY)  # everything decided at once: finished at once
+    world.tick("2026-11-03")
+    world.bulk("b2", ["c2"], ["p1"], on="2026-11-04")
+    world.tick("2026-12-20")  # decides b2's scheduled product, then finishes it
+
+    topics = [n.topic for n in world.app.recorder.select_notifications(start=1, limit=10_000)]
+
+    def where(kind: str) -> list[int]:
+        return [i for i, t in enumerate(topics) if t.endswith(kind)]
+
+    accepted, finished, decided = where("Bulk.Accepted"), where("Bulk.Finished"), where("Migration.Decided")
+    assert len(accepted) == len(finished) == 2 and len(decided) == 4
+    # b1: its two customers, then its summary; b2: its customer, accepted, the scheduled decision, finished
+    assert decided[1] < accepted[0] < finished[0] < decided[2] < accepted[1] < decided[3] < finished[1]
