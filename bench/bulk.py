@@ -81,7 +81,7 @@ def main() -> None:
         days_s = time.perf_counter() - started
         state = app.repository.get(Bulk.create_id("bench"))
         app.close()
-    print(f"| figure | value |\n| --- | ---: |")
+    print("| figure | value |\n| --- | ---: |")
     print(f"| customers in the bulk | {args.customers:,} |")
     print(f"| first decisions: seconds (one message, one transaction) | {first_s:.2f} |")
     print(f"| first decisions: customers/s | {args.customers / first_s:,.0f} |")
