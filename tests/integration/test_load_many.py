@@ -1,0 +1,40 @@
+"""`UnitOfWork.load_many`: many aggregates in one query equal the repository's one-by-one load."""
+
+from uuid import uuid4
+
+import pytest
+
+from aggregates import commands
+from aggregates.customer import Customer
+from aggregates.subscription import Subscription
+from processor.store import open_store
+from tests import seed
+
+
+def test_load_many_equals_the_repository(store: str) -> None:
+    app = open_store(store)
+    try:
+        seed.customer_with_subscriptions(app, "c1")
+        seed.run(app, commands.register_customer, "c2", partner_id="p", name="c2", channel="direct",
+                 distributor_id=None, data_complete=False)
+        seed.run(app, commands.resize_subscription, "c1-s1", 120)
+        seed.run(app, commands.request_migration, "m1", "c1", ["p1"], "partner", day="2027-04-02")
+        ids = [Customer.create_id(c) for c in ("c1", "c2", "nobody")]
+        subscriptions = [Subscription.create_id(s) for s in ("c1-s1", "c1-epp")]
+        fresh = open_store(store)  # an empty cache: everything comes from the store
+        try:
+            uow = fresh.unit_of_work()
+            uow.load_many(Customer, ids)
+            uow.load_many(Subscription, subscriptions)
+            for aggregate_id in [*ids[:2], *subscriptions]:
+                loaded = uow.get(Customer if aggregate_id in ids else Subscription, aggregate_id)
+                assert loaded is not None and vars(loaded) == vars(app.repository.get(aggregate_id))
+            assert uow.get(Customer, ids[2]) is None  # known to be missing without another query
+            assert uow.get(Subscription, Subscription.create_id("c1-epp")).billing_model == "usage_based"  # its history
+            with pytest.raises(TypeError):
+                fresh.unit_of_work().load_many(Subscription, [ids[0]])
+            fresh.unit_of_work().load_many(Customer, [uuid4() for _ in range(1200)])  # several chunks, none there
+        finally:
+            fresh.close()
+    finally:
+        app.close()
