@@ -1,5 +1,6 @@
 """Kill storm: several `coterm run` processes in one group on PostgreSQL, SIGKILLed at random
-while a stream of transfers and migrations flows, then every guarantee checked.
+while a stream of transfers, migrations and a bulk migration (with a tick a day for 21 days)
+flows, then every guarantee checked.
 
   python -m tests.storm [--transfers 2000] [--migrations 300] [--kills 50] [--processes 3]   (make storm)
 
@@ -22,11 +23,13 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg
 from kafka import KafkaProducer
 
+from aggregates.bulk import bulk_request_id
 from processor.broker import BundledBroker, ensure_topics, free_port
 from processor.kafka_io import read_topic
 from processor.store import open_store
@@ -47,6 +50,9 @@ class Plan:
     transfers: dict[str, str] = field(default_factory=dict)  # operation_id -> expected final result type
     migrations: set[str] = field(default_factory=set)
     seats: dict[str, int] = field(default_factory=dict)  # customer -> seats before
+    bulk_requests: dict[str, str] = field(default_factory=dict)  # request_id -> planned type, first and scheduled
+    bulk_customers: int = 0
+    bulk_at: int = 0  # messages from here on (the bulk and its ticks) wait until its customers are applied
 
 
 def _msg(type_: str, payload: dict[str, Any], occurred_at: str = "2026-11-02T10:00:00Z") -> bytes:
@@ -117,7 +123,45 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
     for key, values in orders:
         for value in values:
             add(key, value)
+    _bulk(p, add, max(10, migrations // 2))
     return p
+
+
+BULK_ID, BULK_DAY = "storm-bulk", date(2026, 11, 2)
+
+
+def _bulk(p: Plan, add: Any, customers: int) -> None:
+    """A bulk migration published late in the flow (its customers' reference data is long
+    applied), then a tick a day for 21 days: a third of its customers migrate at once, the rest
+    on the day their window opens, each decided once however the processors die."""
+    bulkers = [f"sb{n}" for n in range(customers)]
+    p.bulk_customers = customers
+    for n, c in enumerate(bulkers):
+        opens = BULK_DAY + timedelta(days=n % 21 - 6)  # windows open from 6 days before to 14 days after
+        add(c, _msg("customer.registered", {"customer_id": c, "partner_id": "storm-partner", "name": c,
+                                            "channel": "direct", "distributor_id": None, "data_complete": True}))
+        add(c, _msg("subscription.purchased", {
+            "subscription_id": f"{c}-s", "customer_id": c, "product_id": "p1", "plan_id": "plan-m",
+            "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
+            "start_date": "2026-01-01", "end_date": (opens + timedelta(days=90)).isoformat(),
+            "subscription_key": f"K-{c}"}, occurred_at="2026-01-01T09:00:00Z"))
+        first = bulk_request_id(BULK_ID, c)
+        if opens <= BULK_DAY:
+            p.bulk_requests[first] = "migration.completed"
+        else:
+            p.bulk_requests[first] = "migration.rejected"
+            p.bulk_requests[bulk_request_id(BULK_ID, c, opens)] = "migration.completed"
+    # Registration and purchase go out with the reference data; the bulk and the ticks last.
+    tail = p.messages[-2 * customers:]
+    del p.messages[-2 * customers:]
+    p.messages[p.reference:p.reference] = tail
+    p.reference += len(tail)
+    p.bulk_at = len(p.messages)
+    add("storm-partner", _msg("migration.bulk_requested", {
+        "bulk_id": BULK_ID, "partner_id": "storm-partner", "requested_by": "storm", "product_ids": ["p1"],
+        "customer_ids": bulkers}, occurred_at=f"{BULK_DAY.isoformat()}T10:00:00Z"))
+    for day in range(1, 22):
+        add("storm-partner", _msg("clock.tick", {}, occurred_at=f"{(BULK_DAY + timedelta(days=day)).isoformat()}T00:00:00Z"))
 
 
 class Processors:
@@ -170,6 +214,7 @@ class Report:
     leader_kills: int = 0
     transfers: int = 0
     migrations: int = 0
+    bulk_customers: int = 0
     lost: list[str] = field(default_factory=list)
     duplicates: int = 0  # copies of a result with the same message_id (allowed, counted)
     contradictions: list[str] = field(default_factory=list)
@@ -189,7 +234,7 @@ class Report:
 
     def table(self) -> str:
         rows = [("kills (of them at the outbox leader)", f"{self.kills} ({self.leader_kills})"),
-                ("transfers / migrations", f"{self.transfers} / {self.migrations}"),
+                ("transfers / migrations / bulk customers", f"{self.transfers} / {self.migrations} / {self.bulk_customers}"),
                 ("lost (no final outcome)", len(self.lost)), ("duplicate result copies (same message_id)", self.duplicates),
                 ("contradictions", len(self.contradictions)), ("outcomes other than planned", len(self.wrong_outcomes)),
                 ("vendor accepted calls / requests (of them cut short by a kill)",
@@ -210,6 +255,7 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     schema = f"storm_{uuid.uuid4().hex[:10]}"
     store = f"{POSTGRES_URL}?schema={schema}"
     p = plan(transfers, migrations, seed)
+    report.bulk_customers = p.bulk_customers
     tag = uuid.uuid4().hex[:8]
     topics = {"orders": f"storm-orders-{tag}", "results": f"storm-results-{tag}", "dead": f"storm-dead-{tag}"}
     started = time.monotonic()
@@ -229,8 +275,8 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                 producer.send(topics["orders"], key=key, value=value)
             producer.flush()
             # Orders flow over the first two thirds of the storm, in small bursts.
-            flowing = threading.Thread(target=_publish, args=(producer, topics["orders"], p.messages[p.reference:],
-                                                              kills * sum(gap_s) / 2 * 2 / 3), daemon=True)
+            flowing = threading.Thread(target=_publish_orders, args=(producer, topics["orders"], p, store,
+                                                                     kills * sum(gap_s) / 2 * 2 / 3), daemon=True)
             flowing.start()
             for k in range(kills):
                 time.sleep(rnd.uniform(*gap_s))
@@ -262,6 +308,26 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     return report
 
 
+def _publish_orders(producer: KafkaProducer, topic: str, p: Plan, store: str, over_s: float) -> None:
+    """The orders in bursts; then, once the bulk's customers are in the store, the bulk and its
+    ticks. They are keyed by partner, the customers by customer: on other partitions, nothing
+    orders them (CONTRACT.md section 5), and a processor killed mid-way holds its partitions
+    back for a rebalance while the others go on."""
+    _publish(producer, topic, p.messages[p.reference:p.bulk_at], over_s)
+    if p.bulk_at == len(p.messages):
+        return
+    from aggregates.subscription import Subscription
+
+    wanted = [Subscription.create_id(f"sb{n}-s") for n in range(p.bulk_customers)]
+    app = open_store(store)
+    try:
+        while len(app.recorder.existing(wanted)) < len(wanted):  # type: ignore[attr-defined]
+            time.sleep(0.5)
+    finally:
+        app.close()
+    _publish(producer, topic, p.messages[p.bulk_at:], 1.0)
+
+
 def _publish(producer: KafkaProducer, topic: str, messages: list[tuple[bytes, bytes]], over_s: float) -> None:
     bursts = max(1, int(over_s / 0.5))
     size = max(1, len(messages) // bursts + 1)
@@ -278,13 +344,15 @@ def _final_keys(results: list[dict[str, Any]]) -> set[str]:
         t, payload = r["type"], r["payload"]
         if t in FINAL_TRANSFER or (t == "transfer.rejected" and payload.get("final")):
             done.add(payload["operation_id"])
-        elif t.startswith("migration."):
+        elif t in ("migration.completed", "migration.rejected"):
             done.add(payload["request_id"])
+        elif t == "migration.bulk_finished":
+            done.add(payload["bulk_id"])
     return done
 
 
 def _wait_for_outcomes(bootstrap: str, topic: str, p: Plan, timeout_s: float) -> list[dict[str, Any]]:
-    wanted = set(p.transfers) | p.migrations
+    wanted = set(p.transfers) | p.migrations | set(p.bulk_requests) | ({BULK_ID} if p.bulk_requests else set())
     deadline = time.monotonic() + timeout_s
     while True:
         results = [json.loads(r.value) for r in read_topic(bootstrap, topic, timeout_s=30)]
@@ -307,9 +375,12 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
         t, payload = r["type"], r["payload"]
         if t in FINAL_TRANSFER or (t == "transfer.rejected" and payload.get("final")):
             finals[payload["operation_id"]].append(r)
-        elif t.startswith("migration."):
+        elif t in ("migration.completed", "migration.rejected"):
             finals[payload["request_id"]].append(r)
-    for key in sorted(set(p.transfers) | p.migrations):
+        elif t.startswith("migration.bulk_"):
+            finals[f"{t}:{payload['bulk_id']}"].append(r)
+    bulk = {f"migration.bulk_accepted:{BULK_ID}", f"migration.bulk_finished:{BULK_ID}"} if p.bulk_requests else set()
+    for key in sorted(set(p.transfers) | p.migrations | set(p.bulk_requests) | bulk):
         got = finals.get(key, [])
         if not got:
             report.lost.append(key)
@@ -318,6 +389,12 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
         elif key in p.transfers and got[0]["type"] != p.transfers[key]:
             report.wrong_outcomes.append(f"{key}: {got[0]['type']} {got[0]['payload'].get('reason_code')}, "
                                          f"planned {p.transfers[key]}")
+        elif key in p.bulk_requests and got[0]["type"] != p.bulk_requests[key]:
+            report.wrong_outcomes.append(f"bulk request {key}: {got[0]['type']}, planned {p.bulk_requests[key]}")
+    finished = finals.get(f"migration.bulk_finished:{BULK_ID}", [])
+    planned = {"migrated": p.bulk_customers, "rejected": 0, "cancelled": 0}
+    if p.bulk_requests and finished and finished[0]["payload"]["counts"] != planned:
+        report.wrong_outcomes.append(f"bulk counts {finished[0]['payload']['counts']}, planned {planned}")
     completed = {k for k, rs in finals.items() if rs and rs[0]["type"] == "transfer.completed"}
     bodies: dict[str, set[str]] = defaultdict(set)
     for request in vendor.state.requests:

@@ -1,6 +1,7 @@
 """A small kill storm in `make test` (the full one is `make storm`): 3 `coterm run` processes on
-PostgreSQL, 6 partitions, 300 transfers and 50 migrations flowing while processors are SIGKILLed
-and restarted, twice of them the one whose outbox leads. See `tests/storm.py`."""
+PostgreSQL, 6 partitions, 300 transfers, 50 migrations and a bulk migration of 25 customers
+(21 business days of ticks) flowing while processors are SIGKILLed and restarted, twice of
+them the one whose outbox leads. See `tests/storm.py`."""
 
 import os
 
