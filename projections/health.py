@@ -54,6 +54,11 @@ class ReadModelCollector:
         for reason, n in counts["dead_letters"].items():
             letters.add_metric([reason], n)
         yield letters
+        bulks = GaugeMetricFamily("coterm_bulk_migrations", "Bulk migrations by status (deciding: something "
+                                  "waits for its renewal window)", labels=["status"])
+        for status, n in counts["bulks"].items():
+            bulks.add_metric([status], n)
+        yield bulks
         head = self.head()
         yield GaugeMetricFamily("coterm_store_position", "Newest event in the store", value=head)
         yield GaugeMetricFamily("coterm_read_model_lag_events", "Store events not yet in the read models",

@@ -228,15 +228,19 @@ class Queries:
         return doc
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Operations by status and by reason, dead letters by reason: three GROUP BYs (`/metrics`)."""
+        """Operations by status and by reason, dead letters by reason, bulk migrations by status:
+        four GROUP BYs (`/metrics`)."""
         ops = self._t("operations")
         by_status = {r["status"]: r["n"] for r in self.tables.fetch(f"SELECT status, COUNT(*) AS n FROM {ops} GROUP BY status")}
         by_reason = {r["reason_code"]: r["n"] for r in self.tables.fetch(
             f"SELECT reason_code, COUNT(*) AS n FROM {ops} WHERE reason_code IS NOT NULL GROUP BY reason_code")}
         letters = {r["reason"]: r["n"] for r in self.tables.fetch(
             f"SELECT reason, COUNT(*) AS n FROM {self._t('deadletters')} GROUP BY reason")}
+        bulks = {r["status"]: r["n"] for r in self.tables.fetch(
+            f"SELECT status, COUNT(*) AS n FROM {self._t('bulks')} GROUP BY status")}
         return {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
-                "by_reason": dict(sorted(by_reason.items())), "dead_letters": dict(sorted(letters.items()))}
+                "by_reason": dict(sorted(by_reason.items())), "dead_letters": dict(sorted(letters.items())),
+                "bulks": {s: bulks.get(s, 0) for s in BULK_STATUSES}}
 
     def stats(self) -> dict[str, Any]:
         ops = self._t("operations")
@@ -260,6 +264,7 @@ class Queries:
         return {
             "operations": {k: counts[k] for k in ("total", "by_status", "by_reason")},
             "migrations": migrations,
+            "bulk_migrations": counts["bulks"],
             "seats_by_plan": dict(sorted(seats.items())),
             "dead_letters": {"total": sum(counts["dead_letters"].values()), "by_reason": counts["dead_letters"]},
             "pairing_latency_ms": {"p50": _percentile(pairing, 0.5), "p95": _percentile(pairing, 0.95), "n": len(pairing)},

@@ -85,9 +85,14 @@ class ReadModelTables:
     def write(self, rows: dict[str, dict[str, dict[str, Any]]], tracking: Tracking) -> None:
         """The rows of one batch and the position they came from, in one transaction."""
         with self.datastore.transaction(commit=True) as cursor:
-            for name, changes in rows.items():
+            # Tables and rows in one fixed order: two processes projecting overlapping slices
+            # (several `coterm run`, `coterm serve`) then wait for each other instead of
+            # deadlocking on PostgreSQL's row locks; the later one's tracking insert fails.
+            for name in sorted(rows):
+                changes = rows[name]
                 if changes:
-                    cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, r) for i, r in changes.items()])
+                    cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, changes[i])
+                                                               for i in sorted(changes)])
             self._insert_tracking(cursor, tracking)
 
     def fetch(self, statement: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:

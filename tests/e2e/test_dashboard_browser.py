@@ -126,8 +126,10 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         browser.find_element(By.CSS_SELECTOR, "#tp-form button[type=submit]").click()
         verdict = wait_for(lambda: (v := browser.find_element(By.ID, "tp-result").text) and v)
         assert "INSUFFICIENT_SEATS" in verdict and "no date makes it pass" in verdict
-        # Bulk migrations: the list, then one bulk per customer and product.
-        browser.get(url + "/#/bulk")
+        # Bulk migrations: a chip on the board, the list, then one bulk per customer and product.
+        browser.get(url + "/")
+        chip = wait_for(lambda: (c := browser.find_element(By.ID, "chip-bulk")).text.endswith("1") and c)
+        chip.click()
         wait_for(lambda: "bulk-7" in browser.find_element(By.ID, "bulks").text)
         browser.find_element(By.CSS_SELECTOR, "#bulks tbody tr[data-bulk='bulk-7']").click()
         wait_for(lambda: browser.find_element(By.ID, "bulk-status").text == "deciding")

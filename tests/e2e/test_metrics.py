@@ -91,6 +91,10 @@ def test_serve_metrics_and_readiness_are_open_even_with_a_staff_file(tmp_path: P
     seed.customer_with_subscriptions(app)
     for n, outcome in enumerate(seed.OUTCOMES):
         seed.operation(app, f"op-{n}", outcome)
+    from aggregates import bulk_commands
+
+    seed.run(app, bulk_commands.request_bulk, "b1", {"partner_id": "p", "requested_by": "x", "product_ids": ["p1"],
+                                                     "customer_ids": ["c1"], "all_customers_of_partner": False})
     staff_file = tmp_path / "staff.json"
     staff_file.write_text(json.dumps({"users": [{"name": "a", "token": "admin-token-0123456789", "roles": []}]}))
     with serving(app, Staff.load(str(staff_file))) as url:
@@ -99,6 +103,8 @@ def test_serve_metrics_and_readiness_are_open_even_with_a_staff_file(tmp_path: P
         assert sample(text, "coterm_operations", status="failed") == 2
         assert sample(text, "coterm_operations_refused", reason="PAIRING_TIMEOUT") == 1
         assert sample(text, "coterm_read_model_lag_events") == 0
+        assert sample(text, "coterm_bulk_migrations", status="deciding") == 1  # c1's p1 waits for its window
+        assert sample(text, "coterm_bulk_migrations", status="finished") == 0
         status, body = get(f"{url}/readyz")
         assert status == 200 and json.loads(body)["ready"] is True
         assert get(f"{url}/api/stats")[0] == 401  # the data itself still needs a token
