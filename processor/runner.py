@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 
 from aggregates.application import Orders
 from processor.broker import ensure_topics
+from processor.bulk_barrier import BulkBarrier
 from processor.inbox import Inbox
 from processor.kafka_io import (
     ResumeFromStore,
@@ -59,6 +60,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
     inbox = Inbox(app)
     consumer = make_consumer(bootstrap, settings.group_id, **settings.kafka_options())
     consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position))
+    barrier = BulkBarrier(consumer)
     progress = Progress()
     last_input = time.monotonic()
     last_followed = 0.0
@@ -67,9 +69,13 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
     try:
         server = metrics(inbox, progress, outbox) if metrics else None
         while not stop.is_set():
+            barrier.release()
             batch = consumer.poll(timeout_ms=200, max_records=500)
             positions: dict[TopicPartition, int] = {}
-            for tp, records in batch.items():
+            for tp, polled in batch.items():
+                records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
+                if not records:
+                    continue
                 inbox.process(tp.topic, tp.partition, records)
                 positions[tp] = records[-1].offset + 1
                 progress.received += len(records)

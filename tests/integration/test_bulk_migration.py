@@ -220,3 +220,37 @@ def test_the_same_input_into_a_fresh_store_reaches_the_same_decisions(broker, ve
     first = play(1)
     assert sum('"migration.bulk_finished"' in r for r in first) == 1 and len(first) > customers
     assert play(2) == first
+
+
+def test_a_bulk_published_with_its_reference_data_waits_for_it(sqlite_scenario: Scenario) -> None:
+    """Everything in one burst: customers on partitions 1 and 2, the bulk and a tick on partition
+    0. The processor holds the bulk back until the other partitions are read as far as they
+    had been written when it came, so no customer is refused for not being known yet."""
+    s = sqlite_scenario
+    customers = 400
+    s.send("catalog.product_defined", {"product_id": "epp", "name": "EPP", "supports_usage_based": True,
+                                       "in_usage_bundle": False}, partition=1, occurred_at=at(date(2025, 1, 1)))
+    for i in range(customers):
+        c = f"bb{i:03d}"
+        s.producer.send(s.settings.topic_orders, partition=1 + i % 2, key=c.encode(), value=json.dumps(envelope(
+            "customer.registered", {"customer_id": c, "partner_id": "pz", "name": c, "channel": "direct",
+                                    "distributor_id": None, "data_complete": True}, occurred_at=at(date(2025, 6, 1)))).encode())
+        s.producer.send(s.settings.topic_orders, partition=1 + i % 2, key=c.encode(), value=json.dumps(envelope(
+            "subscription.purchased", {
+                "subscription_id": f"{c}-s", "customer_id": c, "product_id": "epp", "plan_id": "plan-epp",
+                "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
+                "start_date": "2026-01-01", "end_date": (BULK_DAY + timedelta(days=60 + i % 60)).isoformat(),
+                "subscription_key": f"K-{c}"}, occurred_at=at(date(2026, 1, 1)))).encode())
+    s.producer.flush()
+    s.send("migration.bulk_requested", {"bulk_id": "burst", "partner_id": "pz", "requested_by": "x",
+                                        "product_ids": ["epp"], "all_customers_of_partner": True},
+           partition=0, occurred_at=at(BULK_DAY))
+    s.send("clock.tick", {}, partition=0, occurred_at=at(BULK_DAY + timedelta(days=40)))
+    s.process(timeout_s=180)
+    results = s.results()
+    accepted = by_type(results, "migration.bulk_accepted")
+    assert len(accepted) == 1 and len(accepted[0]["payload"]["customers"]) == customers
+    completed = {r["payload"]["customer_id"] for r in results if r["type"] == "migration.completed"}
+    assert completed == {f"bb{i:03d}" for i in range(customers)}  # at once, or on day 30 or 40 via the tick
+    assert by_type(results, "migration.bulk_finished")[0]["payload"]["counts"] == {
+        "migrated": customers, "rejected": 0, "cancelled": 0}
