@@ -181,25 +181,12 @@ class UnitOfWork:
             except AggregateNotFoundError:
                 self._aggregates[aggregate_id] = None
         found = self._aggregates[aggregate_id]
-        if found is not None and not isinstance(found, cls):
-            raise TypeError(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
-        return found
+        return None if found is None else _of_class(cls, aggregate_id, found)
 
     def prefetch(self, aggregate_ids: "list[UUID]") -> None:
         """Learn in one query which of these aggregates do not exist, so that looking them up
         later costs nothing (a cached aggregate exists; the rest are asked about together)."""
-        cache = self._app.repository.cache
-        todo = []
-        for aggregate_id in set(aggregate_ids):
-            if aggregate_id in self._aggregates:
-                continue
-            if cache is not None:
-                try:
-                    cache.get(aggregate_id)
-                    continue
-                except KeyError:
-                    pass
-            todo.append(aggregate_id)
+        todo = [aggregate_id for aggregate_id, cached in self._not_held(aggregate_ids) if cached is None]
         if todo:
             existing = self._app.recorder.existing(todo)  # type: ignore[attr-defined]
             for aggregate_id in todo:
@@ -211,29 +198,41 @@ class UnitOfWork:
         instead of one each, e.g. a bulk migration's customers; `get` then finds them. Each is
         rebuilt from all its events: right whatever snapshots exist, and quick for the small
         aggregates this is for."""
-        cache = self._app.repository.cache
         todo = []
-        for aggregate_id in dict.fromkeys(aggregate_ids):
-            if aggregate_id in self._aggregates:
-                continue
-            if cache is not None:
-                try:
-                    self._aggregates[aggregate_id] = _of_class(cls, aggregate_id, cache.get(aggregate_id))
-                    continue
-                except KeyError:
-                    pass
-            todo.append(aggregate_id)
+        for aggregate_id, cached in self._not_held(aggregate_ids):
+            if cached is None:
+                todo.append(aggregate_id)
+            else:
+                self._aggregates[aggregate_id] = _of_class(cls, aggregate_id, cached)
         if not todo:
             return
         built: dict[UUID, Aggregate] = {}
         for stored in self._app.recorder.events_of(todo):  # type: ignore[attr-defined]
             event = self._app.mapper.to_domain_event(stored)
             built[stored.originator_id] = event.mutate(built.get(stored.originator_id))  # type: ignore[assignment]
+        cache = self._app.repository.cache
         for aggregate_id in todo:
             aggregate = built.get(aggregate_id)
-            self._aggregates[aggregate_id] = aggregate and _of_class(cls, aggregate_id, aggregate)
+            self._aggregates[aggregate_id] = None if aggregate is None else _of_class(cls, aggregate_id, aggregate)
             if aggregate is not None and cache is not None:
                 cache.put(aggregate_id, aggregate)
+
+    def _not_held(self, aggregate_ids: "list[UUID]") -> "list[tuple[UUID, Aggregate | None]]":
+        """Each of these ids this unit does not hold yet, once, with its aggregate from the
+        application's cache (None when not cached): what `prefetch` and `load_many` ask about."""
+        cache = self._app.repository.cache
+        found: list[tuple[UUID, Aggregate | None]] = []
+        for aggregate_id in dict.fromkeys(aggregate_ids):
+            if aggregate_id in self._aggregates:
+                continue
+            cached = None
+            if cache is not None:
+                try:
+                    cached = cache.get(aggregate_id)
+                except KeyError:
+                    pass
+            found.append((aggregate_id, cached))
+        return found
 
     def discard(self) -> None:
         """Evict every aggregate this unit touched from the application's cache: the unit

@@ -54,35 +54,30 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         return super()._insert_events(c, stored_events, **kwargs)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
-        return set(self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids)))
+        return {r[0] for r in self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids))}
 
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         found = self._select_in(f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 "
                                 "AND originator_id IN", [i.hex for i in aggregate_ids])
-        return {UUID(hex=h) for h in found}
+        return {UUID(hex=r[0]) for r in found}
 
-    def events_of(self, aggregate_ids: Iterable[UUID], chunk: int = 500) -> list[StoredEvent]:
+    def events_of(self, aggregate_ids: Iterable[UUID]) -> list[StoredEvent]:
         """Every stored event of these aggregates, in version order per aggregate: one query per
-        `chunk` aggregates instead of one each (`UnitOfWork.load_many`)."""
-        ids = [i.hex for i in aggregate_ids]
-        found: list[StoredEvent] = []
-        with self.datastore.transaction(commit=False) as c:
-            for i in range(0, len(ids), chunk):
-                part = ids[i : i + chunk]
-                c.execute(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
-                          f"WHERE originator_id IN ({','.join('?' * len(part))}) "
-                          "ORDER BY originator_id, originator_version", part)
-                found.extend(StoredEvent(originator_id=UUID(hex=r[0]), originator_version=r[1], topic=r[2],
-                                         state=r[3]) for r in c.fetchall())
-        return found
+        500 aggregates instead of one each (`UnitOfWork.load_many`)."""
+        rows = self._select_in(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                               "WHERE originator_id IN", [i.hex for i in aggregate_ids],
+                               then=" ORDER BY originator_id, originator_version")
+        return [StoredEvent(originator_id=UUID(hex=r[0]), originator_version=r[1], topic=r[2], state=r[3]) for r in rows]
 
-    def _select_in(self, statement: str, values: list[str], chunk: int = 500) -> list[str]:
-        found: list[str] = []
+    def _select_in(self, statement: str, values: list[str], then: str = "", chunk: int = 500) -> list[Any]:
+        """The rows of `statement` IN (values) `then`, asked `chunk` values at a time (SQLite
+        caps the number of parameters in one statement)."""
+        found: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
             for i in range(0, len(values), chunk):
                 part = values[i : i + chunk]
-                c.execute(f"{statement} ({','.join('?' * len(part))})", part)
-                found.extend(row[0] for row in c.fetchall())
+                c.execute(f"{statement} ({','.join('?' * len(part))}){then}", part)
+                found.extend(c.fetchall())
         return found
 
 
