@@ -48,6 +48,8 @@ class BulkBarrier:
 
     def release(self) -> None:
         """Resume each partition whose bulk may go now (call once per poll loop)."""
+        if not self.waiting:  # the usual case: nothing held, nothing to ask the consumer
+            return
         assigned = self.consumer.assignment()
         for tp in list(self.waiting):
             offset, required = self.waiting[tp]
