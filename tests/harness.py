@@ -60,25 +60,26 @@ class Scenario:
 
     # -- input ------------------------------------------------------------------------------
     def send(self, type_: str, payload: dict[str, Any], key: str | None = None, partition: int | None = None,
-             **envelope_fields: Any) -> dict[str, Any]:
+             flush: bool = True, **envelope_fields: Any) -> dict[str, Any]:
+        """One message in its envelope, keyed by its customer or product unless told; `flush=False`
+        leaves it to a later flush, so that many go out in one burst."""
         message = envelope(type_, payload, **envelope_fields)
         self.send_raw(json.dumps(message).encode(), key=key or payload.get("customer_id") or payload.get("product_id"),
-                      partition=partition)
+                      partition=partition, flush=flush)
         return message
 
     def send_many(self, messages: list[tuple[str, dict[str, Any], str, str]]) -> list[dict[str, Any]]:
         """(type, payload, key, occurred_at) each, produced in order with one flush at the end."""
-        sent = []
-        for type_, payload, key, occurred_at in messages:
-            message = envelope(type_, payload, occurred_at=occurred_at)
-            self.producer.send(self.settings.topic_orders, value=json.dumps(message).encode(), key=key.encode())
-            sent.append(message)
+        sent = [self.send(type_, payload, key=key, occurred_at=occurred_at, flush=False)
+                for type_, payload, key, occurred_at in messages]
         self.producer.flush()
         return sent
 
-    def send_raw(self, value: bytes | None, key: str | None = None, partition: int | None = None) -> None:
+    def send_raw(self, value: bytes | None, key: str | None = None, partition: int | None = None,
+                 flush: bool = True) -> None:
         self.producer.send(self.settings.topic_orders, value=value, key=key.encode() if key else None, partition=partition)
-        self.producer.flush()
+        if flush:
+            self.producer.flush()
 
     # -- processing -------------------------------------------------------------------------
     def process(self, idle_s: float = 1.0, timeout_s: float = 90.0) -> None:

@@ -39,6 +39,7 @@ POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127
 PARTITIONS = 6
 SOURCE_SEATS = 1000
 FINAL_TRANSFER = {"transfer.completed", "transfer.failed", "transfer.cancelled"}
+BULK_ID, BULK_DAY = "storm-bulk", date(2026, 11, 2)
 
 
 @dataclass
@@ -53,6 +54,11 @@ class Plan:
     bulk_requests: dict[str, str] = field(default_factory=dict)  # request_id -> planned type, first and scheduled
     bulk_customers: int = 0
     bulk_at: int = 0  # messages from here on (the bulk and its ticks) wait until its customers are applied
+
+    def outcome_keys(self) -> set[str]:
+        """Everything that must end with exactly one final outcome (`_final_key` of its result)."""
+        bulk = {f"migration.bulk_accepted:{BULK_ID}", f"migration.bulk_finished:{BULK_ID}"} if self.bulk_requests else set()
+        return set(self.transfers) | self.migrations | set(self.bulk_requests) | bulk
 
 
 def _msg(type_: str, payload: dict[str, Any], occurred_at: str = "2026-11-02T10:00:00Z") -> bytes:
@@ -126,8 +132,6 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
     _bulk(p, add, max(10, migrations // 2))
     return p
 
-
-BULK_ID, BULK_DAY = "storm-bulk", date(2026, 11, 2)
 
 
 def _bulk(p: Plan, add: Any, customers: int) -> None:
@@ -338,25 +342,24 @@ def _publish(producer: KafkaProducer, topic: str, messages: list[tuple[bytes, by
         time.sleep(0.5)
 
 
-def _final_keys(results: list[dict[str, Any]]) -> set[str]:
-    done = set()
-    for r in results:
-        t, payload = r["type"], r["payload"]
-        if t in FINAL_TRANSFER or (t == "transfer.rejected" and payload.get("final")):
-            done.add(payload["operation_id"])
-        elif t in ("migration.completed", "migration.rejected"):
-            done.add(payload["request_id"])
-        elif t == "migration.bulk_finished":
-            done.add(payload["bulk_id"])
-    return done
+def _final_key(r: dict[str, Any]) -> str | None:
+    """What a result is the final outcome of (planned keys, `Plan.outcome_keys`), or None."""
+    t, payload = r["type"], r["payload"]
+    if t in FINAL_TRANSFER or (t == "transfer.rejected" and payload.get("final")):
+        return str(payload["operation_id"])
+    if t in ("migration.completed", "migration.rejected"):
+        return str(payload["request_id"])
+    if t.startswith("migration.bulk_"):
+        return f"{t}:{payload['bulk_id']}"
+    return None
 
 
 def _wait_for_outcomes(bootstrap: str, topic: str, p: Plan, timeout_s: float) -> list[dict[str, Any]]:
-    wanted = set(p.transfers) | p.migrations | set(p.bulk_requests) | ({BULK_ID} if p.bulk_requests else set())
+    wanted = p.outcome_keys()
     deadline = time.monotonic() + timeout_s
     while True:
         results = [json.loads(r.value) for r in read_topic(bootstrap, topic, timeout_s=30)]
-        if wanted <= _final_keys(results) or time.monotonic() > deadline:
+        if wanted <= {_final_key(r) for r in results} or time.monotonic() > deadline:
             return results
         time.sleep(2)
 
@@ -372,15 +375,9 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
         by_id[r["message_id"]] = r
     finals: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in by_id.values():
-        t, payload = r["type"], r["payload"]
-        if t in FINAL_TRANSFER or (t == "transfer.rejected" and payload.get("final")):
-            finals[payload["operation_id"]].append(r)
-        elif t in ("migration.completed", "migration.rejected"):
-            finals[payload["request_id"]].append(r)
-        elif t.startswith("migration.bulk_"):
-            finals[f"{t}:{payload['bulk_id']}"].append(r)
-    bulk = {f"migration.bulk_accepted:{BULK_ID}", f"migration.bulk_finished:{BULK_ID}"} if p.bulk_requests else set()
-    for key in sorted(set(p.transfers) | p.migrations | set(p.bulk_requests) | bulk):
+        if (key := _final_key(r)) is not None:
+            finals[key].append(r)
+    for key in sorted(p.outcome_keys()):
         got = finals.get(key, [])
         if not got:
             report.lost.append(key)

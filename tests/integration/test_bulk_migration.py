@@ -232,15 +232,14 @@ def test_a_bulk_published_with_its_reference_data_waits_for_it(sqlite_scenario: 
                                        "in_usage_bundle": False}, partition=1, occurred_at=at(date(2025, 1, 1)))
     for i in range(customers):
         c = f"bb{i:03d}"
-        s.producer.send(s.settings.topic_orders, partition=1 + i % 2, key=c.encode(), value=json.dumps(envelope(
-            "customer.registered", {"customer_id": c, "partner_id": "pz", "name": c, "channel": "direct",
-                                    "distributor_id": None, "data_complete": True}, occurred_at=at(date(2025, 6, 1)))).encode())
-        s.producer.send(s.settings.topic_orders, partition=1 + i % 2, key=c.encode(), value=json.dumps(envelope(
-            "subscription.purchased", {
-                "subscription_id": f"{c}-s", "customer_id": c, "product_id": "epp", "plan_id": "plan-epp",
-                "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
-                "start_date": "2026-01-01", "end_date": (BULK_DAY + timedelta(days=60 + i % 60)).isoformat(),
-                "subscription_key": f"K-{c}"}, occurred_at=at(date(2026, 1, 1)))).encode())
+        s.send("customer.registered", {"customer_id": c, "partner_id": "pz", "name": c, "channel": "direct",
+                                       "distributor_id": None, "data_complete": True},
+               partition=1 + i % 2, flush=False, occurred_at=at(date(2025, 6, 1)))
+        s.send("subscription.purchased", {
+            "subscription_id": f"{c}-s", "customer_id": c, "product_id": "epp", "plan_id": "plan-epp",
+            "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
+            "start_date": "2026-01-01", "end_date": (BULK_DAY + timedelta(days=60 + i % 60)).isoformat(),
+            "subscription_key": f"K-{c}"}, partition=1 + i % 2, flush=False, occurred_at=at(date(2026, 1, 1)))
     s.producer.flush()
     s.send("migration.bulk_requested", {"bulk_id": "burst", "partner_id": "pz", "requested_by": "x",
                                         "product_ids": ["epp"], "all_customers_of_partner": True},
