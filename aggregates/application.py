@@ -133,9 +133,10 @@ class Orders(Application):
         self.refresh_cache()
         return UnitOfWork(self)
 
-    def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5) -> T:
+    def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5, fence: Any = None) -> T:
         """Run `change` on fresh state and commit it; when another writer got there first
-        (a version conflict), look again. Exceptions from `change` pass through uncommitted."""
+        (a version conflict), look again. Exceptions from `change` pass through uncommitted.
+        `fence`: a lease the transaction must find still held (`recorders.Fence`), or it records nothing."""
         for _ in range(attempts):
             uow = self.unit_of_work()
             try:
@@ -144,19 +145,19 @@ class Orders(Application):
                 uow.discard()
                 raise
             try:
-                self.commit(uow)
+                self.commit(uow, fence=fence)
             except IntegrityError:
                 continue
             return result
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
 
     def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None,
-               seen: "list[tuple[str, str]] | None" = None) -> int:
+               seen: "list[tuple[str, str]] | None" = None, fence: Any = None) -> int:
         """Record every change of the unit, the position it came from and the message ids it
         saw, in one transaction. On failure the unit's aggregates leave the cache."""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
         try:
-            processing.collect_events(*uow.changed(), seen=seen or [])
+            processing.collect_events(*uow.changed(), seen=seen or [], fence=fence)
             if not processing.events and tracking is None and not seen:
                 return 0
             self._record(processing)

@@ -20,6 +20,7 @@ from aggregates.partner import Partner
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from aggregates.transfer_rules import (
+    body_at_turn,
     check_transfer,
     new_target_key,
     transfer_date,
@@ -192,6 +193,63 @@ def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
     assert source is not None
     request = vendor_request(transfer.operation_id, down, up, source, target, on)
     transfer.request_vendor_call(request, up["requested_by"], ctx.message_id)
+    _hold(uow, transfer, ctx.message_id)
+
+
+def _touched(uow: UnitOfWork, request: dict[str, Any]) -> tuple[Subscription | None, Subscription | None]:
+    """The source and the existing target (None for a new one) a vendor request changes."""
+    source = _subscription(uow, request["source"]["subscription_id"])
+    spec = request["target"]
+    target = _subscription(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
+    return source, target
+
+
+def _hold(uow: UnitOfWork, transfer: Transfer, cause: str) -> None:
+    """The decided transfer holds its seats and takes its place on every subscription it touches."""
+    assert transfer.vendor_request is not None
+    source, target = _touched(uow, transfer.vendor_request)
+    if source is not None:
+        source.hold(transfer.operation_id, transfer.vendor_request["seats"], cause)
+    if target is not None:
+        target.hold(transfer.operation_id, 0, cause)
+
+
+def _release(uow: UnitOfWork, transfer: Transfer, reason: str, cause: str) -> None:
+    if transfer.vendor_request is None:
+        return
+    for subscription in _touched(uow, transfer.vendor_request):
+        if subscription is not None:
+            subscription.release(transfer.operation_id, reason, cause)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Whether a requested vendor call may go now: its body, or the transfers it waits for."""
+
+    body: dict[str, Any] | None
+    waits_for: list[str]
+
+
+def take_turn(uow: UnitOfWork, operation_id: str) -> Turn | None:
+    """The outbox asks before sending a requested call (CONTRACT.md, transfers in flight): it goes
+    only when it is first in line on every subscription it touches; its body is built then, from
+    the seats confirmed so far, and recorded (`VendorCallSent`), so every retry of it, by this
+    outbox or the next leader's, sends the same body. None: no call is awaited any more."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or not transfer.awaiting_vendor or transfer.vendor_request is None:
+        return None
+    source, target = _touched(uow, transfer.vendor_request)
+    touched = [s for s in (source, target) if s is not None]
+    # A call requested before transfers were held (an older version) holds no place: it waits for nobody.
+    ahead = [op for s in touched if operation_id in s.in_flight for op in s.ahead_of(operation_id)]
+    if ahead:
+        return Turn(None, list(dict.fromkeys(ahead)))
+    body = transfer.body_sent()
+    if body is None:
+        assert source is not None
+        body = body_at_turn(transfer.vendor_request, source, target)
+    transfer.mark_sent(body)  # recorded once per round of the call (a resend after a takeover records nothing)
+    return Turn(body, [])
 
 
 def cancel_transfer(uow: UnitOfWork, ctx: Context, operation_id: str, requested_by: str, reason: str) -> Transfer:
@@ -200,6 +258,8 @@ def cancel_transfer(uow: UnitOfWork, ctx: Context, operation_id: str, requested_
         transfer.cancel(requested_by, reason, ctx.message_id)
     except errors.Refusal as refusal:
         transfer.refuse(refusal.reason, refusal.detail, None, ctx.message_id)
+        return transfer
+    _release(uow, transfer, "cancelled", ctx.message_id)  # a parked call frees its seats and its place
     return transfer
 
 
@@ -208,7 +268,18 @@ def retry_transfer(uow: UnitOfWork, operation_id: str, requested_by: str, reason
     transfer = uow.get(Transfer, Transfer.create_id(operation_id))
     if transfer is None:
         raise errors.OperationClosed(f"operation {operation_id} is unknown")
+    was_parked = transfer.parked
+    if not was_parked and transfer.vendor_request is not None and transfer.status == "failed":
+        # A refused call released its seats: a retry is a new call, which must find them again.
+        source, _ = _touched(uow, transfer.vendor_request)
+        seats = transfer.vendor_request["seats"]
+        if source is not None and seats >= source.available_seats:
+            raise errors.InsufficientSeats(
+                f"moving {seats} of {source.available_seats} available seats would leave none",
+                seats=seats, source_seats=source.seats, available_seats=source.available_seats)
     transfer.retry(requested_by, reason, action_id)
+    if not was_parked:
+        _hold(uow, transfer, action_id)  # a parked call kept its seats and its place
     return transfer
 
 
@@ -219,14 +290,6 @@ def expire_transfer(uow: UnitOfWork, operation_id: str, now: datetime, timeout_s
     if (now - transfer.first_recorded_at).total_seconds() < timeout_s:
         return False
     transfer.expire(now, timeout_s)
-    return True
-
-
-def mark_vendor_call_sent(uow: UnitOfWork, operation_id: str) -> bool:
-    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
-    if transfer is None or transfer.status != "paired":
-        return False
-    transfer.mark_sent()
     return True
 
 
@@ -276,4 +339,6 @@ def record_vendor_failure(uow: UnitOfWork, operation_id: str, reason_code: str, 
         return False
     assert transfer.call_cause is not None
     transfer.fail(reason_code, detail, retryable, attempts, transfer.call_cause)
+    if not retryable:  # answered for good: the seats and the place go; a parked call keeps both
+        _release(uow, transfer, reason_code, transfer.call_cause)
     return True

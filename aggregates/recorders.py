@@ -16,7 +16,7 @@ their ids are copied into the table once, when it is created.
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
@@ -25,8 +25,22 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 
 TABLE = "coterm_seen_messages"
+LEASES = "coterm_leases"
 LEGACY_TOPIC = "aggregates.inbox:InboundMessage.Received"
 MIGRATED = "coterm.seen_messages.v1"  # a tracking record: the legacy ids were copied
+
+
+class Fenced(RuntimeError):
+    """The lease a write was made under is no longer held: another instance leads now."""
+
+
+class Fence(NamedTuple):
+    """A lease a transaction must find held, in the same transaction (PostgreSQL only: a SQLite
+    store has one processor)."""
+
+    name: str
+    holder: str
+    epoch: int
 
 
 def seen_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -89,6 +103,14 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         self.seen_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
         self.sql_create_statements.append(
             SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
+        self.leases_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(LEASES))
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL, "
+            "expires_at TIMESTAMPTZ NOT NULL)").format(self.leases_table))
+        # FOR SHARE: a takeover (an UPDATE of the row) waits until this transaction ends, so
+        # what a leader recorded under its lease is in the log before the next leader reads it.
+        self.fence_statement = SQL("SELECT epoch FROM {} WHERE name = %s AND holder = %s AND epoch = %s "
+                                   "AND expires_at > now() FOR SHARE").format(self.leases_table)
         self.insert_seen_statement = SQL("INSERT INTO {} (message_id, position) VALUES (%s, %s)").format(self.seen_table)
         self.select_seen_statement = SQL("SELECT message_id FROM {} WHERE message_id = ANY(%s)").format(self.seen_table)
         self.select_existing_statement = SQL(
@@ -117,6 +139,12 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                 self._insert_tracking(curs, Tracking(MIGRATED, 1))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        fence = kwargs.get("fence")
+        if fence is not None:
+            with curs.connection.cursor() as check:
+                check.execute(self.fence_statement, tuple(fence))
+                if check.fetchone() is None:
+                    raise Fenced(f"lease {fence.name} epoch {fence.epoch} is no longer held by {fence.holder}")
         super()._insert_events(curs, stored_events, **kwargs)  # the tracking record, which reads its result
         rows = seen_rows(kwargs)
         if rows:

@@ -1,4 +1,13 @@
-"""One vendor subscription: plan, billing model, seats and the dates the rules look at."""
+"""One vendor subscription: plan, billing model, seats and the dates the rules look at.
+
+Transfers in flight (CONTRACT.md section 3, 1.2): from the moment a transfer is decided until
+the vendor answers it for good, the subscriptions it touches hold it in `in_flight`, in
+decision order. A source counts the seats leaving as gone (`available_seats`); every touched
+subscription lets only its first transfer in flight go to the vendor (`first_in_line`), so the
+vendor's accepted calls on it form a chain of seat counts. Holding it here, on the aggregate,
+makes two processors deciding from one source at once conflict (a version check) instead of
+both passing `INSUFFICIENT_SEATS`.
+"""
 
 from datetime import date
 from typing import Any
@@ -10,7 +19,12 @@ from aggregates.ids import aggregate_id
 
 
 class Subscription(Aggregate):
-    class_version = 1
+    # Version 2 added `in_flight`; snapshots taken before it had none.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["in_flight"] = {}
 
     @staticmethod
     def create_id(subscription_id: str, **_: Any) -> UUID:
@@ -52,6 +66,7 @@ class Subscription(Aggregate):
         self.billing_start_date = billing_start_date
         self.origin = origin  # "purchase", or "transfer:<operation_id>" for a co-termed target
         self.upsized_on: list[date] = []
+        self.in_flight: dict[str, int] = {}  # operation id -> seats leaving this subscription, in decision order
 
     def is_active(self, on: date) -> bool:
         return self.start_date <= on <= self.end_date
@@ -70,10 +85,50 @@ class Subscription(Aggregate):
     def migrate_to_usage_based(self, request_id: str, previous_billing_model: str, message_id: str) -> None:
         self.billing_model = "usage_based"  # the key stays the same: nothing to reconfigure
 
+    # -- transfers in flight ---------------------------------------------------------------
+    @property
+    def available_seats(self) -> int:
+        """Seats less those held by transfers out of it that the vendor has not answered yet."""
+        return self.seats - sum(self.in_flight.values())
+
+    def first_in_line(self) -> str | None:
+        return next(iter(self.in_flight), None)
+
+    def ahead_of(self, operation_id: str) -> list[str]:
+        """The transfers in flight decided before this one (all of them when it holds none)."""
+        ahead = []
+        for op in self.in_flight:
+            if op == operation_id:
+                break
+            ahead.append(op)
+        return ahead
+
+    def hold(self, operation_id: str, seats_out: int, message_id: str) -> None:
+        """A transfer touching this subscription was decided: it waits its turn (seats_out: the
+        seats it takes away, 0 for a target)."""
+        if operation_id not in self.in_flight:
+            self._transfer_held(operation_id=operation_id, seats_out=seats_out, message_id=message_id)
+
+    @event("TransferHeld")
+    def _transfer_held(self, operation_id: str, seats_out: int, message_id: str) -> None:
+        self.in_flight = {**self.in_flight, operation_id: seats_out}
+
+    def release(self, operation_id: str, reason: str, message_id: str) -> None:
+        """The vendor refused it for good, or staff cancelled it: its seats and its place are free."""
+        if operation_id in self.in_flight:
+            self._transfer_released(operation_id=operation_id, reason=reason, message_id=message_id)
+
+    @event("TransferReleased")
+    def _transfer_released(self, operation_id: str, reason: str, message_id: str) -> None:
+        self.in_flight = {k: v for k, v in self.in_flight.items() if k != operation_id}
+
+    # The vendor confirmed: the seats move and the transfer leaves the line, in one event.
     @event("SeatsTransferredOut")
     def transfer_out(self, operation_id: str, seats: int, message_id: str) -> None:
         self.seats -= seats
+        self.in_flight = {k: v for k, v in self.in_flight.items() if k != operation_id}
 
     @event("SeatsTransferredIn")
     def transfer_in(self, operation_id: str, seats: int, message_id: str) -> None:
         self.seats += seats
+        self.in_flight = {k: v for k, v in self.in_flight.items() if k != operation_id}

@@ -54,6 +54,8 @@ class Transfer(Aggregate):
         self.parked = False
         self.outcome: dict[str, Any] | None = None
         self.vendor_rounds = 0
+        self.sent_request: dict[str, Any] | None = None  # the body the vendor was sent (VendorCallSent)
+        self.sent_key: str | None = None  # and the Idempotency-Key it went under
 
     # -- halves ------------------------------------------------------------------------
     def add_half(self, side: str, half: dict[str, Any], message_id: str) -> bool:
@@ -180,14 +182,34 @@ class Transfer(Aggregate):
         self.parked = retryable
         self.outcome = {"reason_code": reason_code, "detail": detail, "retryable": retryable, "attempts": attempts}
 
-    def mark_sent(self) -> None:
-        """The dispatcher handed the call to the vendor client (status `sent`)."""
-        if self.status == "paired":
-            self._vendor_call_sent(operation_id=self.operation_id, round=self.vendor_rounds)
+    def body_sent(self) -> dict[str, Any] | None:
+        """The body already sent under the current key: every retry of the call reuses it."""
+        return self.sent_request if self.sent_key == self.idempotency_key else None
 
-    @event("VendorCallSent")
-    def _vendor_call_sent(self, operation_id: str, round: int) -> None:
+    def mark_sent(self, request: dict[str, Any]) -> None:
+        """The outbox hands the call to the vendor, with the body built from the seats confirmed
+        when its turn came (status `sent`)."""
+        if self.status == "paired":
+            self._vendor_call_sent(operation_id=self.operation_id, round=self.vendor_rounds, request=request)
+
+    class VendorCallSent(Aggregate.Event):
+        """Version 2 carries the body sent. Version 1 was recorded only for calls the vendor had
+        not answered within a second, and the body then was the decided request."""
+
+        class_version = 2
+        operation_id: str
+        round: int
+        request: dict[str, Any] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["request"] = None
+
+    @event(VendorCallSent)
+    def _vendor_call_sent(self, operation_id: str, round: int, request: dict[str, Any] | None) -> None:
         self.status = "sent"
+        self.sent_request = request or self.vendor_request
+        self.sent_key = self.idempotency_key
 
     @property
     def awaiting_vendor(self) -> bool:

@@ -71,10 +71,14 @@ def transfer_refusals(
         ))
     if source is None:
         return found
-    if down["seats"] >= source.seats:
+    available = source.available_seats
+    if down["seats"] >= available:
+        held = source.seats - available
         found.append(errors.InsufficientSeats(
-            f"moving {down['seats']} of {source.seats} seats would leave none: at least one seat stays",
-            seats=down["seats"], source_seats=source.seats,
+            f"moving {down['seats']} of {available} available seats would leave none: at least one seat stays"
+            + (f" ({source.seats} seats, {held} held by {len(source.in_flight)} transfer(s) in flight)" if held else ""),
+            seats=down["seats"], source_seats=source.seats, held_seats=held, available_seats=available,
+            held_by=list(source.in_flight),
         ))
     if source.resource_count != 1:
         found.append(errors.MultiResourcePlan(
@@ -144,6 +148,17 @@ def vendor_request(
         "target": target_change,
         "seats": seats,
     }
+
+
+def body_at_turn(request: dict[str, Any], source: Subscription, target: Subscription | None) -> dict[str, Any]:
+    """The vendor call's body when its turn comes: the decided request with the seats the vendor
+    has confirmed so far (every earlier transfer on these subscriptions has been answered)."""
+    seats = request["seats"]
+    body = {**request, "source": {**request["source"], "seats_before": source.seats,
+                                  "seats_after": source.seats - seats}}
+    if target is not None and request["target"]["kind"] == "existing_subscription":
+        body["target"] = {**request["target"], "seats_before": target.seats, "seats_after": target.seats + seats}
+    return body
 
 
 def new_target_key(operation_id: str) -> str:

@@ -1,77 +1,137 @@
-"""Which processor instance runs the outbox (results, vendor calls, expiry).
+"""Which processor instance runs the outbox (results, vendor calls, expiry): a lease in the store.
 
 Consumers scale out by partition, but the outbox follows one shared log: two followers
-would send the same vendor call twice. On PostgreSQL the instance holding a session
-advisory lock does the outbox work; when it dies its session ends and another takes
-over. A SQLite store has one processor, which always leads.
+would send the same vendor call twice. On PostgreSQL the outbox leader holds a lease, a row
+of `coterm_leases` with an expiry set by the database's clock, renewed every `renew_s` by a
+thread of its own (so a long round of work does not let it lapse). A leader that dies or stops
+answering (SIGSTOP, a frozen VM, a lost network) stops renewing; once the lease has expired
+another instance takes it, with a new epoch, within `ttl_s` plus one try.
+
+A session lock would not do: a paused process keeps its database session, and the lock with
+it, so leadership would never move. And a leader that resumes after losing its lease must not
+act on it: every write of the outbox carries a `Fence` (holder and epoch) that the same
+transaction checks against the row (`recorders.PostgresSeenRecorder`), and no new vendor call
+starts once the lease may have lapsed by this process's own monotonic clock, which runs on
+through a pause. A call already handed to the vendor may still be answered: same key, same
+body, so the vendor sees a repeat at worst.
+
+A SQLite store has one processor, which always leads.
 """
 
+import os
+import socket
+import threading
 import time
-import zlib
+import uuid
+from typing import Any
 
 import structlog
 
+from aggregates.recorders import LEASES, Fence
 from processor.store import connect_postgres
 
 log = structlog.get_logger("coterm.leadership")
+LEASE_NAME = "outbox"
+TTL_S = 4.0
+RENEW_S = 0.5
 
 
 class Leadership:
-    def __init__(self, store_env: dict[str, str], retry_s: float = 1.0) -> None:
+    def __init__(self, store_env: dict[str, str], ttl_s: float = TTL_S, renew_s: float = RENEW_S) -> None:
         self.env = store_env
         self.shared = store_env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
-        self.retry_s = retry_s
-        self._conn: object | None = None
-        self._leading = False
-        self._next_try = 0.0
-        # One lock per store: the schema names it, so test stores in one database don't contend.
-        self.key = zlib.crc32(f"coterm-outbox:{store_env.get('POSTGRES_SCHEMA', '')}".encode())
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.schema = store_env.get("POSTGRES_SCHEMA", "public")
+        self._epoch: int | None = None
+        self._valid_until = 0.0  # monotonic: the lease surely holds until then (renewal sent before it)
+        self._conn: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.acquired_at: float | None = None  # monotonic, for the takeover time in logs and tests
 
+    # -- what the outbox asks ------------------------------------------------------------------
     def held(self) -> bool:
+        """Whether this instance leads now, by its own clock (starts the renewing thread)."""
         if not self.shared:
             return True
-        if self._leading:
-            if self._alive():
-                return True
-            log.warning("leadership.lost")
-            self._leading = False
-        now = time.monotonic()
-        if now >= self._next_try:
-            self._next_try = now + self.retry_s
-            self._leading = self._try_acquire()
-            if self._leading:
-                log.info("leadership.acquired")
-        return self._leading
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+            self._thread.start()
+        return self._epoch is not None and time.monotonic() < self._valid_until
 
-    def _try_acquire(self) -> bool:
-        import psycopg
+    def fence(self) -> Fence | None:
+        """What a write under this lease must find in the store (None: nothing to prove)."""
+        if not self.shared or self._epoch is None:
+            return None
+        return Fence(LEASE_NAME, self.holder, self._epoch)
 
-        try:
-            if self._conn is None:
-                self._conn = connect_postgres(self.env, connect_timeout=5)
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()  # type: ignore[attr-defined]
-            return bool(row and row[0])
-        except psycopg.Error:
-            self._drop()
-            return False
+    @property
+    def epoch(self) -> int | None:
+        return self._epoch
 
-    def _alive(self) -> bool:
-        import psycopg
+    def release(self) -> None:
+        """Give the lease up at once (a clean stop), so the next leader need not wait for it to expire."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._conn is not None and self._epoch is not None:
+            try:
+                self._conn.execute(f"UPDATE {self._table} SET expires_at = now() WHERE name = %s AND holder = %s "
+                                   "AND epoch = %s", (LEASE_NAME, self.holder, self._epoch))
+            except Exception:  # noqa: BLE001 - it expires by itself anyway
+                pass
+        self._epoch = None
+        self._drop()
 
-        try:
-            self._conn.execute("SELECT 1")  # type: ignore[union-attr]
-            return True
-        except (psycopg.Error, AttributeError):
-            self._drop()
-            return False
+    # -- the renewing thread ---------------------------------------------------------------
+    @property
+    def _table(self) -> str:
+        return f'"{self.schema}"."{LEASES}"'
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            asked_at = time.monotonic()
+            try:
+                self._renew_or_acquire(asked_at)
+            except Exception as error:  # noqa: BLE001 - a lost database: not leading, try again
+                if self._epoch is not None:
+                    log.warning("leadership.lost", reason=f"{type(error).__name__}: {error}"[:300], epoch=self._epoch)
+                self._epoch = None
+                self._drop()
+            self._stop.wait(self.renew_s)
+
+    def _renew_or_acquire(self, asked_at: float) -> None:
+        if self._conn is None:
+            self._conn = connect_postgres(self.env, connect_timeout=2, tcp_timeout_ms=int(self.ttl_s * 500))
+        if self._epoch is not None:
+            row = self._conn.execute(
+                f"UPDATE {self._table} SET expires_at = now() + make_interval(secs => %s) "
+                "WHERE name = %s AND holder = %s AND epoch = %s RETURNING epoch",
+                (self.ttl_s, LEASE_NAME, self.holder, self._epoch)).fetchone()
+            if row is not None:
+                self._valid_until = asked_at + self.ttl_s
+                return
+            log.warning("leadership.lost", reason="another instance took the lease", epoch=self._epoch)
+            self._epoch = None
+        row = self._conn.execute(
+            f"INSERT INTO {self._table} (name, holder, epoch, expires_at) "
+            "VALUES (%s, %s, 1, now() + make_interval(secs => %s)) "
+            f"ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, epoch = {self._table}.epoch + 1, "
+            "expires_at = EXCLUDED.expires_at "
+            f"WHERE {self._table}.expires_at < now() RETURNING epoch",
+            (LEASE_NAME, self.holder, self.ttl_s)).fetchone()
+        if row is not None:
+            self._valid_until = asked_at + self.ttl_s
+            self._epoch = int(row[0])
+            self.acquired_at = time.monotonic()
+            log.info("leadership.acquired", epoch=self._epoch, holder=self.holder)
 
     def _drop(self) -> None:
         try:
-            self._conn.close()  # type: ignore[union-attr]
+            if self._conn is not None:
+                self._conn.close()
         except Exception:  # noqa: BLE001 - already broken
             pass
         self._conn = None
-
-    def release(self) -> None:
-        if self._conn is not None:
-            self._drop()

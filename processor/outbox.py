@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import structlog
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates import commands
@@ -27,6 +27,7 @@ from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from processor.metrics import VendorStats
 from processor.results import OUTBOUND, Outbound, outbound_of
+from processor.topic_ends import Ends
 from processor.vendor_client import Stopped, VendorClient, VendorOutcome
 
 log = structlog.get_logger("coterm.outbox")
@@ -55,42 +56,51 @@ class Waiting:
 @dataclass
 class Call:
     notification_id: int
-    request: dict[str, Any]
     key: str  # Idempotency-Key: the operation id, or a new one for a retry the vendor had refused
+    target_id: str  # the target subscription (a new one is created when the vendor confirms)
 
 
-@dataclass
-class InFlight:
-    started: float | None = None  # monotonic, when a worker handed it to the vendor client
-    marked: bool = False  # VendorCallSent recorded
-
-
-# A call the vendor answers at once goes from `paired` to its outcome in one step; one it has
-# not answered within this time is recorded as `sent` (the vendor is slow or retried), so the
-# dashboard shows what waits on the vendor without an extra event on every fast call.
-SENT_AFTER_S = 1.0
 FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may follow
+# Calls waiting for their turn are looked at again whenever something on the log could have
+# freed it (an outcome, a cancel, a retry), and at least this often.
+TURNS_EVERY_S = 1.0
+KEEP_ENDS = 300  # topic-end measurements waiting for the store to catch up with them
 
 
 class Outbox:
+    """`fence`: what every write of this outbox must prove (the leadership lease it holds), so a
+    leader that lost its lease while paused records nothing; `may_send`: whether it still holds
+    the lease as far as it knows, asked before each new vendor call. `topic_ends` and
+    `store_positions` measure the orders topic and what the store applied of it, for expiry."""
+
     def __init__(self, app: Orders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
-                 clock: Callable[[], datetime], vendor_stats: VendorStats | None = None, workers: int = 32) -> None:
+                 clock: Callable[[], datetime], vendor_stats: VendorStats | None = None, workers: int = 32,
+                 topic_ends: Callable[[], Ends | None] | None = None,
+                 store_positions: Callable[[list[int]], dict[int, int]] | None = None,
+                 fence: Callable[[], Any] = lambda: None, may_send: Callable[[], bool] = lambda: True) -> None:
         self.app = app
         self.vendor_stats = vendor_stats or VendorStats()
         self.publisher = publisher
         self.vendor = vendor
         self.pairing_timeout_s = pairing_timeout_s
         self.clock = clock
+        self.topic_ends = topic_ends
+        self.store_positions = store_positions
+        self.fence = fence
+        self.may_send = may_send
         recorder = app.process_recorder
         self.results_at = recorder.max_tracking_id(RESULTS_TRACKING) or 0
         self.work_at = recorder.max_tracking_id(WORK_TRACKING) or 0
         self.read_at = min(self.results_at, self.work_at)
         self.waiting: dict[str, Waiting] = {}
         self.calls: dict[str, Call] = {}
-        self.in_flight: dict[str, InFlight] = {}
-        self.to_send: deque[str] = deque()  # calls read from the log, not yet handed to the pool
+        self.in_flight: set[str] = set()
+        self.to_send: dict[str, None] = {}  # requested calls not yet handed to the vendor, in decision order
+        self.waits_for: dict[str, list[str]] = {}  # calls whose turn has not come: the transfers ahead of them
+        self._turns_dirty = False
+        self._turns_checked = 0.0
+        self.ends: deque[Ends] = deque()  # measured after some half's deadline, not yet applied by the store
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
-        self._slow_checked = 0.0
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
         self.published = 0
 
@@ -117,7 +127,7 @@ class Outbox:
         self.read_at = last
         if last > self.results_at:
             self.results_at = last
-            self.app.process_recorder.insert_tracking(Tracking(RESULTS_TRACKING, last))
+            _insert_tracking(self.app, Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
         return len(notifications)
 
@@ -154,11 +164,15 @@ class Outbox:
         elif isinstance(event, OPENS_CALL):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
-            self.calls[op] = Call(notification_id, event.request, event.idempotency_key)
-            self.to_send.append(op)
+            self.calls[op] = Call(notification_id, event.idempotency_key, event.request["target"]["subscription_id"])
+            self.to_send[op] = None
+            self._turns_dirty = True
         elif isinstance(event, CLOSES):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)
+            self.to_send.pop(op, None)
+            self.waits_for.pop(op, None)
+            self._turns_dirty = True  # whatever waited behind it may go now
 
     def _save_low_water(self) -> None:
         # Both maps are kept in notification order, so their first entries are the oldest.
@@ -166,65 +180,83 @@ class Outbox:
         low = min(open_ids) - 1 if open_ids else self.read_at
         if low > self.work_at:
             self.work_at = low
-            self.app.process_recorder.insert_tracking(Tracking(WORK_TRACKING, low))
+            _insert_tracking(self.app, Tracking(WORK_TRACKING, low))
 
     # -- vendor calls -----------------------------------------------------------------------
     def dispatch(self) -> int:
-        """Send every requested call not yet in flight; record the outcomes that came back,
-        all of them in one transaction (one per round, not one per call)."""
+        """Record the outcomes that came back and send every call whose turn has come, in one
+        transaction per round: an outcome frees its subscriptions for the next call in the same
+        round. Returns how many calls were answered or sent."""
         if self.vendor is None:
             return 0
-        while self.to_send:
-            op = self.to_send.popleft()
-            call = self.calls.get(op)
-            if call is not None and op not in self.in_flight:
-                flight = self.in_flight[op] = InFlight()
-                self.pool.submit(self._send, op, flight, call.request, call.key)
         done: dict[str, VendorOutcome] = {}
         while True:
             try:
                 op, outcome = self.finished.get_nowait()
             except queue.Empty:
                 break
-            self.in_flight.pop(op, None)
-            if outcome is not None:  # None: stopped, it stays requested in the store and is sent on restart
+            self.in_flight.discard(op)
+            if outcome is not None:  # None: stopped, it stays requested in the store and is sent again
                 done[op] = outcome
-        slow = self._slow_calls()
-        if done or slow:
-            new_targets = [Subscription.create_id(self.calls[op].request["target"]["subscription_id"])
-                           for op in done if op in self.calls]
-            self.app.decide(lambda uow: (uow.prefetch(new_targets), self._record(uow, done, slow)))
-            for op in slow:
-                self.in_flight[op].marked = True
-            for op, outcome in done.items():
-                self.calls.pop(op, None)
-                self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
-                if not outcome.ok:
-                    log.warning("vendor.call_failed", operation_id=op, attempts=outcome.attempts,
-                                latency_ms=outcome.latency_ms, reason_code=outcome.reason_code,
-                                detail=outcome.detail[:300])
-        return len(done)
-
-    def _slow_calls(self) -> list[str]:
-        """Calls handed to the vendor at least SENT_AFTER_S ago and not yet marked `sent`
-        (looked for a few times a second, not on every round)."""
+            else:
+                self.to_send[op] = None
         now = time.monotonic()
-        if now - self._slow_checked < SENT_AFTER_S / 4:
-            return []
-        self._slow_checked = now
-        return [op for op, f in self.in_flight.items()
-                if not f.marked and f.started is not None and now - f.started >= SENT_AFTER_S]
+        candidates: list[str] = []
+        if done or self._turns_dirty or (self.to_send and now - self._turns_checked >= TURNS_EVERY_S):
+            self._turns_dirty = False
+            self._turns_checked = now
+            candidates = [op for op in self.to_send if op not in self.in_flight and op not in done]
+        if not done and not candidates:
+            return 0
+        new_targets = [Subscription.create_id(self.calls[op].target_id) for op in done if op in self.calls]
+        turns: dict[str, commands.Turn | None] = {}
 
-    def _send(self, op: str, flight: InFlight, request: dict[str, Any], key: str) -> None:
+        def change(uow: Any) -> None:
+            turns.clear()
+            uow.prefetch(new_targets)
+            self._record(uow, done)
+            for op in candidates:
+                turns[op] = commands.take_turn(uow, op)
+
+        self.app.decide(change, fence=self.fence())
+        for op, outcome in done.items():
+            self.calls.pop(op, None)
+            self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
+            if not outcome.ok:
+                log.warning("vendor.call_failed", operation_id=op, attempts=outcome.attempts,
+                            latency_ms=outcome.latency_ms, reason_code=outcome.reason_code,
+                            detail=outcome.detail[:300])
+        sent = 0
+        for op, turn in turns.items():
+            if turn is None:  # answered or closed meanwhile
+                self.to_send.pop(op, None)
+                self.waits_for.pop(op, None)
+            elif turn.body is None:
+                if self.waits_for.get(op) != turn.waits_for:
+                    log.info("vendor.call_waits", operation_id=op, waits_for=turn.waits_for)
+                self.waits_for[op] = turn.waits_for
+            elif self.may_send():
+                call = self.calls.get(op)
+                key = call.key if call is not None else op
+                self.to_send.pop(op, None)
+                self.waits_for.pop(op, None)
+                self.in_flight.add(op)
+                self.pool.submit(self._send, op, turn.body, key)
+                sent += 1
+        return len(done) + sent
+
+    def _send(self, op: str, request: dict[str, Any], key: str) -> None:
         assert self.vendor is not None
-        flight.started = time.monotonic()
         try:
             self.finished.put((op, self.vendor.send(request, key)))
         except Stopped:
             self.finished.put((op, None))
+        except Exception as error:  # noqa: BLE001 - a worker must always report back, or the call is lost here
+            log.error("vendor.send_crashed", operation_id=op, error=repr(error)[:300])
+            self.finished.put((op, None))
 
     @staticmethod
-    def _record(uow: Any, done: dict[str, VendorOutcome], slow: list[str]) -> None:
+    def _record(uow: Any, done: dict[str, VendorOutcome]) -> None:
         for op, outcome in done.items():
             if outcome.ok:
                 assert outcome.vendor_reference is not None
@@ -233,31 +265,66 @@ class Outbox:
                 assert outcome.reason_code is not None
                 commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
                                                outcome.attempts)
-        for op in slow:
-            commands.mark_vendor_call_sent(uow, op)
 
     # -- pairing timeouts -------------------------------------------------------------------
-    def expire(self, caught_up: bool) -> int:
-        """Expire halves that waited too long; only while all input on our partitions is read."""
-        if not caught_up:
+    def expire(self) -> int:
+        """Expire halves that waited too long, once the store has applied every partition of the
+        orders topic as far as Kafka had written it after their deadline (CONTRACT.md, 1.2)."""
+        if not self.waiting and not self.ends:
             return 0
         now = self.clock()
-        due = [op for op, w in self.waiting.items() if (now - w.recorded_at).total_seconds() >= self.pairing_timeout_s]
+        deadline_passed = now - timedelta(seconds=self.pairing_timeout_s)
+        if any(w.recorded_at <= deadline_passed for w in self.waiting.values()):
+            measured = self.topic_ends() if self.topic_ends else Ends(now.timestamp(), {})
+            if measured is not None:
+                if len(self.ends) >= KEEP_ENDS:
+                    del self.ends[1]  # the oldest is the one that can clear the most
+                self.ends.append(measured)
+        if not self.ends:
+            return 0
+        positions = self.store_positions(sorted(self.ends[-1].offsets)) if self.store_positions else {}
+        cleared: Ends | None = None
+        while self.ends and self.ends[0].applied(positions):
+            cleared = self.ends.popleft()
+        if cleared is None:
+            return 0
+        # Every half whose deadline had passed when these ends were measured: its partner, had it
+        # been in Kafka by then, would have been applied and paired by now.
+        cutoff = datetime.fromtimestamp(cleared.taken_at, timezone.utc) - timedelta(seconds=self.pairing_timeout_s)
+        due = [op for op, w in self.waiting.items() if w.recorded_at <= cutoff]
+        expired: list[str] = []
+
+        def change(uow: Any) -> None:
+            expired.clear()
+            expired.extend(op for op in due if commands.expire_transfer(uow, op, now, self.pairing_timeout_s))
+
+        if due:
+            self.app.decide(change, fence=self.fence())
         for op in due:
-            if self.app.decide(lambda uow, op=op: commands.expire_transfer(uow, op, now, self.pairing_timeout_s)):
-                log.info("transfer.expired", operation_id=op)
             self.waiting.pop(op, None)
+        for op in expired:
+            log.info("transfer.expired", operation_id=op)
         return len(due)
 
     # -- idleness ---------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         """Vendor calls pending or results unpublished (waiting halves do not count)."""
-        if self.calls or self.in_flight:
-            return True
+        if self.in_flight or any(op not in self.waits_for for op in self.calls):
+            return True  # a call waiting behind a parked one is not work this process can do
         return bool(self.app.process_recorder.select_notifications(start=self.read_at + 1, limit=1, topics=TOPICS))
 
     def close(self) -> None:
         if self.vendor is not None:
             self.vendor.stop.set()  # calls in backoff give up; they stay requested in the store
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _insert_tracking(app: Orders, tracking: Tracking) -> None:
+    """Record an outbox position; one already there (recorded by an earlier leader, or by this
+    one before a lost connection hid the answer) is no error."""
+    try:
+        app.process_recorder.insert_tracking(tracking)
+    except IntegrityError:
+        if (app.process_recorder.max_tracking_id(tracking.application_name) or 0) < tracking.notification_id:
+            raise

@@ -5,7 +5,7 @@ out what they decided (results to Kafka, vendor calls, their outcomes), each tak
 half the work of a transfer, so `coterm run` runs them as two processes sharing the store:
 this one follows the store's log; the consumer's process applies Kafka input. They share
 only a few flags and counters (`SharedStatus`): the consumer tells whether it has read all
-its input (expiry waits for that), the outbox tells whether it is busy (for `--until-idle`)
+its input (for `--until-idle`), the outbox tells whether it is busy (for `--until-idle`)
 and what it has done (for progress lines).
 
 The child dies with its parent (Linux `PR_SET_PDEATHSIG`), so a killed processor never
@@ -138,37 +138,53 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     from processor.leadership import Leadership
     from processor.outbox import Outbox
     from processor.store import open_store, store_env
+    from processor.topic_ends import TopicEnds, store_positions
     from processor.vendor_client import VendorClient
 
     app = open_store(settings.store)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
+    ends = TopicEnds(bootstrap, settings.topic_orders, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
     vendor_stats = VendorStats()  # kept across leaderships: the counts of this process's life
     last_expiry = 0.0
+
+    def new_outbox() -> Outbox:
+        vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
+        return Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats,
+                      topic_ends=ends.measure,
+                      store_positions=lambda partitions: store_positions(app.process_recorder, settings.topic_orders,
+                                                                         partitions),
+                      fence=leadership.fence, may_send=leadership.held)
+
     try:
         while not status.stop.is_set() and os.getppid() == parent_pid:
             worked = 0
-            if leadership.held():
-                if outbox is None:
-                    vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
-                    outbox = Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats)
-                try:
+            try:
+                if leadership.held():
+                    outbox = outbox or new_outbox()
                     # Read to the log's head before sending: after a takeover, a call whose outcome
                     # is further on in the log must not be sent again (the vendor would answer 409).
                     worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
                     outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
-                except KafkaError as error:
-                    # Nothing was marked published: the same results go out once Kafka answers.
-                    log.warning("results.publish_failed", error=str(error))
-                    status.stop.wait(1.0)
-                now = time.monotonic()
-                if now - last_expiry >= EXPIRY_EVERY_S:
-                    last_expiry = now
-                    worked += outbox.expire(bool(status.caught_up.value))
-            elif outbox is not None:
-                outbox.close()  # another instance leads now: its outbox owns the calls
-                outbox = None
+                    now = time.monotonic()
+                    if now - last_expiry >= EXPIRY_EVERY_S:
+                        last_expiry = now
+                        worked += outbox.expire()
+                elif outbox is not None:
+                    log.info("outbox.stepped_down", reason="the lease is not held")
+                    outbox.close()  # another instance leads now: its outbox owns the calls
+                    outbox = None
+            except KafkaError as error:
+                # Nothing was marked published: the same results go out once Kafka answers.
+                log.warning("results.publish_failed", error=str(error))
+                status.stop.wait(1.0)
+            except Exception as error:  # noqa: BLE001 - a lost database or a lost lease: start over from the store
+                log.warning("outbox.round_failed", error=f"{type(error).__name__}: {error}"[:500])
+                if outbox is not None:
+                    outbox.close()
+                    outbox = None
+                status.stop.wait(1.0)
             _report(status, outbox, worked, vendor_stats)
             if not worked:
                 status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
@@ -176,6 +192,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         if outbox is not None:
             outbox.close()
         leadership.release()
+        ends.close()
         publisher.close()
         app.close()
         status.busy.value = False
@@ -189,7 +206,10 @@ def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: Vendor
     if outbox is not None:
         status.published.value = outbox.published
         status.outbox_position.value = outbox.read_at
-    status.busy.value = bool(outbox is not None and outbox.busy)
+    try:
+        status.busy.value = bool(outbox is not None and outbox.busy)
+    except Exception:  # noqa: BLE001 - the store does not answer: say busy, the next round tells
+        status.busy.value = True
     status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
     status.leading.value = outbox is not None

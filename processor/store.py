@@ -80,14 +80,22 @@ def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
         yield
 
 
-def connect_postgres(env: dict[str, str], connect_timeout: int = 10) -> "psycopg.Connection[Any]":
-    """An autocommit connection to the database the store env names (outside the library's pool)."""
+def connect_postgres(env: dict[str, str], connect_timeout: int = 10,
+                     tcp_timeout_ms: int | None = None) -> "psycopg.Connection[Any]":
+    """An autocommit connection to the database the store env names (outside the library's pool).
+    `tcp_timeout_ms`: a statement on a database that stopped answering fails after about this long
+    instead of waiting for the operating system to give up (minutes)."""
     import psycopg
 
+    timeouts: dict[str, Any] = {}
+    if tcp_timeout_ms is not None:
+        timeouts = {"tcp_user_timeout": tcp_timeout_ms, "keepalives": 1, "keepalives_idle": 1,
+                    "keepalives_interval": 1, "keepalives_count": 2,
+                    "options": f"-c statement_timeout={tcp_timeout_ms}"}
     return psycopg.connect(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
-        connect_timeout=connect_timeout,
+        connect_timeout=connect_timeout, **timeouts,
     )
 
 

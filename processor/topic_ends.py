@@ -1,0 +1,82 @@
+"""How far the orders topic has been written, and how far the store has applied it: the two
+sides of the pairing-timeout rule (CONTRACT.md section 3, `PAIRING_TIMEOUT`, 1.2).
+
+A half may expire only once every partition of the orders topic has been applied to the store,
+by whichever processor holds it, up to an offset Kafka had reached after the half's deadline.
+So the expirer measures both sides itself: `TopicEnds` asks Kafka for each partition's end,
+and `store_positions` reads the positions the inbox recorded with the events (the library's
+tracking records). No processor's assignment, flag or cache takes part.
+
+The bundled broker's ListOffsets answers the base offset of a partition's last record batch
+plus one, not the offset after its last record (measured: 37 records sent in one batch per
+partition gave ends of 1 each). So ListOffsets is only a lower bound here: each partition is
+read from just before it to the end of the log, and the end is where that read stops (the
+fetch responses' high watermarks say when it has). One small fetch per partition per check.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from processor.inbox import position_name
+
+
+@dataclass(frozen=True)
+class Ends:
+    """Each partition's end offset, measured at `taken_at` (wall clock, seconds since the epoch)."""
+
+    taken_at: float
+    offsets: dict[int, int]
+
+    def applied(self, positions: dict[int, int]) -> bool:
+        """Whether the store has applied every partition at least up to these ends."""
+        return all(positions.get(p, 0) >= end for p, end in self.offsets.items())
+
+
+class TopicEnds:
+    """Measures the end of every partition of one topic, with a consumer of its own (no group)."""
+
+    def __init__(self, bootstrap: str, topic: str, clock: Callable[[], float] = time.time, **options: Any) -> None:
+        self.topic = topic
+        self.clock = clock
+        self.consumer = KafkaConsumer(**options, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      fetch_max_wait_ms=10, client_id="coterm-topic-ends")
+        self.partitions: list[TopicPartition] = []
+
+    def measure(self, timeout_s: float = 5.0) -> Ends | None:
+        """The ends now; None when Kafka did not answer in time (then nothing may expire)."""
+        taken_at = self.clock()  # before asking: every offset read below was reached after it
+        known = self.consumer.partitions_for_topic(self.topic) or set()
+        if len(known) != len(self.partitions):
+            self.partitions = [TopicPartition(self.topic, p) for p in sorted(known)]
+            self.consumer.assign(self.partitions)
+        if not self.partitions:
+            return None
+        lower = self.consumer.end_offsets(self.partitions, timeout_ms=int(timeout_s * 1000))
+        for tp in self.partitions:
+            self.consumer.seek(tp, max(0, lower[tp] - 1))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=50, max_records=100_000)
+            if all(self._at_end(tp, lower[tp]) for tp in self.partitions):
+                return Ends(taken_at, {tp.partition: self.consumer.position(tp) for tp in self.partitions})
+        return None
+
+    def _at_end(self, tp: TopicPartition, lower: int) -> bool:
+        if lower == 0:
+            return True  # the partition was empty when asked
+        position, highwater = self.consumer.position(tp), self.consumer.highwater(tp)
+        # Having read the record at lower-1 means a fetch answered after `taken_at`, with its
+        # high watermark; reading on until that mark makes the position the partition's end.
+        return position >= lower and highwater is not None and position >= highwater
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def store_positions(recorder: Any, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The next offset the store will apply, per partition (0: none applied yet)."""
+    return {p: recorder.max_tracking_id(position_name(topic, p)) or 0 for p in partitions}
