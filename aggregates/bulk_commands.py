@@ -112,7 +112,7 @@ def _decide(uow: UnitOfWork, ctx: Context, bulk: Bulk, customer_id: str, product
     """One customer's migration request within the bulk, recorded like any other (its result is
     published as one), and what it means for the bulk: each product migrated, refused or waiting."""
     migration = commands.request_migration(uow, ctx, request_id, customer_id, product_ids, bulk.requested_by, on=on,
-                                           joinable=bulk.request_ids(customer_id))
+                                           joinable=bulk.request_ids(customer_id), requested=bulk.product_ids)
     decided = migration.decisions[-1]
     products: dict[str, dict[str, Any]] = {}
     for entry in decided["migrated"]:  # a product may migrate several subscriptions, each keeping its key

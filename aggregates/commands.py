@@ -125,14 +125,16 @@ def preview_migration(uow: UnitOfWork, customer_id: str, product_ids: list[str],
 
 def request_migration(
     uow: UnitOfWork, ctx: Context, request_id: str, customer_id: str, product_ids: list[str], requested_by: str,
-    on: date | None = None, joinable: Collection[str] = (),
+    on: date | None = None, joinable: Collection[str] = (), requested: Collection[str] | None = None,
 ) -> Migration:
     """Decide and record one migration request on `on` (default: the message's date); `joinable`:
-    requests whose bundle it may join (a bulk migration's own)."""
+    requests whose bundle it may join (a bulk migration's own); `requested`: the products the
+    customer asked for, when more than these (a bulk's `product_ids`: none of them gets a new
+    bundle key, since each joins with its own kept key on its day)."""
     on = on or ctx.on
     customer, subscriptions = customer_holdings(uow, customer_id)
     decision = decide_migration(request_id, customer_id, product_ids, customer, _catalog(uow), subscriptions, on,
-                                joinable)
+                                joinable, requested)
     migration = uow.get(Migration, Migration.create_id(request_id)) or uow.add(
         Migration(request_id=request_id, customer_id=customer_id)
     )
@@ -148,7 +150,8 @@ def request_migration(
             sub = by_id[entry["subscription_id"]]
             sub.migrate_to_usage_based(request_id, sub.billing_model, ctx.message_id)
         if decision.joined:
-            customer.join_bundle(request_id, decision.bundle[len(customer.bundle or []):], ctx.message_id)
+            customer.join_bundle(request_id, [e for e in decision.bundle if e not in (customer.bundle or [])],
+                                 ctx.message_id)
         else:
             customer.create_bundle(request_id, decision.bundle, ctx.message_id)
     return migration

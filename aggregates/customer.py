@@ -65,7 +65,7 @@ class Customer(Aggregate):
     def join_bundle(self, request_id: str, entries: list[dict[str, str]], message_id: str) -> None:
         """Products a later decision of the same bulk migration accepted join its bundle."""
         assert self.bundle is not None
-        self.bundle = [*self.bundle, *entries]
+        self.bundle = joined_bundle(self.bundle, entries)
 
     @property
     def relationship_conflict(self) -> str | None:
@@ -74,3 +74,10 @@ class Customer(Aggregate):
         if self.channel == "direct" and self.distributor_id:
             return f"channel direct with distributor_id {self.distributor_id}"
         return None
+
+
+def joined_bundle(bundle: list[dict[str, str]], entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A bundle with products joining it: one subscription per product, the joining one's kept
+    key replacing a new key given earlier (stores written before contract 1.2)."""
+    joining = {entry["product_id"] for entry in entries}
+    return [*(entry for entry in bundle if entry["product_id"] not in joining), *entries]

@@ -7,7 +7,7 @@ from typing import Any
 
 from aggregates import errors
 from aggregates.catalog import Catalog
-from aggregates.customer import Customer
+from aggregates.customer import Customer, joined_bundle
 from aggregates.ids import subscription_key
 from aggregates.subscription import Subscription
 
@@ -114,8 +114,12 @@ def decide_migration(
     subscriptions: list[Subscription],
     on: date,
     joinable: Collection[str] = (),
+    requested_overall: Collection[str] | None = None,
 ) -> MigrationDecision:
-    """`joinable`: request ids whose bundle this request may join (see `check_customer`)."""
+    """`joinable`: request ids whose bundle this request may join (see `check_customer`);
+    `requested_overall`: every product the customer asked for (a bulk's `product_ids`, CONTRACT.md
+    section 5, 1.2), when this decision covers only some of them: a new bundle gives new keys
+    only to bundle products outside it."""
     requested = list(dict.fromkeys(product_ids))  # a product named twice is decided once
     decision = MigrationDecision()
     try:
@@ -138,10 +142,11 @@ def decide_migration(
         # Joining the bundle an earlier decision of the same bulk created: the bundle already
         # holds the catalog's bundle products; the result shows the whole bundle.
         decision.joined = True
-        decision.bundle = [*customer.bundle, *decision.bundle]
+        decision.bundle = joined_bundle(customer.bundle, decision.bundle)
     elif decision.accepted:
+        asked = set(requested) | set(requested_overall or ())
         for product_id in catalog.bundle_products():
-            if product_id not in requested:
+            if product_id not in asked:
                 key = subscription_key("bundle", request_id, product_id)
                 decision.bundle.append({"product_id": product_id, "subscription_key": key})
     return decision

@@ -71,7 +71,9 @@ def preview_transfer(uow: UnitOfWork, source_id: str, seats: int, target: dict[s
     refusals = refused_on(on)
     verdict = _verdict(refusals, refused_on, on)
     verdict["source"] = {"subscription_id": source_id, "customer_id": source.customer_id if source else None,
-                         "seats": source.seats if source else None}
+                         "seats": source.seats if source else None,
+                         "available_seats": source.available_seats if source else None,
+                         "held_by": list(source.in_flight) if source else []}
     verdict["target"] = plain(spec)
     # The call the pair would make on that day: what the vendor would be asked to do.
     verdict["vendor_request"] = (vendor_request("(preview)", down, up, source, existing, on)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aggregates.application import plain
 from aggregates.bulk import Bulk
-from aggregates.customer import Customer
+from aggregates.customer import Customer, joined_bundle
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.subscription import Subscription
@@ -110,6 +110,8 @@ def _requested(doc: Doc, e: Any) -> None:
 
 def _sent(doc: Doc, e: Any) -> None:
     doc["status"] = "sent"
+    if e.request is not None:  # v2: the body as sent, seats as confirmed when its turn came
+        doc["vendor_request"] = plain(e.request)
 
 
 def _completed(doc: Doc, e: Any) -> None:
@@ -159,7 +161,7 @@ def _customer(rows: Rows, e: Any, position: int) -> None:
         elif isinstance(e, Customer.BundleCreated):
             doc.update(bundle=e.bundle, migrated_by=e.request_id)
         elif isinstance(e, Customer.BundleJoined):
-            doc["bundle"] = [*(doc["bundle"] or []), *e.entries]
+            doc["bundle"] = joined_bundle(doc["bundle"] or [], e.entries)
     doc["updated_at"] = _at(e)
     rows.put("customers", row_id, doc, customer_id=doc["customer_id"])
 
@@ -178,6 +180,7 @@ def _subscription(rows: Rows, e: Any, position: int) -> None:
             "term_months", "start_date", "end_date", "subscription_key", "resource_count", "purchased_on",
             "billing_start_date", "origin")})
         doc["upsized_on"] = []
+        doc["in_flight"] = []  # transfers decided and not yet answered for good, in decision order
     else:
         doc = rows.get("subscriptions", row_id) or {}
         if not doc:
@@ -190,11 +193,21 @@ def _subscription(rows: Rows, e: Any, position: int) -> None:
             doc.update(billing_model="usage_based", migrated_by=e.request_id)
         elif isinstance(e, Subscription.SeatsTransferredOut):
             doc["seats"] -= e.seats
+            _leaves_line(doc, e.operation_id)
         elif isinstance(e, Subscription.SeatsTransferredIn):
             doc["seats"] += e.seats
+            _leaves_line(doc, e.operation_id)
+        elif isinstance(e, Subscription.TransferHeld):
+            doc.setdefault("in_flight", []).append({"operation_id": e.operation_id, "seats_out": e.seats_out})
+        elif isinstance(e, Subscription.TransferReleased):
+            _leaves_line(doc, e.operation_id)
     doc["renewal_window_opens"] = _window_opens(doc)
     rows.put("subscriptions", row_id, doc, subscription_id=doc["subscription_id"], customer_id=doc["customer_id"],
              plan_id=doc["plan_id"], product_id=doc["product_id"], billing_model=doc["billing_model"], seats=doc["seats"])
+
+
+def _leaves_line(doc: Doc, operation_id: str) -> None:
+    doc["in_flight"] = [t for t in doc.get("in_flight", []) if t["operation_id"] != operation_id]
 
 
 def _migration(rows: Rows, e: Any, position: int) -> None:
@@ -289,7 +302,8 @@ PROJECTORS: dict[type, Callable[[Rows, Any, int], None]] = {
                                   Customer.BundleCreated, Customer.BundleJoined)},
     **{cls: _bulk for cls in BULK_EVENTS},
     **{cls: _subscription for cls in (Subscription.Purchased, Subscription.Resized, Subscription.MigratedToUsageBased,
-                                      Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
+                                      Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn,
+                                      Subscription.TransferHeld, Subscription.TransferReleased)},
     Migration.Requested: _migration,
     Migration.Decided: _migration,
     DeadLetter.Recorded: _dead_letter,
@@ -310,7 +324,8 @@ TABLE_OF: dict[type, str] = {
                                     Customer.BundleJoined)},
     **{cls: "bulks" for cls in BULK_EVENTS[1:]},
     **{cls: "subscriptions" for cls in (Subscription.Resized, Subscription.MigratedToUsageBased,
-                                        Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn)},
+                                        Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn,
+                                        Subscription.TransferHeld, Subscription.TransferReleased)},
     Migration.Decided: "migrations",
     DeadLetter.Redriven: "deadletters",
 }

@@ -195,3 +195,20 @@ def test_the_bulk_summary_is_recorded_after_its_customers_results(world: World) 
     assert len(accepted) == len(finished) == 2 and len(decided) == 4
     # b1: its two customers, then its summary; b2: its customer, accepted, the scheduled decision, finished
     assert decided[1] < accepted[0] < finished[0] < decided[2] < accepted[1] < decided[3] < finished[1]
+
+
+def test_a_bundle_first_made_by_a_scheduled_decision_gives_no_new_key_to_a_requested_product(world: World) -> None:
+    # c4 holds p1 (window opens 2026-12-15) and av, a bundle product also requested (window 2027-02-01):
+    # the first decision migrates nothing; p1's day creates the bundle; av joins on its own day.
+    world.customer("c4")
+    world.purchase("s5", customer_id="c4", product_id="p1", end="2027-03-15")
+    world.purchase("s6", customer_id="c4", product_id="av", end="2027-05-02")
+    world.bulk("b1", ["c4"], ["p1", "av"], on=BULK_DAY)
+    assert world.customer_state("c4").bundle is None
+    world.tick("2026-12-15")
+    assert world.customer_state("c4").bundle == [{"product_id": "p1", "subscription_key": "KEY-s5"}]
+    world.tick("2027-02-01")
+    bundle = world.customer_state("c4").bundle
+    assert sorted(e["product_id"] for e in bundle) == ["av", "p1"]  # one subscription per product
+    assert {"product_id": "av", "subscription_key": "KEY-s6"} in bundle
+    assert outcomes(world)[("c4", "av")][0] == "migrated"
