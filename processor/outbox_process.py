@@ -150,7 +150,8 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     last_expiry = 0.0
 
     def new_outbox() -> Outbox:
-        vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts) if settings.vendor_url else None
+        vendor = (VendorClient(settings.vendor_url, settings.vendor_max_attempts, sender=f"coterm-run/{parent_pid}")
+                  if settings.vendor_url else None)
         return Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats,
                       topic_ends=ends.measure,
                       store_positions=lambda partitions: store_positions(app.process_recorder, settings.topic_orders,

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from kafka import TopicPartition
+from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka.errors import KafkaError
 
 from aggregates.application import Orders
@@ -26,6 +27,7 @@ from processor.outbox_process import OutboxProcess, SharedStatus
 from processor.settings import Settings, SettingsError
 
 log = structlog.get_logger("coterm.runner")
+StoreUnavailable = (OperationalError, InterfaceError)
 # While input flows, followers (read models) catch up at most this often, by a bounded slice of
 # the log (each row a slice touches is read and written once): a long catch-up would hold up
 # the next poll and show as pairing latency. When input pauses they catch up to the end.
@@ -72,13 +74,22 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
             barrier.release()
             batch = consumer.poll(timeout_ms=200, max_records=500)
             positions: dict[TopicPartition, int] = {}
-            for tp, polled in batch.items():
-                records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
-                if not records:
-                    continue
-                inbox.process(tp.topic, tp.partition, records)
-                positions[tp] = records[-1].offset + 1
-                progress.received += len(records)
+            try:
+                for tp, polled in batch.items():
+                    records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
+                    if not records:
+                        continue
+                    inbox.process(tp.topic, tp.partition, records)
+                    positions[tp] = records[-1].offset + 1
+                    progress.received += len(records)
+            except StoreUnavailable as error:
+                # The database did not answer (the library retried for a few seconds): read the
+                # batches not applied again, from where they began, once it answers. Never skip them.
+                for tp, polled in batch.items():
+                    if tp not in positions and polled:
+                        consumer.seek(tp, polled[0].offset)
+                log.warning("store.unavailable", error=str(error)[:300])
+                stop.wait(1.0)
             if positions:
                 commit_positions(consumer, positions)
             now = time.monotonic()
@@ -86,7 +97,10 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
             if not batch or now - last_followed >= FOLLOW_EVERY_S:
                 # e.g. read models, on the same log: in bigger, fewer batches while input flows
                 last_followed = now
-                worked = sum(_to_the_end(follow, most=FOLLOW_SLICE if batch else 50_000) for follow in followers)
+                try:
+                    worked = sum(_to_the_end(follow, most=FOLLOW_SLICE if batch else 50_000) for follow in followers)
+                except StoreUnavailable as error:
+                    log.warning("read_models.unavailable", error=str(error)[:300])
             progress.holding = bool(consumer.assignment())
             progress.lag = lag(consumer)
             progress.caught_up = status.caught_up.value = caught_up(progress.lag)

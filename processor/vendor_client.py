@@ -33,7 +33,9 @@ class Stopped(Exception):
 
 class VendorClient:
     def __init__(self, base_url: str, max_attempts: int = 8, backoff_initial_s: float = 0.2,
-                 backoff_max_s: float = 10.0, timeout_s: float = 5.0, stop: threading.Event | None = None) -> None:
+                 backoff_max_s: float = 10.0, timeout_s: float = 5.0, stop: threading.Event | None = None,
+                 sender: str | None = None) -> None:
+        """`sender`: names this processor in an `X-Coterm-Sender` header (logs and tests tell who sent what)."""
         self.url = base_url.rstrip("/") + "/v1/transfers"
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
@@ -45,6 +47,7 @@ class VendorClient:
         self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
         self.stop = stop or threading.Event()
+        self.sender = sender
 
     def send(self, request: dict[str, Any], key: str | None = None) -> VendorOutcome:
         """`key`: the Idempotency-Key (default: the operation id, CONTRACT.md section 4)."""
@@ -72,6 +75,8 @@ class VendorClient:
 
     def _post(self, body: bytes, operation_id: str) -> tuple[int | None, str]:
         headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
+        if self.sender:
+            headers["X-Coterm-Sender"] = self.sender
         for fresh in (False, True):  # a kept-alive connection the server closed meanwhile: reconnect once
             conn = self._connection(fresh)
             try:

@@ -25,6 +25,7 @@ class Faults:
     fail_first: int = 0  # the first N attempts of every key answered 503
     reject_plans: list[str] = field(default_factory=list)  # plan ids answered 400
     hang_s: float = 0.0  # every attempt waits this long, then 503 (beyond the client's timeout: a timeout)
+    delay_s: float = 0.0  # every attempt is answered this much later (a slow vendor; calls pile up)
     seed: int = 7
 
 
@@ -36,15 +37,42 @@ class VendorState:
         self.accepted: dict[str, dict[str, Any]] = {}  # key -> {"reference", "body"}
         self.requests: list[dict[str, Any]] = []  # every attempt, for tests and the demo
         self.attempts: dict[str, int] = {}
+        # Calls not yet accepted that are being handled now, per subscription they touch: a second
+        # key on one subscription while the first is open is an overlap (CONTRACT.md, 1.2).
+        self.open_on: dict[str, set[str]] = {}
+        self.overlaps: list[dict[str, Any]] = []
 
-    def record(self, key: str | None, raw: bytes, complete: bool = True) -> None:
+    def record(self, key: str | None, raw: bytes, complete: bool = True, sender: str | None = None) -> None:
         """Every attempt as received; `complete` False: the body stopped short of its Content-Length."""
         with self.lock:
-            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace"), "complete": complete})
+            self.requests.append({"key": key, "body": raw.decode("utf-8", "replace"), "complete": complete,
+                                  "at": time.time(), "sender": sender})
 
-    def handle(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def opened(self, key: str | None, raw: bytes) -> list[str]:
+        """The subscriptions a new call touches, marked open while it is handled (none for a repeat)."""
+        try:
+            body = json.loads(raw)
+            touched = [body["source"]["subscription_id"], body["target"]["subscription_id"]]
+        except (ValueError, KeyError, TypeError):
+            return []
+        with self.lock:
+            if not key or key in self.accepted:
+                return []
+            for sub in touched:
+                others = self.open_on.setdefault(sub, set()) - {key}
+                if others:
+                    self.overlaps.append({"subscription_id": sub, "keys": sorted(others | {key}), "at": time.time()})
+                self.open_on[sub].add(key)
+        return touched
+
+    def closed(self, key: str | None, touched: list[str]) -> None:
+        with self.lock:
+            for sub in touched:
+                self.open_on.get(sub, set()).discard(key or "")
+
+    def handle(self, key: str | None, raw: bytes, sender: str | None = None) -> tuple[int, dict[str, Any]]:
         with self.lock:  # recorded and answered in one step: the log's order is the order of answers
-            self.record(key, raw)
+            self.record(key, raw, sender=sender)
             if not key:
                 return 400, {"error": "Idempotency-Key header is required"}
             try:
@@ -63,7 +91,7 @@ class VendorState:
             if plan in self.faults.reject_plans:
                 return 400, {"error": f"plan {plan} is retired and takes no new subscriptions"}
             reference = f"VND-{len(self.accepted) + 1:06d}"
-            self.accepted[key] = {"reference": reference, "body": body}
+            self.accepted[key] = {"reference": reference, "body": body, "at": time.time()}
             return 201, {"vendor_reference": reference}
 
 
@@ -94,12 +122,19 @@ class _Handler(BaseHTTPRequestHandler):
                 state.record(self.headers.get("Idempotency-Key"), body, complete=False)
                 self.close_connection = True
                 return
+            key, sender = self.headers.get("Idempotency-Key"), self.headers.get("X-Coterm-Sender")
             if state.faults.hang_s > 0:  # outside the lock: other calls hang too, each on its own
-                state.record(self.headers.get("Idempotency-Key"), body)
+                state.record(key, body, sender=sender)
                 time.sleep(state.faults.hang_s)
                 self._reply(503, {"error": "vendor timed out"})
                 return
-            self._reply(*state.handle(self.headers.get("Idempotency-Key"), body))
+            touched = state.opened(key, body)
+            try:
+                if state.faults.delay_s > 0:  # outside the lock: calls are slow side by side
+                    time.sleep(state.faults.delay_s)
+                self._reply(*state.handle(key, body, sender))
+            finally:
+                state.closed(key, touched)
         elif self.path == "/_sim/faults":
             try:
                 changes = json.loads(self._body())
@@ -116,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if self.path == "/_sim/requests":
             with state.lock:
-                self._reply(200, {"requests": state.requests, "accepted": {k: v["reference"] for k, v in state.accepted.items()}})
+                self._reply(200, {"requests": state.requests, "overlaps": state.overlaps,
+                                  "accepted": {k: v["reference"] for k, v in state.accepted.items()}})
         elif self.path == "/healthz":
             self._reply(200, {"ok": True})
         else:

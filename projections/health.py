@@ -1,10 +1,16 @@
 """Readiness and read-model metrics, shared by `coterm serve` and `coterm run`."""
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+
+STORE_ANSWER_S = 0.8  # `/readyz` says 503 within a second when the store does not answer
 
 
 class Readiness:
@@ -14,9 +20,22 @@ class Readiness:
                  extra: Callable[[], str | None] = lambda: None) -> None:
         self.head, self.caught_up_at, self.max_lag_s, self.extra = head, caught_up_at, max_lag_s, extra
 
-    def check(self) -> tuple[bool, dict[str, Any]]:
+    def check(self, timeout_s: float = STORE_ANSWER_S) -> tuple[bool, dict[str, Any]]:
+        # A database that stops answering would hold the probe for as long as the driver waits
+        # (seconds to minutes): ask from a thread of its own and answer 503 once it took too long.
+        asked: Future[int] = Future()
+
+        def ask() -> None:
+            try:
+                asked.set_result(self.head())
+            except Exception as error:  # noqa: BLE001 - handed to the waiting probe
+                asked.set_exception(error)
+
+        threading.Thread(target=ask, name="readyz-store", daemon=True).start()
         try:
-            head = self.head()
+            head = asked.result(timeout=timeout_s)
+        except FutureTimeout:
+            return False, {"ready": False, "reason": f"store did not answer within {timeout_s:g}s"}
         except Exception as error:  # noqa: BLE001 - any failure to reach the store means not ready
             return False, {"ready": False, "reason": f"store unreachable: {type(error).__name__}: {error}"[:500]}
         caught_up_at = self.caught_up_at()

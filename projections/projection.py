@@ -5,12 +5,16 @@ import json
 import time
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking
+import structlog
+
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates.application import Orders
 from projections.projector import PROJECTORS, TABLE_OF, Rows, project
 from projections.recorders import PostgresReadModels, SQLiteReadModels
+
+log = structlog.get_logger("coterm.projection")
 
 TOPICS = sorted(get_topic(cls) for cls in PROJECTORS)
 
@@ -83,6 +87,11 @@ class Projection:
             self.tables.write(rows.changed, Tracking(self.name, position))
         except IntegrityError:
             pass  # another process projected the same position first: its rows stand
+        except OperationalError as error:
+            # PostgreSQL broke a deadlock between processes projecting overlapping slices by
+            # rolling this one back, or the database did not answer: the position did not move,
+            # so the same slice is projected again on the next catch-up.
+            log.warning("read_models.write_failed", position=position, error=str(error)[:300])
 
     def _preload(self, rows: Rows, events: list[Any]) -> None:
         """Read the existing rows a batch changes with one query per table, not one per row."""

@@ -1,8 +1,14 @@
-"""Kill storm: several `coterm run` processes in one group on PostgreSQL, SIGKILLed at random
-while a stream of transfers, migrations and a bulk migration (with a tick a day for 21 days)
-flows, then every guarantee checked.
+"""Kill storm: several `coterm run` processes in one group on PostgreSQL, SIGKILLed at random,
+paused (SIGSTOP, the outbox leader among them) and cut off from their database, while a stream
+of transfers, migrations and a bulk migration (with a tick a day for 21 days) flows, then every
+guarantee checked.
 
-  python -m tests.storm [--transfers 2000] [--migrations 300] [--kills 50] [--processes 3]   (make storm)
+The stream is sent the way the world sends it: each transfer's two halves on different
+partitions (as when two upstream systems publish them), upgrade first half of the time, some
+orphans that must expire once, many transfers at once from one source and into one existing
+target, and a vendor that answers slowly, so calls pile up behind one subscription.
+
+  python -m tests.storm [--transfers 2000] [--migrations 300] [--kills 50] [--pauses 4] [--outage 20]   (make storm)
 
 `tests/integration/test_kill_storm.py` runs a small one in `make test`. Everything is real:
 the bundled broker (6 partitions), PostgreSQL, the HTTP vendor simulator, `coterm run` as
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -46,9 +53,10 @@ BULK_ID, BULK_DAY = "storm-bulk", date(2026, 11, 2)
 class Plan:
     """What was published and what each operation must end as."""
 
-    messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value), in publishing order
+    messages: list[tuple[bytes, bytes, int | None]] = field(default_factory=list)  # (key, value, partition)
     reference: int = 0
     transfers: dict[str, str] = field(default_factory=dict)  # operation_id -> expected final result type
+    orphans: set[str] = field(default_factory=set)  # one half only: must expire, once, PAIRING_TIMEOUT
     migrations: set[str] = field(default_factory=set)
     seats: dict[str, int] = field(default_factory=dict)  # customer -> seats before
     bulk_requests: dict[str, str] = field(default_factory=dict)  # request_id -> planned type, first and scheduled
@@ -72,8 +80,8 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
     customers = [f"sc{n}" for n in range(max(10, transfers // 40))]
     movers = [f"sm{n}" for n in range(migrations)]
 
-    def add(key: str, value: bytes) -> None:
-        p.messages.append((key.encode(), value))
+    def add(key: str, value: bytes, partition: int | None = None) -> None:
+        p.messages.append((key.encode(), value, partition))
 
     add("p1", _msg("catalog.product_defined", {"product_id": "p1", "name": "EPP", "supports_usage_based": True,
                                                "in_usage_bundle": True}))
@@ -88,7 +96,12 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
             "billing_model": "annual", "management": "partner_managed", "seats": SOURCE_SEATS, "term_months": 12,
             "start_date": "2026-01-05", "end_date": "2027-01-04", "subscription_key": f"K-{c}"},
             occurred_at="2026-01-05T09:00:00Z"))
-        p.seats[c] = SOURCE_SEATS
+        add(c, _msg("subscription.purchased", {  # the existing target several transfers at once go into
+            "subscription_id": f"{c}-tgt", "customer_id": c, "product_id": "p2", "plan_id": "plan-b",
+            "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
+            "start_date": "2026-01-05", "end_date": "2027-01-04", "subscription_key": f"KT-{c}"},
+            occurred_at="2026-01-05T09:00:00Z"))
+        p.seats[c] = SOURCE_SEATS + 5
     for i, c in enumerate(movers):  # half migrate (monthly), half are refused (annual, renewal window far away)
         monthly = i % 2 == 0
         add(c, _msg("subscription.purchased", {
@@ -98,37 +111,49 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
             "end_date": "2026-10-31" if monthly else "2027-09-30", "subscription_key": f"K-{c}"},
             occurred_at="2026-10-01T09:00:00Z"))
     p.reference = len(p.messages)
-    orders: list[tuple[str, list[bytes]]] = []
+    orders: list[list[tuple[str, bytes, int | None]]] = []
+
+    def apart(c: str, op: str, first: bytes, second: bytes) -> list[tuple[str, bytes, int | None]]:
+        """Two halves on two different partitions, under different keys (two upstream systems)."""
+        one = rnd.randrange(PARTITIONS)
+        return [(c, first, one), (f"{op}-upstream-b", second, (one + rnd.randrange(1, PARTITIONS)) % PARTITIONS)]
+
     for n in range(transfers):
         op, c = f"st-{n}", rnd.choice(customers)
         down = {"operation_id": op, "order_id": f"{op}-d", "customer_id": c, "subscription_id": f"{c}-src",
                 "seats": 1, "requested_by": "storm"}
+        target = ({"kind": "existing_subscription", "subscription_id": f"{c}-tgt"} if rnd.random() < 0.3 else
+                  {"kind": "new_subscription", "new_subscription_id": f"{op}-new", "product_id": "p2",
+                   "plan_id": "plan-b", "term_months": 12})
         up = {"operation_id": op, "order_id": f"{op}-u", "customer_id": c, "seats": 1, "requested_by": "storm",
-              "target": {"kind": "new_subscription", "new_subscription_id": f"{op}-new", "product_id": "p2",
-                         "plan_id": "plan-b", "term_months": 12}}
+              "target": target}
+        down_msg, up_msg = _msg("transfer.downgrade_ordered", down), _msg("transfer.upgrade_ordered", up)
         roll = rnd.random()
-        if roll < 0.8:
+        if roll < 0.77:
             p.transfers[op] = "transfer.completed"
-            halves = [down, up] if rnd.random() < 0.5 else [up, down]
-            orders.append((c, [_msg(f"transfer.{'downgrade' if h is down else 'upgrade'}_ordered", h) for h in halves]))
+            orders.append(apart(c, op, down_msg, up_msg) if rnd.random() < 0.5 else apart(c, op, up_msg, down_msg))
+        elif roll < 0.80:
+            p.transfers[op] = "transfer.failed"  # an orphan: PAIRING_TIMEOUT, once
+            p.orphans.add(op)
+            orders.append([(c, down_msg if rnd.random() < 0.5 else up_msg, None)])
         elif roll < 0.9:
-            p.transfers[op] = "transfer.rejected"  # SEAT_COUNT_MISMATCH, final
-            orders.append((c, [_msg("transfer.downgrade_ordered", down),
-                               _msg("transfer.upgrade_ordered", {**up, "seats": 2})]))
+            p.transfers[op] = "transfer.rejected"  # SEAT_COUNT_MISMATCH, final, whatever the order
+            orders.append(apart(c, op, down_msg, _msg("transfer.upgrade_ordered", {**up, "seats": 2})))
         else:
-            p.transfers[op] = "transfer.cancelled"  # cancelled while waiting; its other half is then refused
-            orders.append((c, [_msg("transfer.downgrade_ordered", down),
-                               _msg("transfer.cancel_requested", {"operation_id": op, "requested_by": "storm",
-                                                                  "reason": "customer changed their mind"}),
-                               _msg("transfer.upgrade_ordered", up)]))
+            # Cancelled while waiting, its other half then refused: an order only one partition keeps.
+            p.transfers[op] = "transfer.cancelled"
+            orders.append([(c, down_msg, None),
+                           (c, _msg("transfer.cancel_requested", {"operation_id": op, "requested_by": "storm",
+                                                                 "reason": "customer changed their mind"}), None),
+                           (c, up_msg, None)])
     for c in movers:
         p.migrations.add(f"mig-{c}")
-        orders.append((c, [_msg("migration.requested", {"request_id": f"mig-{c}", "customer_id": c,
-                                                        "product_ids": ["p1"], "requested_by": "storm"})]))
+        orders.append([(c, _msg("migration.requested", {"request_id": f"mig-{c}", "customer_id": c,
+                                                        "product_ids": ["p1"], "requested_by": "storm"}), None)])
     rnd.shuffle(orders)
-    for key, values in orders:
-        for value in values:
-            add(key, value)
+    for values in orders:
+        for key, value, partition in values:
+            add(key, value, partition)
     _bulk(p, add, max(10, migrations // 2))
     return p
 
@@ -175,6 +200,7 @@ class Processors:
         self.env, self.log_dir = env, log_dir
         self.ports = [free_port() for _ in range(count)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.paused: set[int] = set()
         self.starts = 0
 
     def start(self, slot: int) -> None:
@@ -184,23 +210,59 @@ class Processors:
             env={**os.environ, **self.env}, stdout=log, stderr=log)
         self.starts += 1
 
+    def pid(self, slot: int) -> int:
+        proc = self.procs[slot]
+        assert proc is not None
+        return proc.pid
+
     def kill(self, slot: int) -> None:
         proc = self.procs[slot]
         assert proc is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
-    def leader(self) -> int | None:
-        for slot, port in enumerate(self.ports):
+    def signal_tree(self, slot: int, sig: int) -> None:
+        """SIGSTOP/SIGCONT a processor and its outbox process, as a frozen VM would stop both."""
+        pid = self.pid(slot)
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for target in [pid, *map(int, children)]:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    if re.search(r"^coterm_outbox_leader 1\.0$", r.read().decode(), re.M):
-                        return slot
-            except OSError:
-                continue
+                os.kill(target, sig)
+            except ProcessLookupError:
+                pass
+        (self.paused.add if sig == signal.SIGSTOP else self.paused.discard)(slot)
+
+    def metrics(self, slot: int, timeout_s: float = 0.5) -> str | None:
+        if slot in self.paused:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[slot]}/metrics", timeout=timeout_s) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def leader(self, exclude: set[int] = frozenset()) -> int | None:  # type: ignore[assignment]
+        for slot in range(len(self.ports)):
+            text = None if slot in exclude else self.metrics(slot, timeout_s=2)
+            if text and re.search(r"^coterm_outbox_leader 1\.0$", text, re.M):
+                return slot
         return None
 
+    def held_partitions(self, topic: str) -> set[int]:
+        """The orders partitions some running processor holds now (from each one's lag metric)."""
+        held: set[int] = set()
+        for slot in range(len(self.ports)):
+            text = self.metrics(slot)
+            if text:
+                held |= {int(m) for m in re.findall(
+                    rf'^coterm_consumer_lag_messages{{[^}}]*partition="(\d+)"[^}}]*topic="{re.escape(topic)}"', text, re.M)}
+                held |= {int(m) for m in re.findall(
+                    rf'^coterm_consumer_lag_messages{{[^}}]*topic="{re.escape(topic)}"[^}}]*partition="(\d+)"', text, re.M)}
+        return held
+
     def stop(self) -> None:
+        for slot in list(self.paused):
+            self.signal_tree(slot, signal.SIGCONT)
         for proc in self.procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -216,100 +278,216 @@ class Processors:
 class Report:
     kills: int = 0
     leader_kills: int = 0
+    pauses: int = 0
+    leader_pauses: int = 0
+    outage_s: float = 0.0
     transfers: int = 0
     migrations: int = 0
     bulk_customers: int = 0
+    orphans: int = 0
     lost: list[str] = field(default_factory=list)
     duplicates: int = 0  # copies of a result with the same message_id (allowed, counted)
     contradictions: list[str] = field(default_factory=list)
     wrong_outcomes: list[str] = field(default_factory=list)
+    false_expiries: list[str] = field(default_factory=list)  # PAIRING_TIMEOUT for an operation with both halves
     vendor_accepted: int = 0
     vendor_requests: int = 0
     cut_short: int = 0
     vendor_problems: list[str] = field(default_factory=list)
+    chain_problems: list[str] = field(default_factory=list)  # a seats_before that is not the last seats_after
+    overlaps: list[str] = field(default_factory=list)  # two calls on one subscription at once
+    fencing_problems: list[str] = field(default_factory=list)  # a resumed former leader that sent a new call
     seat_problems: list[str] = field(default_factory=list)
     dead_letters: int = 0
+    recover_s: list[float] = field(default_factory=list)  # kill -> every partition held again
+    takeover_s: list[float] = field(default_factory=list)  # leader paused -> another leads
+    calls_during_leader_pause: list[int] = field(default_factory=list)  # vendor requests while the leader was stopped
+    storm_s: float = 0.0  # first order published -> every outcome
+    flow_s: float = 0.0  # orders were published over two thirds of this
     wall_s: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.contradictions or self.wrong_outcomes or self.vendor_problems
-                    or self.seat_problems or self.dead_letters)
+                    or self.seat_problems or self.dead_letters or self.false_expiries or self.chain_problems
+                    or self.overlaps or self.fencing_problems)
+
+    @property
+    def completed_per_s(self) -> float:
+        return self.vendor_accepted / self.storm_s if self.storm_s else 0.0
 
     def table(self) -> str:
+        def spread(values: list[float]) -> str:
+            if not values:
+                return "-"
+            ordered = sorted(values)
+            return f"{ordered[len(ordered) // 2]:.1f} / {ordered[-1]:.1f} s"
+
         rows = [("kills (of them at the outbox leader)", f"{self.kills} ({self.leader_kills})"),
-                ("transfers / migrations / bulk customers", f"{self.transfers} / {self.migrations} / {self.bulk_customers}"),
+                ("pauses past session and pairing timeout (of them the leader)", f"{self.pauses} ({self.leader_pauses})"),
+                ("database outage", f"{self.outage_s:g} s"),
+                ("transfers (orphans) / migrations / bulk customers",
+                 f"{self.transfers} ({self.orphans}) / {self.migrations} / {self.bulk_customers}"),
                 ("lost (no final outcome)", len(self.lost)), ("duplicate result copies (same message_id)", self.duplicates),
                 ("contradictions", len(self.contradictions)), ("outcomes other than planned", len(self.wrong_outcomes)),
+                ("halves expired while their partner was waiting", len(self.false_expiries)),
                 ("vendor accepted calls / requests (of them cut short by a kill)",
                  f"{self.vendor_accepted} / {self.vendor_requests} ({self.cut_short})"),
                 ("vendor problems (not one call, key or body changed)", len(self.vendor_problems)),
+                ("broken seat chains", len(self.chain_problems)), ("overlapping calls on one subscription", len(self.overlaps)),
+                ("new calls from a former leader after its lease was lost", len(self.fencing_problems)),
                 ("seat conservation problems", len(self.seat_problems)), ("dead letters", self.dead_letters),
+                ("kill -> all partitions held again (p50 / max)", spread(self.recover_s)),
+                ("leader paused -> another leads (p50 / max)", spread(self.takeover_s)),
+                ("vendor requests while the leader was paused", ", ".join(map(str, self.calls_during_leader_pause)) or "-"),
+                ("completed transfers/s, first order to last outcome", f"{self.completed_per_s:.1f}"),
                 ("wall time", f"{self.wall_s:.0f} s")]
         return "| figure | value |\n| --- | ---: |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+@dataclass
+class Pause:
+    slot: int
+    pid: int
+    leader: bool
+    stopped_at: float
+    resumed_at: float = 0.0
+
+
 def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, seed: int = 7,
               log_dir: str | None = None, say: Any = print, gap_s: tuple[float, float] = (2.0, 4.0),
-              leader_every: int = 4) -> Report:
+              leader_every: int = 4, pauses: int = 2, pause_s: float = 10.0, outage_s: float = 0.0,
+              pairing_timeout_s: float = 8.0, vendor_delay_s: float = 0.05, flow_s: float | None = None) -> Report:
+    """Faults, in order, one every `gap_s`: kills and `pauses` (SIGSTOP for `pause_s`, longer than
+    the session timeout of 6 s and the pairing timeout; every other one at the outbox leader)
+    spread among them, and a database outage of `outage_s` half way through."""
     import tempfile
 
-    report = Report(transfers=transfers, migrations=migrations)
+    from processor.vendor_sim import Faults
+    from tests.tcp_proxy import TcpProxy
+
+    report = Report(transfers=transfers, migrations=migrations, outage_s=outage_s)
     rnd = random.Random(seed)
     schema = f"storm_{uuid.uuid4().hex[:10]}"
     store = f"{POSTGRES_URL}?schema={schema}"
     p = plan(transfers, migrations, seed)
-    report.bulk_customers = p.bulk_customers
+    report.bulk_customers, report.orphans = p.bulk_customers, len(p.orphans)
     tag = uuid.uuid4().hex[:8]
     topics = {"orders": f"storm-orders-{tag}", "results": f"storm-results-{tag}", "dead": f"storm-dead-{tag}"}
     started = time.monotonic()
+    url = urllib.parse.urlsplit(POSTGRES_URL)
+    proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 5432))
+    proxied = POSTGRES_URL.replace(url.netloc, f"{url.username or 'postgres'}@127.0.0.1:{proxy.port}") + f"?schema={schema}"
+    faults = ["kill"] * kills + ["pause"] * pauses
+    rnd.shuffle(faults)
+    outage_at = len(faults) // 2 if outage_s else -1
+    pauses_done: list[Pause] = []
     with BundledBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        vendor = VendorSimulator().start()
+        vendor = VendorSimulator(faults=Faults(delay_s=vendor_delay_s)).start()
         try:
             ensure_topics(broker.bootstrap, list(topics.values()), partitions=PARTITIONS)
             open_store(store).close()  # tables made once, before several processes race for them
-            env = {"COTERM_KAFKA_BOOTSTRAP": broker.bootstrap, "COTERM_STORE": store, "COTERM_VENDOR_URL": vendor.url,
+            env = {"COTERM_KAFKA_BOOTSTRAP": broker.bootstrap, "COTERM_STORE": proxied, "COTERM_VENDOR_URL": vendor.url,
                    "COTERM_TOPIC_ORDERS": topics["orders"], "COTERM_TOPIC_RESULTS": topics["results"],
-                   "COTERM_TOPIC_DEADLETTER": topics["dead"], "COTERM_GROUP_ID": f"storm-{tag}"}
+                   "COTERM_TOPIC_DEADLETTER": topics["dead"], "COTERM_GROUP_ID": f"storm-{tag}",
+                   "COTERM_PAIRING_TIMEOUT_S": str(pairing_timeout_s)}
             fleet = Processors(processes, env, log_dir or tmp)
             for slot in range(processes):
                 fleet.start(slot)
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=20)
-            for key, value in p.messages[: p.reference]:
-                producer.send(topics["orders"], key=key, value=value)
+            for key, value, partition in p.messages[: p.reference]:
+                producer.send(topics["orders"], key=key, value=value, partition=partition)
             producer.flush()
+            flowing_since = time.monotonic()
             # Orders flow over the first two thirds of the storm, in small bursts.
+            span = flow_s or len(faults) * sum(gap_s) / 2 + pauses * pause_s + outage_s
+            report.flow_s = span
             flowing = threading.Thread(target=_publish_orders, args=(producer, topics["orders"], p, store,
-                                                                     kills * sum(gap_s) / 2 * 2 / 3), daemon=True)
+                                                                     span * 2 / 3), daemon=True)
             flowing.start()
-            for k in range(kills):
+            leader_pauses = 0
+            for k, fault in enumerate(faults):
                 time.sleep(rnd.uniform(*gap_s))
-                slot = fleet.leader() if k % leader_every == leader_every - 1 else None
-                aimed = slot is not None
-                if aimed:
-                    report.leader_kills += 1
+                if k == outage_at:
+                    say(f"storm: the database stops answering for {outage_s:g} s")
+                    proxy.cut()
+                    time.sleep(outage_s)
+                    proxy.restore()
+                if fault == "kill":
+                    slot = fleet.leader() if report.kills % leader_every == leader_every - 1 else None
+                    aimed = slot is not None
+                    report.leader_kills += aimed
+                    slot = slot if slot is not None else rnd.randrange(processes)
+                    fleet.kill(slot)
+                    killed_at = time.monotonic()
+                    report.kills += 1
+                    fleet.start(slot)
+                    say(f"storm: kill {report.kills}/{kills}: processor {slot}{' (the outbox leader)' if aimed else ''}")
+                    report.recover_s.append(_until(lambda: len(fleet.held_partitions(topics["orders"])) == PARTITIONS,
+                                                   killed_at, 60))
                 else:
-                    slot = rnd.randrange(processes)
-                assert slot is not None
-                fleet.kill(slot)
-                report.kills += 1
-                fleet.start(slot)
-                say(f"storm: kill {k + 1}/{kills}: processor {slot}{' (the outbox leader)' if aimed else ''}")
+                    slot = fleet.leader() if leader_pauses % 2 == 0 else None
+                    aimed = slot is not None
+                    leader_pauses += aimed
+                    slot = slot if slot is not None else rnd.randrange(processes)
+                    pause = Pause(slot, fleet.pid(slot), aimed, time.time())
+                    fleet.signal_tree(slot, signal.SIGSTOP)
+                    stopped = time.monotonic()
+                    say(f"storm: pause {len(pauses_done) + 1}/{pauses}: processor {slot}"
+                        f"{' (the outbox leader)' if aimed else ''} for {pause_s:g} s")
+                    if aimed:
+                        report.takeover_s.append(_until(lambda: fleet.leader(exclude={slot}) is not None, stopped, pause_s))
+                    time.sleep(max(0.0, pause_s - (time.monotonic() - stopped)))
+                    fleet.signal_tree(slot, signal.SIGCONT)
+                    pause.resumed_at = time.time()
+                    pauses_done.append(pause)
+                    report.pauses += 1
+            report.leader_pauses = sum(x.leader for x in pauses_done)
             flowing.join()
             producer.close()
-            say("storm: kills done; waiting for every outcome")
+            say("storm: faults done; waiting for every outcome")
             results = _wait_for_outcomes(broker.bootstrap, topics["results"], p, timeout_s=300 + transfers / 10)
+            report.storm_s = time.monotonic() - flowing_since
             time.sleep(2)  # a last vendor retry in flight would show below
             fleet.stop()
             results = [json.loads(r.value) for r in read_topic(broker.bootstrap, topics["results"], timeout_s=30)]
             letters = read_topic(broker.bootstrap, topics["dead"], timeout_s=10)
             _check(report, p, results, letters, vendor, store)
+            _check_pauses(report, pauses_done, vendor)
         finally:
             vendor.stop()
+            proxy.stop()
             with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     report.wall_s = time.monotonic() - started
     return report
+
+
+def _until(condition: Any, since: float, timeout_s: float) -> float:
+    """Seconds from `since` until `condition()` holds (checked every 0.2 s), or `timeout_s`."""
+    while time.monotonic() - since < timeout_s:
+        if condition():
+            break
+        time.sleep(0.2)
+    return round(time.monotonic() - since, 1)
+
+
+def _check_pauses(report: Report, pauses: list[Pause], vendor: VendorSimulator) -> None:
+    """While a leader was stopped, calls went on from another; once resumed, it sent no new call."""
+    requests = list(vendor.state.requests)
+    for pause in pauses:
+        sender = f"coterm-run/{pause.pid}"
+        if pause.leader:
+            report.calls_during_leader_pause.append(
+                sum(1 for r in requests if pause.stopped_at + 5 <= r["at"] <= pause.resumed_at and r["sender"] != sender))
+        if not pause.leader:
+            continue
+        # Within a lease's life after resuming it cannot lead again (another took the lease and
+        # renews it; faults come seconds apart): a call it had not sent before is a fencing failure.
+        before = {r["key"] for r in requests if r["sender"] == sender and r["at"] < pause.stopped_at}
+        for r in requests:
+            if r["sender"] == sender and pause.resumed_at < r["at"] < pause.resumed_at + 3.0 and r["key"] not in before:
+                report.fencing_problems.append(f"{sender} sent {r['key']} {r['at'] - pause.resumed_at:.1f}s after resuming")
 
 
 def _publish_orders(producer: KafkaProducer, topic: str, p: Plan, store: str, over_s: float) -> None:
@@ -332,12 +510,12 @@ def _publish_orders(producer: KafkaProducer, topic: str, p: Plan, store: str, ov
     _publish(producer, topic, p.messages[p.bulk_at:], 1.0)
 
 
-def _publish(producer: KafkaProducer, topic: str, messages: list[tuple[bytes, bytes]], over_s: float) -> None:
+def _publish(producer: KafkaProducer, topic: str, messages: list[tuple[bytes, bytes, int | None]], over_s: float) -> None:
     bursts = max(1, int(over_s / 0.5))
     size = max(1, len(messages) // bursts + 1)
     for i in range(0, len(messages), size):
-        for key, value in messages[i : i + size]:
-            producer.send(topic, key=key, value=value)
+        for key, value, partition in messages[i : i + size]:
+            producer.send(topic, key=key, value=value, partition=partition)
         producer.flush()
         time.sleep(0.5)
 
@@ -383,6 +561,8 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
             report.lost.append(key)
         elif len(got) > 1:
             report.contradictions.append(f"{key}: {len(got)} final outcomes ({', '.join(r['type'] for r in got)})")
+        elif key in p.transfers and got[0]["payload"].get("reason_code") == "PAIRING_TIMEOUT" and key not in p.orphans:
+            report.false_expiries.append(f"{key}: {got[0]['payload'].get('detail')}")
         elif key in p.transfers and got[0]["type"] != p.transfers[key]:
             report.wrong_outcomes.append(f"{key}: {got[0]['type']} {got[0]['payload'].get('reason_code')}, "
                                          f"planned {p.transfers[key]}")
@@ -409,8 +589,40 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
             docs = [json.loads(x) for x in sorted(b)]
             differs = {k: [d.get(k) for d in docs] for k in sorted(set().union(*docs)) if len({json.dumps(d.get(k)) for d in docs}) > 1}
             report.vendor_problems.append(f"{key}: {len(b)} different bodies, differing in {differs}")
+    for key in sorted(p.orphans):
+        got = finals.get(key, [])
+        if got and got[0]["payload"].get("reason_code") != "PAIRING_TIMEOUT":
+            report.wrong_outcomes.append(f"orphan {key}: {got[0]['payload'].get('reason_code')}")
+    report.overlaps = [f"{o['subscription_id']}: {', '.join(o['keys'])}" for o in vendor.state.overlaps]
     report.dead_letters = len(letters)
     _check_seats(report, p, store)
+    _check_chains(report, vendor, store)
+
+
+def _check_chains(report: Report, vendor: VendorSimulator, store: str) -> None:
+    """Per subscription, the accepted calls in the order the vendor accepted them: each
+    `seats_before` is the previous `seats_after`, and the last `seats_after` is the store's."""
+    from aggregates.subscription import Subscription
+
+    chains: dict[str, list[tuple[float, int, int, str]]] = defaultdict(list)
+    for key, accepted in vendor.state.accepted.items():
+        body = accepted["body"].model_dump(mode="json")
+        for part in ("source", "target"):
+            chains[body[part]["subscription_id"]].append(
+                (accepted["at"], body[part]["seats_before"], body[part]["seats_after"], key))
+    app = open_store(store)
+    try:
+        for sub, calls in chains.items():
+            calls.sort()
+            for before, after in zip(calls, calls[1:], strict=False):
+                if after[1] != before[2]:
+                    report.chain_problems.append(f"{sub}: {after[3]} says {after[1]} seats before, "
+                                                 f"{before[3]} left {before[2]}")
+            seats = app.repository.get(Subscription.create_id(sub)).seats
+            if seats != calls[-1][2]:
+                report.chain_problems.append(f"{sub}: the store has {seats} seats, the vendor was last told {calls[-1][2]}")
+    finally:
+        app.close()
 
 
 def _check_seats(report: Report, p: Plan, store: str) -> None:
@@ -440,14 +652,27 @@ def main() -> int:
                         help="seconds between kills, drawn between the two (default 2 4)")
     parser.add_argument("--leader-every", type=int, default=4, metavar="N",
                         help="every N-th kill aims at the outbox leader (1: every kill)")
+    parser.add_argument("--pauses", type=int, default=4, help="SIGSTOPs (every other one at the leader)")
+    parser.add_argument("--pause-s", type=float, default=12.0, help="how long each pause lasts")
+    parser.add_argument("--outage", type=float, default=20.0, metavar="S", help="database outage half way (0: none)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the same stream without faults, for storm-time throughput as a share of it")
     args = parser.parse_args()
     if args.logs:
         os.makedirs(args.logs, exist_ok=True)
     report = run_storm(args.transfers, args.migrations, args.kills, args.processes, args.seed, args.logs,
-                       gap_s=tuple(args.gap), leader_every=max(1, args.leader_every))  # type: ignore[arg-type]
+                       gap_s=tuple(args.gap), leader_every=max(1, args.leader_every),  # type: ignore[arg-type]
+                       pauses=args.pauses, pause_s=args.pause_s, outage_s=args.outage)
     print(report.table())
+    if args.baseline:
+        calm = run_storm(args.transfers, args.migrations, 0, args.processes, args.seed, None, say=lambda _: None,
+                         gap_s=tuple(args.gap), pauses=0, outage_s=0.0, flow_s=report.flow_s)  # type: ignore[arg-type]
+        share = report.completed_per_s / calm.completed_per_s if calm.completed_per_s else 0.0
+        print(f"\nsame stream without faults: {calm.completed_per_s:.1f} completed transfers/s "
+              f"(storm: {report.completed_per_s:.1f}/s, {share:.0%} of it); problems without faults: {not calm.ok}")
     for problem in (report.lost[:10] + report.contradictions[:10] + report.wrong_outcomes[:10]
-                    + report.vendor_problems[:10] + report.seat_problems[:10]):
+                    + report.false_expiries[:10] + report.vendor_problems[:10] + report.chain_problems[:10]
+                    + report.overlaps[:10] + report.fencing_problems[:10] + report.seat_problems[:10]):
         print("problem:", problem)
     return 0 if report.ok else 1
 

@@ -15,6 +15,13 @@ def test_not_ready_while_the_store_does_not_answer() -> None:
     assert not ready and "store unreachable" in body["reason"] and "connection refused" in body["reason"]
 
 
+def test_a_store_that_stops_answering_is_a_quick_503_not_a_hung_probe() -> None:
+    started = time.monotonic()
+    ready, body = Readiness(lambda: time.sleep(5) or 5, time.monotonic, 30).check()
+    assert not ready and "did not answer within" in body["reason"]
+    assert time.monotonic() - started < 2  # answered while the store still hangs
+
+
 def test_not_ready_before_the_first_catch_up_or_when_it_is_too_old() -> None:
     assert Readiness(lambda: 5, lambda: 0.0, 30).check()[1]["reason"] == "read models have not caught up yet"
     ready, body = Readiness(lambda: 5, lambda: time.monotonic() - 60, 30).check()
