@@ -107,7 +107,27 @@ class Queries:
             return None
         doc = json.loads(rows[0]["doc"])
         doc["timeline"] = [event_record(e) for e in self.app.events.get(Transfer.create_id(operation_id))]
+        doc["waits_for"] = self._waits_for(doc) if doc.get("status") == "paired" else []
         return doc
+
+    def _waits_for(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """A decided call not yet sent: the transfers ahead of it on its source and existing
+        target (contract 1.2), each with the status that holds it there (e.g. parked)."""
+        request = doc.get("vendor_request") or {}
+        subs = [request.get("source", {}).get("subscription_id"), request.get("target", {}).get("subscription_id")]
+        ahead: dict[str, str] = {}
+        for sub in filter(None, subs):
+            found = self.tables.fetch(f"SELECT doc FROM {self._t('subscriptions')} WHERE subscription_id = ?", [sub])
+            line = [t["operation_id"] for t in json.loads(found[0]["doc"]).get("in_flight", [])] if found else []
+            if doc["operation_id"] in line:
+                for op in line[: line.index(doc["operation_id"])]:
+                    ahead.setdefault(op, sub)
+        waits = []
+        for op, sub in ahead.items():
+            other = self.tables.fetch(f"SELECT status, reason_code FROM {self._t('operations')} WHERE operation_id = ?", [op])
+            waits.append({"operation_id": op, "subscription_id": sub, "status": other[0]["status"] if other else None,
+                          "reason_code": other[0]["reason_code"] if other else None})
+        return waits
 
     def customer(self, customer_id: str, on: date) -> dict[str, Any] | None:
         rows = self.tables.fetch(f"SELECT doc FROM {self._t('customers')} WHERE customer_id = ?", [customer_id])

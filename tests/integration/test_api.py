@@ -253,3 +253,18 @@ def test_bulk_view_list_and_csv(app, staff: Staff) -> None:  # type: ignore[no-u
         assert call(f"{api}/api/bulk/bulk-7?format=xml", token=SUPPORT)[0] == 400
         assert call(f"{api}/api/bulk?status=bogus", token=SUPPORT)[0] == 400
         assert call(f"{api}/api/bulk/bulk-7")[0] == 401  # reads need a token with a staff file
+
+
+def test_a_call_waiting_behind_a_parked_one_says_what_it_waits_for(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    seed.half(app, "downgrade", "op-w")  # from c1-s1, where op-2 is parked VENDOR_UNAVAILABLE
+    seed.half(app, "upgrade", "op-w")
+    deadline = time.monotonic() + 10
+    while (op := call(f"{api}/api/operations/op-w", token=SUPPORT)[1]).get("status") != "paired":
+        assert time.monotonic() < deadline, op
+        time.sleep(0.1)
+    assert op["waits_for"] == [{"operation_id": "op-2", "subscription_id": "c1-s1", "status": "failed",
+                                "reason_code": "VENDOR_UNAVAILABLE"}]
+    parked = call(f"{api}/api/operations/op-2", token=SUPPORT)[1]
+    assert parked["waits_for"] == []
