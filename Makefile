@@ -35,10 +35,11 @@ bench-hostile: $(STAMP)
 bench-bulk: $(STAMP)
 	$(VENV)/bin/python -m bench.bulk $(ARGS)
 
-# Kill storm on PostgreSQL: 3 processors, 2,000 transfers + 300 migrations, 50 SIGKILLs; also the
-# vendor-outage tests with a 30 s outage. ARGS go to the storm (e.g. --kills 10).
+# Storm on PostgreSQL: 3 processors, 2,000 transfers (halves on different partitions) + 300 migrations,
+# 50 SIGKILLs, 4 SIGSTOP pauses, a 20 s database outage, then the same stream without faults
+# (--baseline); also the vendor-outage tests with a 30 s outage. ARGS go to the storm (e.g. --kills 10).
 storm: $(STAMP)
-	$(VENV)/bin/python -m tests.storm $(ARGS)
+	$(VENV)/bin/python -m tests.storm --baseline $(ARGS)
 	COTERM_OUTAGE_S=30 $(VENV)/bin/python -m pytest -q tests/integration/test_vendor_outage.py
 
 schemas: $(STAMP)

@@ -1,0 +1,93 @@
+"""The outbox lease on real PostgreSQL: one leader at a time, a takeover once a leader stops
+renewing (as when it is paused), and a former leader's writes fenced off in the same
+transaction. The storm shows the same with SIGSTOP on whole processes."""
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from aggregates.recorders import Fenced
+from processor.leadership import Leadership
+from processor.store import open_store, store_env
+from tests.harness import POSTGRES_URL
+from tests.integration.conftest import _postgres_available
+from tests.world import at
+
+
+@pytest.fixture
+def pg_store() -> Iterator[str]:
+    problem = _postgres_available()
+    if problem:
+        if os.environ.get("COTERM_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required (COTERM_REQUIRE_POSTGRES): {problem}")
+        pytest.skip(f"no PostgreSQL: {problem}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = f"{POSTGRES_URL}?schema={schema}"
+    open_store(store).close()
+    yield store
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def stop_renewing(leadership: Leadership) -> None:
+    """What a SIGSTOP does to the lease: the renewing thread stops; the process keeps its state."""
+    leadership._stop.set()
+    assert leadership._thread is not None
+    leadership._thread.join(timeout=5)
+
+
+def test_one_leader_then_a_takeover_and_the_former_leader_is_fenced(pg_store: str) -> None:
+    from aggregates import commands
+
+    env = store_env(pg_store)
+    first, second = Leadership(env, ttl_s=1.0, renew_s=0.1), Leadership(env, ttl_s=1.0, renew_s=0.1)
+    app = open_store(pg_store)
+    try:
+        wait_for(first.held)
+        time.sleep(0.5)
+        assert not second.held()  # one leader at a time while the first renews
+        fence = first.fence()
+        assert fence is not None
+
+        def catalog_change(uow):  # type: ignore[no-untyped-def]
+            commands.define_product(uow, commands.Context(str(uuid.uuid4()), at("2026-11-01"), at("2026-11-01")),
+                                    f"p-{uuid.uuid4().hex[:6]}", "P", True, False)
+
+        app.decide(catalog_change, fence=fence)  # a write under a held lease goes through
+        stop_renewing(first)
+        waited = wait_for(second.held)
+        assert second.epoch == fence.epoch + 1
+        assert waited < 5  # the lease ran out and moved (ttl 1 s)
+        assert not first.held()  # its own clock says the lease may have lapsed
+        before = app.recorder.max_notification_id()
+        with pytest.raises(Fenced):
+            app.decide(catalog_change, fence=fence)  # resumed with a stale lease: records nothing
+        assert app.recorder.max_notification_id() == before
+        app.decide(catalog_change, fence=second.fence())
+    finally:
+        second.release()
+        first.release()
+        app.close()
+
+
+def test_a_clean_stop_hands_the_lease_over_at_once(pg_store: str) -> None:
+    env = store_env(pg_store)
+    first, second = Leadership(env, ttl_s=30.0, renew_s=0.1), Leadership(env, ttl_s=30.0, renew_s=0.1)
+    try:
+        wait_for(first.held)
+        first.release()
+        assert wait_for(second.held) < 5  # not the 30 s the lease would otherwise run
+    finally:
+        second.release()
