@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-inbox bench-hostile bench-bulk storm schemas clean
+.PHONY: demo test install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

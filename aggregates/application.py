@@ -1,5 +1,7 @@
 """The eventsourcing Application holding every aggregate, and the unit of work commands use."""
 
+import random
+import time
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -137,7 +139,7 @@ class Orders(Application):
         """Run `change` on fresh state and commit it; when another writer got there first
         (a version conflict), look again. Exceptions from `change` pass through uncommitted.
         `fence`: a lease the transaction must find still held (`recorders.Fence`), or it records nothing."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             uow = self.unit_of_work()
             try:
                 result = change(uow)
@@ -147,6 +149,7 @@ class Orders(Application):
             try:
                 self.commit(uow, fence=fence)
             except IntegrityError:
+                time.sleep(random.uniform(0, 0.002 * attempt))  # two writers retrying in step would meet again
                 continue
             return result
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")

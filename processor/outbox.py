@@ -64,6 +64,7 @@ FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may fol
 # Calls waiting for their turn are looked at again whenever something on the log could have
 # freed it (an outcome, a cancel, a retry), and at least this often.
 TURNS_EVERY_S = 1.0
+DECIDE_ATTEMPTS = 20
 KEEP_ENDS = 300  # topic-end measurements waiting for the store to catch up with them
 
 
@@ -218,7 +219,8 @@ class Outbox:
             for op in candidates:
                 turns[op] = commands.take_turn(uow, op)
 
-        self.app.decide(change, fence=self.fence())
+        # Consumers write the same subscriptions (new transfers take their places): look again.
+        self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
         for op, outcome in done.items():
             self.calls.pop(op, None)
             self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
@@ -248,7 +250,7 @@ class Outbox:
     def _send(self, op: str, request: dict[str, Any], key: str) -> None:
         assert self.vendor is not None
         try:
-            self.finished.put((op, self.vendor.send(request, key)))
+            self.finished.put((op, self.vendor.send(request, key, self.may_send)))
         except Stopped:
             self.finished.put((op, None))
         except Exception as error:  # noqa: BLE001 - a worker must always report back, or the call is lost here
@@ -299,7 +301,7 @@ class Outbox:
             expired.extend(op for op in due if commands.expire_transfer(uow, op, now, self.pairing_timeout_s))
 
         if due:
-            self.app.decide(change, fence=self.fence())
+            self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
         for op in due:
             self.waiting.pop(op, None)
         for op in expired:

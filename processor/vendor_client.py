@@ -8,6 +8,7 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,12 +50,18 @@ class VendorClient:
         self.stop = stop or threading.Event()
         self.sender = sender
 
-    def send(self, request: dict[str, Any], key: str | None = None) -> VendorOutcome:
-        """`key`: the Idempotency-Key (default: the operation id, CONTRACT.md section 4)."""
+    def send(self, request: dict[str, Any], key: str | None = None,
+             may_send: Callable[[], bool] = lambda: True) -> VendorOutcome:
+        """`key`: the Idempotency-Key (default: the operation id, CONTRACT.md section 4).
+        `may_send`: asked before every attempt; False (the leadership lapsed, e.g. the process
+        was paused while the call waited for a worker or a backoff) stops it: it stays requested
+        in the store and the current leader sends it."""
         body = json.dumps(request, sort_keys=True).encode()
         started = time.monotonic()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
+            if not may_send():
+                raise Stopped()
             status, text = self._post(body, key or request["operation_id"])
             elapsed = int((time.monotonic() - started) * 1000)
             if status is not None and (200 <= status < 300 or status == 409):

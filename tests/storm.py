@@ -378,8 +378,10 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     url = urllib.parse.urlsplit(POSTGRES_URL)
     proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 5432))
     proxied = POSTGRES_URL.replace(url.netloc, f"{url.username or 'postgres'}@127.0.0.1:{proxy.port}") + f"?schema={schema}"
-    faults = ["kill"] * kills + ["pause"] * pauses
+    faults = ["kill"] * kills + ["pause"] * max(0, pauses - 1)
     rnd.shuffle(faults)
+    if pauses:  # the first fault pauses the leader while orders flow: calls must go on without it
+        faults.insert(0, "pause")
     outage_at = len(faults) // 2 if outage_s else -1
     pauses_done: list[Pause] = []
     with BundledBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -398,6 +400,9 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             for key, value, partition in p.messages[: p.reference]:
                 producer.send(topics["orders"], key=key, value=value, partition=partition)
             producer.flush()
+            # Reference data first, as upstream does: a half on another partition than its
+            # customer's purchases could otherwise be decided before the subscription is known.
+            _wait_for_subscriptions(store, [f"{c}-{kind}" for c in p.seats for kind in ("src", "tgt")])
             flowing_since = time.monotonic()
             # Orders flow over the first two thirds of the storm, in small bursts.
             span = flow_s or len(faults) * sum(gap_s) / 2 + pauses * pause_s + outage_s
@@ -498,16 +503,20 @@ def _publish_orders(producer: KafkaProducer, topic: str, p: Plan, store: str, ov
     _publish(producer, topic, p.messages[p.reference:p.bulk_at], over_s)
     if p.bulk_at == len(p.messages):
         return
+    _wait_for_subscriptions(store, [f"sb{n}-s" for n in range(p.bulk_customers)])
+    _publish(producer, topic, p.messages[p.bulk_at:], 1.0)
+
+
+def _wait_for_subscriptions(store: str, subscription_ids: list[str]) -> None:
     from aggregates.subscription import Subscription
 
-    wanted = [Subscription.create_id(f"sb{n}-s") for n in range(p.bulk_customers)]
+    wanted = [Subscription.create_id(s) for s in subscription_ids]
     app = open_store(store)
     try:
         while len(app.recorder.existing(wanted)) < len(wanted):  # type: ignore[attr-defined]
             time.sleep(0.5)
     finally:
         app.close()
-    _publish(producer, topic, p.messages[p.bulk_at:], 1.0)
 
 
 def _publish(producer: KafkaProducer, topic: str, messages: list[tuple[bytes, bytes, int | None]], over_s: float) -> None:

@@ -104,18 +104,19 @@ def test_too_few_attempts_for_an_outage_park_and_a_staff_retry_completes(scenari
     scenario.with_settings(vendor_max_attempts=3)
     seed_reference_data(scenario)
     vendor.state.faults = Faults(fail_rate=1.0)
-    ops = send_transfers(scenario, 0, 5)
+    ops = send_transfers(scenario, 0, 5)  # all five from one source
     scenario.process()
-    parked = statuses(scenario, ops)
-    assert set(parked.values()) == {"failed"}
+    # The first call parks VENDOR_UNAVAILABLE and keeps its place (contract 1.2): the four decided
+    # after it on the same source wait behind it, unsent.
+    assert statuses(scenario, ops) == {"out-0": "failed", **{op: "paired" for op in ops[1:]}}
     failures = [r for r in scenario.results() if r["type"] == "transfer.failed"]
-    assert {(r["payload"]["reason_code"], r["payload"]["retryable"]) for r in failures} == {("VENDOR_UNAVAILABLE", True)}
-    assert len(vendor.state.requests) == 5 * 3 and not vendor.state.accepted
+    assert [(r["payload"]["operation_id"], r["payload"]["reason_code"], r["payload"]["retryable"]) for r in failures] \
+        == [("out-0", "VENDOR_UNAVAILABLE", True)]
+    assert len(vendor.state.requests) == 3 and not vendor.state.accepted
 
-    vendor.state.faults = Faults()  # the vendor is back; staff retry each parked operation
+    vendor.state.faults = Faults()  # the vendor is back; staff retry the parked operation
     app = scenario.open_store()
-    for op in ops:
-        app.decide(lambda uow, op=op: commands.retry_transfer(uow, op, "alice", "vendor is back", str(uuid.uuid4())))
+    app.decide(lambda uow: commands.retry_transfer(uow, "out-0", "alice", "vendor is back", str(uuid.uuid4())))
     app.close()
     scenario.process()
     assert set(statuses(scenario, ops).values()) == {"completed"}
@@ -123,3 +124,8 @@ def test_too_few_attempts_for_an_outage_park_and_a_staff_retry_completes(scenari
     completed = [r for r in scenario.results() if r["type"] == "transfer.completed"]
     assert sorted(r["payload"]["operation_id"] for r in completed) == ops
     assert all(json.loads(r["body"])["operation_id"] in ops for r in vendor.state.requests)
+    # ... one at a time, in decision order, each told the seats the one before it left
+    firsts = {r["key"]: json.loads(r["body"])["source"] for r in vendor.state.requests}  # retries repeat the body
+    chain = sorted(firsts.values(), key=lambda source: -source["seats_before"])
+    assert len(chain) == 5 and [s["seats_before"] for s in chain] == [s["seats_after"] + 1 for s in chain]
+    assert all(after["seats_before"] == before["seats_after"] for before, after in zip(chain, chain[1:], strict=False))
