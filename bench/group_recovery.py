@@ -1,130 +1,195 @@
-"""How fast a consumer group on the bundled broker recovers from a SIGKILL, by consumer setting.
+"""How a consumer group on the bundled broker rides out a SIGKILL and a SIGSTOP, by consumer setting.
 
-  python -m bench.group_recovery [--kills 5]          (make bench-group)
+  python -m bench.group_recovery [--faults 4] [--only N ...]          (make bench-group)
 
 Three consumer processes (plain kafka-python consumers with coterm's poll settings, nothing
-else) share a 6-partition topic.
-One is SIGKILLed and restarted at once, several times; each member reports its assignment
-through a file. Printed per setting: seconds from the kill until every partition is held
-again (p50, max), and how long the surviving members held nothing during it (they stop
-consuming while a rebalance is in progress). Settings tried: the session timeout coterm uses,
-the 6 s it used before, and static membership (`group_instance_id`, kept across a restart).
+else) share a 6-partition topic that a producer writes 100 messages/s to. Each member reports
+its assignment and how many records it has read through a file. Per setting:
+- a member is SIGKILLed and restarted at once: seconds until every partition is held again;
+- in both faults, the longest time the *surviving* members read nothing (their stall);
+- a member is SIGSTOPped for 12 s (a long GC pause, a frozen VM) and then resumed.
+Settings: session timeout, rebalance timeout (kafka-python's `max_poll_interval_ms`, which it
+sends as the JoinGroup rebalance timeout), static membership, the cooperative assignor.
 """
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
+from kafka import KafkaProducer
+
 from processor.broker import BundledBroker, ensure_topics
 
 PARTITIONS = 6
+PAUSE_S = 12.0
 MEMBER = r"""
 import json, os, sys, time
 from kafka import KafkaConsumer
-bootstrap, group, topic, out, session_ms, instance, cooperative = sys.argv[1:8]
-options = {"session_timeout_ms": int(session_ms), "heartbeat_interval_ms": max(100, int(session_ms) // 6)}
+bootstrap, group, topic, out, session_ms, rebalance_ms, instance, cooperative = sys.argv[1:9]
+options = {"session_timeout_ms": int(session_ms), "heartbeat_interval_ms": max(100, int(session_ms) // 6),
+           "max_poll_interval_ms": int(rebalance_ms)}
 if instance != "-":
     options["group_instance_id"] = instance
 if cooperative == "1":
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
     options["partition_assignment_strategy"] = [CooperativeStickyAssignor]
 consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                         max_poll_interval_ms=30000, fetch_max_wait_ms=200, **options)
+                         fetch_max_wait_ms=200, auto_offset_reset="latest", **options)
 consumer.subscribe([topic])
+consumed = 0
 while True:
-    consumer.poll(timeout_ms=100)
+    consumed += sum(len(r) for r in consumer.poll(timeout_ms=100).values())
     held = sorted(tp.partition for tp in consumer.assignment())
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"at": time.time(), "held": held}, f)
+        json.dump({"at": time.time(), "held": held, "consumed": consumed}, f)
     os.replace(tmp, out)
 """
 
 
-def held(files: list[Path], alive: set[int]) -> tuple[set[int], dict[int, int]]:
-    union: set[int] = set()
-    per: dict[int, int] = {}
-    for slot in alive:
-        try:
-            state = json.loads(files[slot].read_text())
-        except (OSError, ValueError):
-            continue
-        if time.time() - state["at"] < 1.0:
-            union |= set(state["held"])
-            per[slot] = len(state["held"])
-    return union, per
+class Group:
+    def __init__(self, bootstrap: str, tmp: str, session_ms: int, rebalance_ms: int, static: bool,
+                 cooperative: bool) -> None:
+        self.bootstrap = bootstrap
+        self.group, self.topic = f"g-{uuid.uuid4().hex[:6]}", f"t-{uuid.uuid4().hex[:6]}"
+        ensure_topics(bootstrap, [self.topic], partitions=PARTITIONS)
+        self.files = [Path(tmp) / f"{self.group}-{slot}.json" for slot in range(3)]
+        self.args = (str(session_ms), str(rebalance_ms), "1" if cooperative else "0")
+        self.static = static
+        self.procs = [self.start(slot) for slot in range(3)]
+        self.producing = threading.Event()
+        threading.Thread(target=self._produce, daemon=True).start()
 
-
-def trial(bootstrap: str, session_ms: int, static: bool, kills: int, tmp: str,
-          cooperative: bool = False) -> tuple[list[float], list[float]]:
-    group, topic = f"g-{uuid.uuid4().hex[:6]}", f"t-{uuid.uuid4().hex[:6]}"
-    ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
-    files = [Path(tmp) / f"{group}-{slot}.json" for slot in range(3)]
-
-    def start(slot: int) -> subprocess.Popen[bytes]:
-        instance = f"member-{slot}" if static else "-"
-        return subprocess.Popen([sys.executable, "-c", MEMBER, bootstrap, group, topic, str(files[slot]),
-                                 str(session_ms), instance, "1" if cooperative else "0"],
+    def start(self, slot: int) -> subprocess.Popen[bytes]:
+        session, rebalance, cooperative = self.args
+        instance = f"member-{slot}" if self.static else "-"
+        return subprocess.Popen([sys.executable, "-c", MEMBER, self.bootstrap, self.group, self.topic,
+                                 str(self.files[slot]), session, rebalance, instance, cooperative],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    procs = [start(slot) for slot in range(3)]
-    recover, idle = [], []
+    def _produce(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        n = 0
+        while not self.producing.is_set():
+            producer.send(self.topic, value=b"x", partition=n % PARTITIONS)
+            n += 1
+            time.sleep(0.01)
+        producer.close()
+
+    def state(self, slot: int) -> dict | None:  # type: ignore[type-arg]
+        try:
+            return json.loads(self.files[slot].read_text())
+        except (OSError, ValueError):
+            return None
+
+    def held(self, slots: set[int] = frozenset({0, 1, 2})) -> set[int]:  # type: ignore[assignment]
+        union: set[int] = set()
+        for slot in slots:
+            state = self.state(slot)
+            if state and time.time() - state["at"] < 1.0:
+                union |= set(state["held"])
+        return union
+
+    def consumed(self, slots: set[int]) -> int:
+        return sum((self.state(s) or {"consumed": 0})["consumed"] for s in slots)
+
+    def stop(self) -> None:
+        self.producing.set()
+        for proc in self.procs:
+            proc.kill()
+
+
+def watch(group: Group, survivors: set[int], since: float, until: float | None, done: object) -> tuple[float, float]:
+    """(seconds until `done()` held, the survivors' longest stretch without reading a record),
+    watched until `until` (monotonic) or until done and 2 s more."""
+    last, last_change, stall = group.consumed(survivors), time.monotonic(), 0.0
+    finished = None
+    while time.monotonic() - since < 60:
+        now = time.monotonic()
+        count = group.consumed(survivors)
+        if count != last:
+            last, last_change = count, now
+        stall = max(stall, now - last_change)
+        if finished is None and done():  # type: ignore[operator]
+            finished = now - since
+        if (until is None and finished is not None and now - since > finished + 2) or (until and now > until):
+            break
+        time.sleep(0.05)
+    return (finished if finished is not None else round(time.monotonic() - since, 1)), stall
+
+
+def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: int, static: bool = False,
+          cooperative: bool = False) -> dict[str, list[float]]:
+    group = Group(bootstrap, tmp, session_ms, rebalance_ms, static, cooperative)
+    found: dict[str, list[float]] = {"recover": [], "kill_stall": [], "pause_stall": [], "pause_moved": []}
     try:
         deadline = time.monotonic() + 60
-        while len(held(files, {0, 1, 2})[0]) < PARTITIONS and time.monotonic() < deadline:
+        while len(group.held()) < PARTITIONS and time.monotonic() < deadline:
             time.sleep(0.1)
-        for k in range(kills):
-            time.sleep(2)
+        for k in range(faults):
+            time.sleep(3)
             victim = k % 3
-            procs[victim].send_signal(signal.SIGKILL)
-            procs[victim].wait()
-            files[victim].unlink(missing_ok=True)
+            survivors = {0, 1, 2} - {victim}
+            group.procs[victim].send_signal(signal.SIGKILL)
+            group.procs[victim].wait()
+            group.files[victim].unlink(missing_ok=True)
             killed = time.monotonic()
-            procs[victim] = start(victim)
-            survivors_idle = 0.0
-            while time.monotonic() - killed < 60:
-                union, per = held(files, {0, 1, 2})
-                if any(per.get(s, 0) == 0 for s in {0, 1, 2} - {victim}):
-                    survivors_idle += 0.05
-                if len(union) == PARTITIONS and len(per) == 3:
-                    break
-                time.sleep(0.05)
-            recover.append(time.monotonic() - killed)
-            idle.append(survivors_idle)
+            group.procs[victim] = group.start(victim)
+            recover, stall = watch(group, survivors, killed, None, lambda: len(group.held()) == PARTITIONS)
+            found["recover"].append(recover)
+            found["kill_stall"].append(stall)
+        for k in range(max(1, faults // 2)):
+            time.sleep(3)
+            victim = (k + 1) % 3
+            group.procs[victim].send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            survivors = {0, 1, 2} - {victim}
+            moved, stall = watch(group, survivors, stopped, stopped + PAUSE_S,
+                                 lambda: len(group.held(survivors)) == PARTITIONS)  # noqa: B023
+            group.procs[victim].send_signal(signal.SIGCONT)
+            found["pause_stall"].append(stall)
+            found["pause_moved"].append(moved)
     finally:
-        for proc in procs:
-            proc.kill()
-    return recover, idle
+        group.stop()
+    return found
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} / {max(values):.1f} s"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--faults", type=int, default=4, help="kills per setting (and half as many pauses)")
     parser.add_argument("--only", type=int, nargs="*", help="run only these settings (0-based)")
     args = parser.parse_args()
-    settings = [("session 3 s (coterm)", 3000, False, False), ("session 6 s (before)", 6000, False, False),
-                ("session 3 s, static membership", 3000, True, False),
-                ("session 3 s, CooperativeStickyAssignor", 3000, False, True)]
-    print("| consumer setting | kill -> all partitions held, p50 / max | survivors holding nothing, p50 / max |")
-    print("| --- | ---: | ---: |")
+    settings = [("session 3 s, rebalance 10 s (coterm)", 3000, 10_000, False, False),
+                ("session 6 s, rebalance 30 s (before)", 6000, 30_000, False, False),
+                ("session 3 s, rebalance 30 s", 3000, 30_000, False, False),
+                ("session 3 s, rebalance 10 s, static membership", 3000, 10_000, True, False),
+                ("session 3 s, rebalance 10 s, CooperativeStickyAssignor", 3000, 10_000, False, True)]
+    print(f"| consumer setting | kill -> all partitions held | survivors stalled, kill | {PAUSE_S:g} s pause -> "
+          "survivors hold all partitions | survivors stalled, pause |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     with BundledBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        for n, (label, session_ms, static, cooperative) in enumerate(settings):
+        for n, (label, session_ms, rebalance_ms, static, cooperative) in enumerate(settings):
             if args.only and n not in args.only:
                 continue
-            recover, idle = trial(broker.bootstrap, session_ms, static, args.kills, tmp, cooperative)
-            print(f"| {label} | {statistics.median(recover):.1f} / {max(recover):.1f} s | "
-                  f"{statistics.median(idle):.1f} / {max(idle):.1f} s |", flush=True)
+            found = trial(broker.bootstrap, tmp, args.faults, session_ms, rebalance_ms, static, cooperative)
+            moved = spread(found["pause_moved"]) if min(found["pause_moved"]) < PAUSE_S else "not during the pause"
+            print(f"| {label} | {spread(found['recover'])} | {spread(found['kill_stall'])} | {moved} | "
+                  f"{spread(found['pause_stall'])} |", flush=True)
+    print("(p50 / max over the faults; 'stalled': the longest stretch in which the surviving members read nothing)")
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

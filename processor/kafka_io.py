@@ -55,9 +55,12 @@ def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsume
         # every 0.5 s, so a long batch does not miss them.
         session_timeout_ms=3000,
         heartbeat_interval_ms=500,
-        # Also the rebalance timeout a join may wait for members that died mid-rebalance (default
-        # 300 s). A batch takes well under a second, so 30 s between polls never happens in health.
-        max_poll_interval_ms=30_000,
+        # Also the rebalance timeout: how long a join waits for every member (default 300 s). A
+        # member stuck for a while (a paused or DB-blocked processor) holds the whole group's
+        # rebalance up to this long, so it is short; a batch takes well under a second, and one
+        # that takes longer (a bulk of more than about 10,000 customers) costs a rebalance and
+        # loses or repeats nothing (`make bench-group` has the figures).
+        max_poll_interval_ms=10_000,
         max_poll_records=500,
         fetch_max_wait_ms=200,
     )

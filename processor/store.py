@@ -35,6 +35,10 @@ def store_env(store: str) -> dict[str, str]:
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
             "POSTGRES_CONNECT_TIMEOUT": "10",
+            # A process paused (SIGSTOP, a frozen VM) inside a transaction holds its locks, the
+            # event table's insert lock among them, and with it every writer: the server ends
+            # such a session after 2 s idle in a transaction (the library's default: 5 s).
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "2",
             "POSTGRES_POOL_SIZE": "4",
         }
         return env

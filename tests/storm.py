@@ -87,6 +87,8 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
                                                "in_usage_bundle": True}))
     add("p2", _msg("catalog.product_defined", {"product_id": "p2", "name": "E5", "supports_usage_based": False,
                                                "in_usage_bundle": False}))
+    add("p3", _msg("catalog.product_defined", {"product_id": "p3", "name": "EDR", "supports_usage_based": True,
+                                               "in_usage_bundle": True}))
     for c in customers + movers:
         add(c, _msg("customer.registered", {"customer_id": c, "partner_id": "partner", "name": c, "channel": "direct",
                                             "distributor_id": None, "data_complete": True}))
@@ -160,34 +162,38 @@ def plan(transfers: int, migrations: int, seed: int = 7) -> Plan:
 
 
 def _bulk(p: Plan, add: Any, customers: int) -> None:
-    """A bulk migration published late in the flow (its customers' reference data is long
-    applied), then a tick a day for 21 days: a third of its customers migrate at once, the rest
-    on the day their window opens, each decided once however the processors die."""
+    """A bulk migration of two bundle products published late in the flow (its customers'
+    reference data is long applied), then a tick a day for 21 days. Each customer holds p1,
+    whose window opens from 6 days before the bulk to 14 after, and p3, whose window opens 3
+    days after p1's: some migrate both at once, some p1 at once and p3 on its day, some
+    neither at first, so the bundle is first made by a scheduled decision and p3 must join it
+    later with its own key (contract 1.2: never a new key for a requested product)."""
     bulkers = [f"sb{n}" for n in range(customers)]
     p.bulk_customers = customers
     for n, c in enumerate(bulkers):
-        opens = BULK_DAY + timedelta(days=n % 21 - 6)  # windows open from 6 days before to 14 days after
+        opens = BULK_DAY + timedelta(days=n % 21 - 6)
+        opens3 = opens + timedelta(days=3)
         add(c, _msg("customer.registered", {"customer_id": c, "partner_id": "storm-partner", "name": c,
                                             "channel": "direct", "distributor_id": None, "data_complete": True}))
-        add(c, _msg("subscription.purchased", {
-            "subscription_id": f"{c}-s", "customer_id": c, "product_id": "p1", "plan_id": "plan-m",
-            "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
-            "start_date": "2026-01-01", "end_date": (opens + timedelta(days=90)).isoformat(),
-            "subscription_key": f"K-{c}"}, occurred_at="2026-01-01T09:00:00Z"))
+        for product, window, key in (("p1", opens, f"K-{c}"), ("p3", opens3, f"K3-{c}")):
+            add(c, _msg("subscription.purchased", {
+                "subscription_id": f"{c}-{product}", "customer_id": c, "product_id": product, "plan_id": "plan-m",
+                "billing_model": "annual", "management": "partner_managed", "seats": 5, "term_months": 12,
+                "start_date": "2026-01-01", "end_date": (window + timedelta(days=90)).isoformat(),
+                "subscription_key": key}, occurred_at="2026-01-01T09:00:00Z"))
         first = bulk_request_id(BULK_ID, c)
-        if opens <= BULK_DAY:
-            p.bulk_requests[first] = "migration.completed"
-        else:
-            p.bulk_requests[first] = "migration.rejected"
-            p.bulk_requests[bulk_request_id(BULK_ID, c, opens)] = "migration.completed"
-    # Registration and purchase go out with the reference data; the bulk and the ticks last.
-    tail = p.messages[-2 * customers:]
-    del p.messages[-2 * customers:]
+        p.bulk_requests[first] = "migration.completed" if opens <= BULK_DAY else "migration.rejected"
+        for window in (opens, opens3):
+            if window > BULK_DAY:
+                p.bulk_requests[bulk_request_id(BULK_ID, c, window)] = "migration.completed"
+    # Registration and purchases go out with the reference data; the bulk and the ticks last.
+    tail = p.messages[-3 * customers:]
+    del p.messages[-3 * customers:]
     p.messages[p.reference:p.reference] = tail
     p.reference += len(tail)
     p.bulk_at = len(p.messages)
     add("storm-partner", _msg("migration.bulk_requested", {
-        "bulk_id": BULK_ID, "partner_id": "storm-partner", "requested_by": "storm", "product_ids": ["p1"],
+        "bulk_id": BULK_ID, "partner_id": "storm-partner", "requested_by": "storm", "product_ids": ["p1", "p3"],
         "customer_ids": bulkers}, occurred_at=f"{BULK_DAY.isoformat()}T10:00:00Z"))
     for day in range(1, 22):
         add("storm-partner", _msg("clock.tick", {}, occurred_at=f"{(BULK_DAY + timedelta(days=day)).isoformat()}T00:00:00Z"))
@@ -503,7 +509,7 @@ def _publish_orders(producer: KafkaProducer, topic: str, p: Plan, store: str, ov
     _publish(producer, topic, p.messages[p.reference:p.bulk_at], over_s)
     if p.bulk_at == len(p.messages):
         return
-    _wait_for_subscriptions(store, [f"sb{n}-s" for n in range(p.bulk_customers)])
+    _wait_for_subscriptions(store, [f"sb{n}-{product}" for n in range(p.bulk_customers) for product in ("p1", "p3")])
     _publish(producer, topic, p.messages[p.bulk_at:], 1.0)
 
 
@@ -578,7 +584,7 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
         elif key in p.bulk_requests and got[0]["type"] != p.bulk_requests[key]:
             report.wrong_outcomes.append(f"bulk request {key}: {got[0]['type']}, planned {p.bulk_requests[key]}")
     finished = finals.get(f"migration.bulk_finished:{BULK_ID}", [])
-    planned = {"migrated": p.bulk_customers, "rejected": 0, "cancelled": 0}
+    planned = {"migrated": 2 * p.bulk_customers, "rejected": 0, "cancelled": 0}
     if p.bulk_requests and finished and finished[0]["payload"]["counts"] != planned:
         report.wrong_outcomes.append(f"bulk counts {finished[0]['payload']['counts']}, planned {planned}")
     completed = {k for k, rs in finals.items() if rs and rs[0]["type"] == "transfer.completed"}
@@ -640,6 +646,12 @@ def _check_seats(report: Report, p: Plan, store: str) -> None:
 
     app = open_store(store)
     try:
+        for n in range(p.bulk_customers):  # one subscription per product, the requested ones with their own keys
+            c = f"sb{n}"
+            bundle = app.repository.get(Customer.create_id(c)).bundle or []
+            products = [e["product_id"] for e in bundle]
+            if sorted(products) != ["p1", "p3"] or {e["subscription_key"] for e in bundle} != {f"K-{c}", f"K3-{c}"}:
+                report.wrong_outcomes.append(f"bulk customer {c}: bundle {bundle}")
         for c, before in p.seats.items():
             customer = app.repository.get(Customer.create_id(c))
             total = sum(app.repository.get(Subscription.create_id(s)).seats for s in customer.subscription_ids)
