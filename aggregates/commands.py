@@ -106,7 +106,25 @@ def resize_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, sea
     subscription = _subscription(uow, subscription_id)
     if subscription is None:
         raise errors.UnknownReference(f"subscription {subscription_id} was never purchased")
+    first = subscription.first_in_line()
+    if first is not None and seats != subscription.seats:
+        _pin_body(uow, first)
     subscription.resize(seats, ctx.on, ctx.message_id)
+
+
+def _pin_body(uow: UnitOfWork, operation_id: str) -> None:
+    """The call first in line may be out with its decided body, which is recorded only when it
+    differs from the one built at its turn: record it before a resize changes the seats that
+    body would be built from, so every resend of the call sends what the first send did."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or not transfer.awaiting_vendor or transfer.body_sent() is not None:
+        return
+    assert transfer.vendor_request is not None
+    source, target = _touched(uow, transfer.vendor_request)
+    touched = [s for s in (source, target) if s is not None]
+    if source is None or any(s.first_in_line() != operation_id for s in touched):
+        return  # not its turn yet on another subscription: not out, its body is built at its turn
+    transfer.mark_sent(body_at_turn(transfer.vendor_request, source, target))
 
 
 # -- migration to usage-based ---------------------------------------------------------------
@@ -214,7 +232,7 @@ def _hold(uow: UnitOfWork, transfer: Transfer, cause: str) -> None:
     if source is not None:
         source.hold(transfer.operation_id, transfer.vendor_request["seats"], cause)
     if target is not None:
-        target.hold(transfer.operation_id, 0, cause)
+        target.hold(transfer.operation_id, -transfer.vendor_request["seats"], cause)
 
 
 def _release(uow: UnitOfWork, transfer: Transfer, reason: str, cause: str) -> None:
@@ -251,8 +269,21 @@ def take_turn(uow: UnitOfWork, operation_id: str) -> Turn | None:
     if body is None:
         assert source is not None
         body = body_at_turn(transfer.vendor_request, source, target)
-    transfer.mark_sent(body)  # recorded once per round of the call (a resend after a takeover records nothing)
+        if body == transfer.vendor_request:
+            # What was decided, from the seats every transfer ahead was to leave, and they did:
+            # nothing to record (a resend finds the same again).
+            return Turn(body, [])
+        transfer.mark_sent(body)  # recorded before it is sent: a resend after a takeover sends the same
     return Turn(body, [])
+
+
+def mark_vendor_call_sent(uow: UnitOfWork, operation_id: str) -> bool:
+    """A call sent with its decided body that the vendor has not answered within a second shows as `sent`."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None or transfer.status != "paired":
+        return False
+    transfer.mark_sent(None)
+    return True
 
 
 def cancel_transfer(uow: UnitOfWork, ctx: Context, operation_id: str, requested_by: str, reason: str) -> Transfer:

@@ -66,7 +66,8 @@ class Subscription(Aggregate):
         self.billing_start_date = billing_start_date
         self.origin = origin  # "purchase", or "transfer:<operation_id>" for a co-termed target
         self.upsized_on: list[date] = []
-        self.in_flight: dict[str, int] = {}  # operation id -> seats leaving this subscription, in decision order
+        # operation id -> seats it takes away (negative: seats it brings, as a target), in decision order
+        self.in_flight: dict[str, int] = {}
 
     def is_active(self, on: date) -> bool:
         return self.start_date <= on <= self.end_date
@@ -88,7 +89,14 @@ class Subscription(Aggregate):
     # -- transfers in flight ---------------------------------------------------------------
     @property
     def available_seats(self) -> int:
-        """Seats less those held by transfers out of it that the vendor has not answered yet."""
+        """Seats less those held by transfers out of it that the vendor has not answered yet
+        (seats on their way in do not count until the vendor confirms them)."""
+        return self.seats - sum(v for v in self.in_flight.values() if v > 0)
+
+    @property
+    def projected_seats(self) -> int:
+        """The seats it will have once every transfer in flight on it is done: what the next
+        transfer decided on it will tell the vendor, if they all go through."""
         return self.seats - sum(self.in_flight.values())
 
     def first_in_line(self) -> str | None:
@@ -105,7 +113,7 @@ class Subscription(Aggregate):
 
     def hold(self, operation_id: str, seats_out: int, message_id: str) -> None:
         """A transfer touching this subscription was decided: it waits its turn (seats_out: the
-        seats it takes away, 0 for a target)."""
+        seats it takes away; negative for a target, the seats it brings)."""
         if operation_id not in self.in_flight:
             self._transfer_held(operation_id=operation_id, seats_out=seats_out, message_id=message_id)
 

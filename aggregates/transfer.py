@@ -186,9 +186,9 @@ class Transfer(Aggregate):
         """The body already sent under the current key: every retry of the call reuses it."""
         return self.sent_request if self.sent_key == self.idempotency_key else None
 
-    def mark_sent(self, request: dict[str, Any]) -> None:
-        """The outbox hands the call to the vendor, with the body built from the seats confirmed
-        when its turn came (status `sent`)."""
+    def mark_sent(self, request: dict[str, Any] | None) -> None:
+        """The call is out (status `sent`) with a body built from the seats confirmed when its turn
+        came, other than the decided one; None: the decided body (marked only when the vendor is slow)."""
         if self.status == "paired":
             self._vendor_call_sent(operation_id=self.operation_id, round=self.vendor_rounds, request=request)
 

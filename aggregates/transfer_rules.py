@@ -122,6 +122,9 @@ def vendor_request(
     """The one vendor call for the pair, as plain values (CONTRACT.md section 4)."""
     seats = down["seats"]
     spec = up["target"]
+    # The seats as they will stand when its turn comes, if every transfer ahead goes through (the
+    # outbox builds the body again then, from the seats confirmed, and records it only if they differ).
+    source_seats = source.projected_seats
     if spec["kind"] == "new_subscription":
         target_change: dict[str, Any] = {
             "kind": "new_subscription",
@@ -138,13 +141,14 @@ def vendor_request(
         target_change = {
             "kind": "existing_subscription",
             "subscription_id": target.subscription_id,
-            "seats_before": target.seats,
-            "seats_after": target.seats + seats,
+            "seats_before": target.projected_seats,
+            "seats_after": target.projected_seats + seats,
         }
     return {
         "operation_id": operation_id,
         "customer_id": source.customer_id,
-        "source": {"subscription_id": source.subscription_id, "seats_before": source.seats, "seats_after": source.seats - seats},
+        "source": {"subscription_id": source.subscription_id, "seats_before": source_seats,
+                   "seats_after": source_seats - seats},
         "target": target_change,
         "seats": seats,
     }

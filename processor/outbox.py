@@ -65,6 +65,10 @@ FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may fol
 # freed it (an outcome, a cancel, a retry), and at least this often.
 TURNS_EVERY_S = 1.0
 DECIDE_ATTEMPTS = 20
+# A call with a fixed body goes from `paired` to its outcome in one step when the vendor answers
+# at once; one it has not answered within this time is recorded `sent`, so the dashboard shows
+# what waits on the vendor without an event on every fast call.
+SENT_AFTER_S = 1.0
 KEEP_ENDS = 300  # topic-end measurements waiting for the store to catch up with them
 
 
@@ -95,10 +99,11 @@ class Outbox:
         self.read_at = min(self.results_at, self.work_at)
         self.waiting: dict[str, Waiting] = {}
         self.calls: dict[str, Call] = {}
-        self.in_flight: set[str] = set()
+        self.in_flight: dict[str, float | None] = {}  # op -> monotonic time a worker handed it to the vendor
+        self.marked: set[str] = set()  # in flight long enough to be recorded `sent`
         self.to_send: dict[str, None] = {}  # requested calls not yet handed to the vendor, in decision order
         self.waits_for: dict[str, list[str]] = {}  # calls whose turn has not come: the transfers ahead of them
-        self._turns_dirty = False
+        self.to_check: set[str] = set()  # calls whose turn may have come: new ones, and those behind a closed one
         self._turns_checked = 0.0
         self.ends: deque[Ends] = deque()  # measured after some half's deadline, not yet applied by the store
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
@@ -167,13 +172,13 @@ class Outbox:
             self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
             self.calls[op] = Call(notification_id, event.idempotency_key, event.request["target"]["subscription_id"])
             self.to_send[op] = None
-            self._turns_dirty = True
+            self.to_check.add(op)
         elif isinstance(event, CLOSES):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)
             self.to_send.pop(op, None)
             self.waits_for.pop(op, None)
-            self._turns_dirty = True  # whatever waited behind it may go now
+            self._freed(op)
 
     def _save_low_water(self) -> None:
         # Both maps are kept in notification order, so their first entries are the oldest.
@@ -196,18 +201,23 @@ class Outbox:
                 op, outcome = self.finished.get_nowait()
             except queue.Empty:
                 break
-            self.in_flight.discard(op)
+            self.in_flight.pop(op, None)
+            self.marked.discard(op)
             if outcome is not None:  # None: stopped, it stays requested in the store and is sent again
                 done[op] = outcome
+                self._freed(op)
             else:
                 self.to_send[op] = None
+                self.to_check.add(op)
         now = time.monotonic()
-        candidates: list[str] = []
-        if done or self._turns_dirty or (self.to_send and now - self._turns_checked >= TURNS_EVERY_S):
-            self._turns_dirty = False
+        if self.to_send and now - self._turns_checked >= TURNS_EVERY_S:
+            # Also now and then every waiting call: a staff action elsewhere may have freed it.
             self._turns_checked = now
-            candidates = [op for op in self.to_send if op not in self.in_flight and op not in done]
-        if not done and not candidates:
+            self.to_check.update(self.to_send)
+        candidates = [op for op in self.to_send if op in self.to_check and op not in self.in_flight and op not in done]
+        self.to_check.clear()
+        slow = self._slow_calls(now)
+        if not done and not candidates and not slow:
             return 0
         new_targets = [Subscription.create_id(self.calls[op].target_id) for op in done if op in self.calls]
         turns: dict[str, commands.Turn | None] = {}
@@ -218,9 +228,12 @@ class Outbox:
             self._record(uow, done)
             for op in candidates:
                 turns[op] = commands.take_turn(uow, op)
+            for op in slow:
+                commands.mark_vendor_call_sent(uow, op)
 
         # Consumers write the same subscriptions (new transfers take their places): look again.
         self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
+        self.marked.update(slow)
         for op, outcome in done.items():
             self.calls.pop(op, None)
             self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
@@ -242,13 +255,24 @@ class Outbox:
                 key = call.key if call is not None else op
                 self.to_send.pop(op, None)
                 self.waits_for.pop(op, None)
-                self.in_flight.add(op)
+                self.in_flight[op] = None
                 self.pool.submit(self._send, op, turn.body, key)
                 sent += 1
         return len(done) + sent
 
+    def _freed(self, op: str) -> None:
+        """An answered or closed call: the calls that waited for it may go now."""
+        self.to_check.update(waiting for waiting, ahead in self.waits_for.items() if op in ahead)
+
+    def _slow_calls(self, now: float) -> list[str]:
+        """Calls with a fixed body handed to the vendor at least SENT_AFTER_S ago and not yet
+        marked `sent` (a call whose body was built at its turn was recorded `sent` then)."""
+        return [op for op, started in self.in_flight.items()
+                if started is not None and now - started >= SENT_AFTER_S and op not in self.marked]
+
     def _send(self, op: str, request: dict[str, Any], key: str) -> None:
         assert self.vendor is not None
+        self.in_flight[op] = time.monotonic()
         try:
             self.finished.put((op, self.vendor.send(request, key, self.may_send)))
         except Stopped:

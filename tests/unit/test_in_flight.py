@@ -150,3 +150,27 @@ def test_preview_counts_held_seats(world: World) -> None:
     uow.discard()
     assert found["reason_code"] == "INSUFFICIENT_SEATS"
     assert found["source"]["available_seats"] == 2 and found["source"]["held_by"] == ["a"]
+
+
+def test_the_decided_body_counts_on_the_transfers_ahead_and_needs_no_record_when_they_go_through(world: World) -> None:
+    from aggregates.transfer import Transfer
+
+    pair(world, "a", 2, target=existing_target("t1"))
+    pair(world, "b", 3, target=existing_target("t1"))  # decided as if a had gone through: s1 8 -> 5, t1 7 -> 10
+    assert world.transfer("b").vendor_request["source"] == {"subscription_id": "s1", "seats_before": 8, "seats_after": 5}
+    assert world.transfer("b").vendor_request["target"]["seats_before"] == 7
+    turn(world, "a")
+    world.vendor_ok("a")
+    assert turn(world, "b").body == world.transfer("b").vendor_request
+    sent = [e for e in world.app.events.get(Transfer.create_id("b")) if type(e).__name__ == "VendorCallSent"]
+    assert sent == []  # the decided body was right: one event fewer per transfer
+
+
+def test_a_body_differs_from_the_decided_one_when_a_transfer_ahead_failed(world: World) -> None:
+    pair(world, "a", 2)
+    pair(world, "b", 3)  # decided as 8 -> 5
+    turn(world, "a")
+    world.vendor_failed("a", retryable=False)  # a's seats never moved
+    body = turn(world, "b").body
+    assert body["source"] == {"subscription_id": "s1", "seats_before": 10, "seats_after": 7}
+    assert world.transfer("b").body_sent() == body  # recorded: a resend sends the same
