@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from kafka import TopicPartition
 from eventsourcing.persistence import InterfaceError, OperationalError
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from aggregates.application import Orders

@@ -9,7 +9,6 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-
 STORE_ANSWER_S = 0.8  # `/readyz` says 503 within a second when the store does not answer
 
 

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import structlog
-
 from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from eventsourcing.utils import get_topic
 

@@ -447,7 +447,7 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                     say(f"storm: pause {len(pauses_done) + 1}/{pauses}: processor {slot}"
                         f"{' (the outbox leader)' if aimed else ''} for {pause_s:g} s")
                     if aimed:
-                        report.takeover_s.append(_until(lambda: fleet.leader(exclude={slot}) is not None, stopped, pause_s))
+                        report.takeover_s.append(_until(lambda s=slot: fleet.leader(exclude={s}) is not None, stopped, pause_s))
                     time.sleep(max(0.0, pause_s - (time.monotonic() - stopped)))
                     fleet.signal_tree(slot, signal.SIGCONT)
                     pause.resumed_at = time.time()

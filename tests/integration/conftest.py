@@ -25,6 +25,12 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"{tmp_path}/coterm.sqlite"
         return
+    yield from postgres_store()
+
+
+def postgres_store() -> Iterator[str]:
+    """A store in a schema of its own on the test database, dropped afterwards; a skip (a failure
+    under COTERM_REQUIRE_POSTGRES) when no PostgreSQL answers."""
     problem = _postgres_available()
     if problem:
         if os.environ.get("COTERM_REQUIRE_POSTGRES"):

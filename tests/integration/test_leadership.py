@@ -2,35 +2,24 @@
 renewing (as when it is paused), and a former leader's writes fenced off in the same
 transaction. The storm shows the same with SIGSTOP on whole processes."""
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from aggregates.recorders import Fenced
 from processor.leadership import Leadership
 from processor.store import open_store, store_env
-from tests.harness import POSTGRES_URL
-from tests.integration.conftest import _postgres_available
+from tests.integration.conftest import postgres_store
 from tests.world import at
 
 
 @pytest.fixture
 def pg_store() -> Iterator[str]:
-    problem = _postgres_available()
-    if problem:
-        if os.environ.get("COTERM_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required (COTERM_REQUIRE_POSTGRES): {problem}")
-        pytest.skip(f"no PostgreSQL: {problem}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    store = f"{POSTGRES_URL}?schema={schema}"
-    open_store(store).close()
-    yield store
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    for store in postgres_store():
+        open_store(store).close()
+        yield store
 
 
 def wait_for(condition, timeout_s: float = 10.0) -> float:  # type: ignore[no-untyped-def]

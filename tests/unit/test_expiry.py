@@ -5,6 +5,8 @@ after the half's deadline. The outbox measures both sides itself; here they are 
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from processor.outbox import Outbox
 from processor.topic_ends import Ends
 from tests.world import World, new_target
@@ -43,11 +45,17 @@ def outbox(world: World, kafka: Kafka) -> Outbox:
                   store_positions=kafka.applied)
 
 
-def test_a_half_expires_once_the_store_applied_what_kafka_held_after_its_deadline() -> None:
-    world = World()
-    world.product("p1")
-    world.customer()
-    world.purchase("s1")
+@pytest.fixture
+def world() -> World:
+    w = World()
+    w.product("p1")
+    w.product("p2")
+    w.customer()
+    w.purchase("s1")
+    return w
+
+
+def test_a_half_expires_once_the_store_applied_what_kafka_held_after_its_deadline(world: World) -> None:
     world.downgrade("op")
     kafka = Kafka(world)
     box = outbox(world, kafka)
@@ -64,12 +72,7 @@ def test_a_half_expires_once_the_store_applied_what_kafka_held_after_its_deadlin
     assert world.transfer("op").status == "expired"
 
 
-def test_a_partner_in_kafka_before_the_deadline_is_paired_not_expired() -> None:
-    world = World()
-    world.product("p1")
-    world.product("p2")
-    world.customer()
-    world.purchase("s1")
+def test_a_partner_in_kafka_before_the_deadline_is_paired_not_expired(world: World) -> None:
     world.downgrade("op")
     kafka = Kafka(world)
     box = outbox(world, kafka)
@@ -87,11 +90,7 @@ def test_a_partner_in_kafka_before_the_deadline_is_paired_not_expired() -> None:
     assert world.transfer("op").status == "paired"
 
 
-def test_ends_measured_before_a_later_half_deadline_do_not_expire_it() -> None:
-    world = World()
-    world.product("p1")
-    world.customer()
-    world.purchase("s1")
+def test_ends_measured_before_a_later_half_deadline_do_not_expire_it(world: World) -> None:
     world.downgrade("early")
     kafka = Kafka(world)
     box = outbox(world, kafka)
