@@ -85,6 +85,9 @@ class RunCollector:
         yield GaugeMetricFamily("coterm_halves_waiting", "Transfer halves waiting for their pair",
                                 value=self.status.waiting_halves.value)
         yield from vendor_metrics(self.status.vendor, self.status.pending_calls.value)
+        yield GaugeMetricFamily("coterm_vendor_calls_waiting_turn", "Decided vendor calls waiting behind an "
+                                "earlier call on the same subscription (contract 1.2)",
+                                value=self.status.waiting_turn.value)
         head = self.head()
         yield GaugeMetricFamily("coterm_outbox_backlog_events", "Store events past the outbox's read position",
                                 value=max(0, head - self.status.outbox_position.value))

@@ -42,6 +42,7 @@ class SharedStatus:
     published: Any
     pending_calls: Any
     waiting_halves: Any
+    waiting_turn: Any  # calls waiting behind an earlier one on a common subscription
     outbox_position: Any  # the last store notification the outbox has read
     leading: Any  # this outbox holds the leadership: it sends the vendor calls
     vendor: Any  # `metrics.VendorStats.values`, copied after every round
@@ -56,6 +57,7 @@ class SharedStatus:
         return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
                    busy=value("b", False), worked_at=value("d", 0.0),
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
+                   waiting_turn=value("q", 0),
                    outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS))
 
 
@@ -213,5 +215,6 @@ def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: Vendor
         status.busy.value = True
     status.pending_calls.value = len(outbox.calls) if outbox is not None else 0
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
+    status.waiting_turn.value = len(outbox.waits_for) if outbox is not None else 0
     status.leading.value = outbox is not None
     status.ready.value = True

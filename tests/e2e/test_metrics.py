@@ -68,6 +68,7 @@ def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor:
         assert sample(text, "coterm_vendor_call_seconds_count") == 1
         assert sample(text, "coterm_vendor_call_seconds_bucket", le="+Inf") == 1
         assert sample(text, "coterm_vendor_calls_pending") == 0
+        assert sample(text, "coterm_vendor_calls_waiting_turn") == 0  # nothing waits behind another call
         assert sample(text, "coterm_outbox_leader") == 1  # alone on a SQLite store, it leads
         lags = [sample(text, "coterm_consumer_lag_messages", topic=s.settings.topic_orders, partition=str(p))
                 for p in range(4)]
