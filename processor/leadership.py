@@ -16,6 +16,10 @@ through a pause. A call already handed to the vendor may still be answered: same
 body, so the vendor sees a repeat at worst.
 
 A SQLite store has one processor, which always leads.
+
+The same thread, in every processor, ends a database session that holds the event table's
+insert lock while waiting for its own paused client (`STUCK_WRITER_S`): otherwise one paused
+process stops every writer, the next leader's included, for as long as it is paused.
 """
 
 import os
@@ -34,6 +38,12 @@ log = structlog.get_logger("coterm.leadership")
 LEASE_NAME = "outbox"
 TTL_S = 4.0
 RENEW_S = 0.5
+# A session that holds the event table's insert lock while it waits for its own client for this
+# long belongs to a process that stopped mid-write (SIGSTOP, a frozen VM): every writer of every
+# processor waits behind it. PostgreSQL's idle_in_transaction_session_timeout does not see it
+# when the write is a pipeline not yet synced, so each processor ends such sessions itself.
+STUCK_WRITER_S = 3.0
+EVENTS_TABLE = "coterm_events"
 
 
 class Leadership:
@@ -95,12 +105,24 @@ class Leadership:
             asked_at = time.monotonic()
             try:
                 self._renew_or_acquire(asked_at)
+                self._free_stuck_writers()
             except Exception as error:  # noqa: BLE001 - a lost database: not leading, try again
                 if self._epoch is not None:
                     log.warning("leadership.lost", reason=f"{type(error).__name__}: {error}"[:300], epoch=self._epoch)
                 self._epoch = None
                 self._drop()
             self._stop.wait(self.renew_s)
+
+    def _free_stuck_writers(self) -> None:
+        rows = self._conn.execute(
+            "SELECT a.pid, pg_terminate_backend(a.pid), EXTRACT(EPOCH FROM now() - a.query_start) "
+            "FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.granted AND l.mode = 'ExclusiveLock' "
+            "AND l.relation = to_regclass(%s) "
+            "WHERE a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead' "
+            "AND a.query_start < now() - make_interval(secs => %s)",
+            (f'"{self.schema}".{EVENTS_TABLE}', STUCK_WRITER_S)).fetchall()
+        for pid, _, held_s in rows:
+            log.warning("store.stuck_writer_ended", pid=pid, waited_for_client_s=round(float(held_s), 1))
 
     def _renew_or_acquire(self, asked_at: float) -> None:
         if self._conn is None:

@@ -80,3 +80,39 @@ def test_a_clean_stop_hands_the_lease_over_at_once(pg_store: str) -> None:
         assert wait_for(second.held) < 5  # not the 30 s the lease would otherwise run
     finally:
         second.release()
+
+
+def test_a_writer_stuck_on_its_client_while_holding_the_insert_lock_is_ended(pg_store: str) -> None:
+    """A process paused in the middle of a write holds the event table's insert lock, and every
+    writer waits behind it; the lease thread of any processor ends that session."""
+    import threading
+
+    import psycopg
+
+    from aggregates import commands
+    from processor.store import connect_postgres
+
+    env = store_env(pg_store)
+    app = open_store(pg_store)
+    stuck = connect_postgres(env)
+    watcher = Leadership(env, ttl_s=1.0, renew_s=0.2)
+    try:
+        stuck.autocommit = False
+        stuck.execute(f'LOCK TABLE "{env["POSTGRES_SCHEMA"]}".coterm_events IN EXCLUSIVE MODE')  # then "paused"
+        wrote = threading.Event()
+
+        def write() -> None:
+            app.decide(lambda uow: commands.define_product(
+                uow, commands.Context(str(uuid.uuid4()), at("2026-11-01"), at("2026-11-01")), "p-x", "P", True, False))
+            wrote.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        assert not wrote.wait(1.0)  # blocked behind the stuck session
+        watcher.held()  # starts the lease thread, which looks for stuck writers
+        assert wrote.wait(15)
+        with pytest.raises(psycopg.Error):
+            stuck.execute("SELECT 1")  # its session was ended
+    finally:
+        watcher.release()
+        stuck.close()
+        app.close()
