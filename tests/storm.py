@@ -358,6 +358,7 @@ class Pause:
     leader: bool
     stopped_at: float
     resumed_at: float = 0.0
+    takeover_s: float | None = None
 
 
 def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, seed: int = 7,
@@ -447,7 +448,8 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                     say(f"storm: pause {len(pauses_done) + 1}/{pauses}: processor {slot}"
                         f"{' (the outbox leader)' if aimed else ''} for {pause_s:g} s")
                     if aimed:
-                        report.takeover_s.append(_until(lambda s=slot: fleet.leader(exclude={s}) is not None, stopped, pause_s))
+                        pause.takeover_s = _until(lambda s=slot: fleet.leader(exclude={s}) is not None, stopped, pause_s)
+                        report.takeover_s.append(pause.takeover_s)
                     time.sleep(max(0.0, pause_s - (time.monotonic() - stopped)))
                     fleet.signal_tree(slot, signal.SIGCONT)
                     pause.resumed_at = time.time()
@@ -489,8 +491,11 @@ def _check_pauses(report: Report, pauses: list[Pause], vendor: VendorSimulator) 
     for pause in pauses:
         sender = f"coterm-run/{pause.pid}"
         if pause.leader:
+            # From when another took the lead (the calls the paused one had out are sent again
+            # first: the vendor answers 409, the next ones on their subscriptions follow).
+            took_over = pause.stopped_at + (pause.takeover_s or 0.0)
             report.calls_during_leader_pause.append(
-                sum(1 for r in requests if pause.stopped_at + 5 <= r["at"] <= pause.resumed_at and r["sender"] != sender))
+                sum(1 for r in requests if took_over - 0.5 <= r["at"] <= pause.resumed_at and r["sender"] != sender))
         if not pause.leader:
             continue
         # Within a lease's life after resuming it cannot lead again (another took the lease and
