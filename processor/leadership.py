@@ -60,6 +60,7 @@ class Leadership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.acquired_at: float | None = None  # monotonic, for the takeover time in logs and tests
+        self._warned = False
 
     # -- what the outbox asks ------------------------------------------------------------------
     def held(self) -> bool:
@@ -105,13 +106,29 @@ class Leadership:
             asked_at = time.monotonic()
             try:
                 self._renew_or_acquire(asked_at)
-                self._free_stuck_writers()
+                self._watch_writers()
             except Exception as error:  # noqa: BLE001 - a lost database: not leading, try again
                 if self._epoch is not None:
                     log.warning("leadership.lost", reason=f"{type(error).__name__}: {error}"[:300], epoch=self._epoch)
                 self._epoch = None
                 self._drop()
             self._stop.wait(self.renew_s)
+
+    def _watch_writers(self) -> None:
+        """A failure here (say, a role that may not end other sessions) must not cost the lease."""
+        import psycopg
+
+        if self._conn is None:
+            return
+        try:
+            self._free_stuck_writers()
+        except psycopg.errors.InsufficientPrivilege as error:
+            if not self._warned:
+                self._warned = True
+                log.warning("store.stuck_writers_unchecked", reason=str(error)[:300])
+        except psycopg.Error as error:  # a lost connection: the renewal finds it next time
+            log.warning("store.stuck_writers_check_failed", reason=str(error)[:300])
+            self._drop()
 
     def _free_stuck_writers(self) -> None:
         rows = self._conn.execute(
