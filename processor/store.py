@@ -1,6 +1,7 @@
 """Open the event store named by COTERM_STORE: a SQLite path or a postgresql:// URL."""
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,18 +49,32 @@ def store_env(store: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
 
 
+OPEN_ATTEMPTS = 5
+
+
 def open_store(store: str) -> Orders:
     """The application on its store, with every table (events, tracking, read models) created."""
     env = store_env(store)
-    try:
-        with _ddl_lock(env):
-            if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres" and env["POSTGRES_SCHEMA"] != "public":
-                _create_schema(env)
-            app = Orders(env=env)
-            read_models(app)
-        return app
-    except Exception as error:  # noqa: BLE001 - any driver error means "cannot open", said plainly
-        raise SettingsError(f"cannot open the event store {redact(store)}: {error}") from error
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        app: Orders | None = None
+        try:
+            with _ddl_lock(env):
+                if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres" and env["POSTGRES_SCHEMA"] != "public":
+                    _create_schema(env)
+                app = Orders(env=env)
+                read_models(app)
+            return app
+        except Exception as error:  # noqa: BLE001 - any driver error means "cannot open", said plainly
+            if app is not None:
+                app.close()
+            # `CREATE INDEX IF NOT EXISTS` locks its table even when the index exists, so a
+            # processor starting beside others that write read models can deadlock with them:
+            # PostgreSQL ends one side, and a restart must not die of it. Anything else is final.
+            if "deadlock detected" in str(error) and attempt < OPEN_ATTEMPTS:
+                time.sleep(0.2 * attempt)
+                continue
+            raise SettingsError(f"cannot open the event store {redact(store)}: {error}") from error
+    raise AssertionError("unreachable")
 
 
 # Processors, `coterm serve` and tests often start together on a fresh store, and each creates
