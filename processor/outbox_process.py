@@ -35,7 +35,6 @@ EXPIRY_EVERY_S = 1.0
 @dataclass
 class SharedStatus:
     stop: Any
-    caught_up: Any  # written by the consumer's process
     ready: Any  # the rest by the outbox's: it finished its first round
     busy: Any
     worked_at: Any  # time.monotonic() of the last round that did something (system-wide clock)
@@ -54,7 +53,7 @@ class SharedStatus:
         def value(kind: str, initial: Any) -> Any:
             return _SPAWN.RawValue(kind, initial)
 
-        return cls(stop=Flag(value("b", False)), caught_up=value("b", False), ready=value("b", False),
+        return cls(stop=Flag(value("b", False)), ready=value("b", False),
                    busy=value("b", False), worked_at=value("d", 0.0),
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
                    waiting_turn=value("q", 0),

@@ -103,7 +103,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
                     log.warning("read_models.unavailable", error=str(error)[:300])
             progress.holding = bool(consumer.assignment())
             progress.lag = lag(consumer)
-            progress.caught_up = status.caught_up.value = caught_up(progress.lag)
+            progress.caught_up = caught_up(progress.lag)
             outbox.ensure_alive()
             if batch or worked:
                 last_input = now

@@ -32,6 +32,13 @@ class World:
         self.app.commit(uow)
         return result
 
+    def products_and_customer(self) -> "World":
+        """Products p1 and p2 and customer c1: what most transfer tests start from."""
+        self.product("p1")
+        self.product("p2")
+        self.customer()
+        return self
+
     def product(self, product_id: str, supports: bool = True, bundle: bool = False) -> None:
         self._run("2026-01-01", commands.define_product, product_id, product_id.upper(), supports, bundle)
 

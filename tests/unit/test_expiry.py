@@ -40,26 +40,25 @@ class Published:
         pass
 
 
-def outbox(world: World, kafka: Kafka) -> Outbox:
-    return Outbox(world.app, Published(), None, TIMEOUT_S, kafka.clock, topic_ends=kafka.measure,
-                  store_positions=kafka.applied)
+def waiting(world: World, op: str) -> tuple[Kafka, Outbox]:
+    """A downgrade half of `op` waiting for its pair, and an outbox that has read it."""
+    world.downgrade(op)
+    kafka = Kafka(world)
+    box = Outbox(world.app, Published(), None, TIMEOUT_S, kafka.clock, topic_ends=kafka.measure,
+                 store_positions=kafka.applied)
+    box.follow()
+    return kafka, box
 
 
 @pytest.fixture
 def world() -> World:
-    w = World()
-    w.product("p1")
-    w.product("p2")
-    w.customer()
+    w = World().products_and_customer()
     w.purchase("s1")
     return w
 
 
 def test_a_half_expires_once_the_store_applied_what_kafka_held_after_its_deadline(world: World) -> None:
-    world.downgrade("op")
-    kafka = Kafka(world)
-    box = outbox(world, kafka)
-    box.follow()
+    kafka, box = waiting(world, "op")
     kafka.now = world.now + timedelta(seconds=TIMEOUT_S - 1)
     assert box.expire() == 0 and kafka.measured == []  # before the deadline nothing is even measured
     kafka.now = world.now + timedelta(seconds=TIMEOUT_S + 1)
@@ -73,10 +72,7 @@ def test_a_half_expires_once_the_store_applied_what_kafka_held_after_its_deadlin
 
 
 def test_a_partner_in_kafka_before_the_deadline_is_paired_not_expired(world: World) -> None:
-    world.downgrade("op")
-    kafka = Kafka(world)
-    box = outbox(world, kafka)
-    box.follow()
+    kafka, box = waiting(world, "op")
     # Past the deadline the partner waits, unapplied, on a partition a paused processor holds.
     kafka.now = world.now + timedelta(seconds=TIMEOUT_S + 30)
     kafka.ends = {0: 10, 1: 8, 2: 3}
@@ -91,10 +87,7 @@ def test_a_partner_in_kafka_before_the_deadline_is_paired_not_expired(world: Wor
 
 
 def test_ends_measured_before_a_later_half_deadline_do_not_expire_it(world: World) -> None:
-    world.downgrade("early")
-    kafka = Kafka(world)
-    box = outbox(world, kafka)
-    box.follow()
+    kafka, box = waiting(world, "early")
     later = world.now + timedelta(seconds=60)
     world.now = later
     world.downgrade("late", order_id="late-down")

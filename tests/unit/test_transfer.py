@@ -7,10 +7,7 @@ from tests.world import World, existing_target, new_target
 
 @pytest.fixture
 def world() -> World:
-    w = World()
-    w.product("p1")
-    w.product("p2")
-    w.customer()
+    w = World().products_and_customer()
     w.customer("c2")
     w.purchase("s1", seats=10, start="2026-01-05", end="2027-01-04", on="2026-01-05")
     w.purchase("t1", product_id="p2", seats=5, start="2026-02-01", end="2027-01-31", on="2026-02-01")
