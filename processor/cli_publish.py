@@ -17,7 +17,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     from contracts.parsing import Rejection, parse_message
-    from processor.redrive import key_of
+    from aggregates.redrive import key_of
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap:

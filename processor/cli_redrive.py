@@ -1,4 +1,4 @@
-"""`coterm redrive`: dead letters as work items (see `processor/redrive.py`)."""
+"""`coterm redrive`: dead letters as work items (see `aggregates/redrive.py`)."""
 
 import argparse
 import json
@@ -15,7 +15,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     from processor.cli_audit import _open_existing_store
-    from processor.redrive import redrive
+    from aggregates.redrive import redrive
     from projections.projection import Projection
     from projections.queries import Queries
 

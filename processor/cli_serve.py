@@ -9,6 +9,7 @@ from processor.settings import Settings, SettingsError
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from processor.orders_out import orders_out
     from processor.store import open_store
     from projections.api import create_app
     from projections.staff import Staff, StaffError
@@ -23,9 +24,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not staff.enabled:
         print("coterm: COTERM_STAFF_FILE is unset: reads are open to anyone who reaches this port, "
               "cancel and retry are refused", file=sys.stderr)
+    orders = orders_out(settings)
+    if not settings.kafka_bootstrap:
+        print("coterm: COTERM_KAFKA_BOOTSTRAP is unset: orders cannot be placed from the dashboard or API "
+              "(their buttons are greyed; POSTs answer 503)", file=sys.stderr)
     print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s, orders=orders), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -3,9 +3,9 @@
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,19 +21,30 @@ from aggregates import commands, errors
 from aggregates.application import KeptConflicting, Orders, UnitOfWork
 from aggregates.transfer import Transfer
 from contracts.fields import MAX_COUNT
+from projections.api_orders import ApiError, orders_router
 from projections.bulk_report import bulk_csv, bulk_view
 from projections.health import Readiness, ReadModelCollector
 from projections.projection import Projection
 from projections.queries import BadQuery, Queries
-from projections.staff import PARTIAL_UPGRADE, Staff
+from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff
+from projections.submit import NoBroker, OrdersOut
 
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 MAX_BODY_BYTES = 64 * 1024  # an action's body is a reason of at most 500 characters
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        self.status, self.error, self.detail = status, error, detail
+# Which privilege each staff write needs (projections/staff.py); any other write needs Partial Upgrade.
+WRITES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/api/operations/[^/]+/(cancel|retry)$"), PARTIAL_UPGRADE),
+    (re.compile(r"^/api/transfers$"), PARTIAL_UPGRADE),
+    (re.compile(r"^/api/migrations$"), MIGRATE),
+    (re.compile(r"^/api/bulk(/[^/]+/cancel)?$"), MIGRATE),
+    (re.compile(r"^/api/deadletters/[^/]+/redrive$"), REDRIVE),
+]
+
+
+def privilege_for(path: str) -> str:
+    return next((privilege for pattern, privilege in WRITES if pattern.match(path)), PARTIAL_UPGRADE)
 
 
 class Action(BaseModel):
@@ -57,9 +68,18 @@ def _fail(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_s: float = 30.0) -> FastAPI:
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_s: float = 30.0,
+               orders: OrdersOut | None = None, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
+    """`orders`: where placed orders go (no broker: start buttons greyed, POSTs 503); `clock`: the
+    wall clock that dates placed orders (their `occurred_at`) and the forms' what-ifs."""
+    orders = orders or NoBroker()
     projection = Projection(app)
     queries = Queries(app, projection.tables)
+    writing = threading.Lock()  # staff writes and dry runs: cached aggregates are shared, not copied
 
     def head() -> int:
         return app.process_recorder.max_notification_id() or 0
@@ -127,8 +147,9 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
             user = staff.user(authorization[7:].strip())
             if user is None:
                 return _fail(401, "UNAUTHENTICATED", "the token belongs to no staff user")
-            if action and PARTIAL_UPGRADE not in staff.privileges(user):
-                return _fail(403, "FORBIDDEN", f"{user.name} lacks the {PARTIAL_UPGRADE} privilege")
+            needed = privilege_for(request.url.path)
+            if action and needed not in staff.privileges(user):
+                return _fail(403, "FORBIDDEN", f"{user.name} lacks the {needed} privilege")
             request.state.user = user.name
         if action:
             size = request.headers.get("content-length")
@@ -157,6 +178,55 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
         """Prometheus text format: operations by status and reason, dead letters, read-model lag."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    api.include_router(orders_router(app, queries, orders, clock, writing, catch_up))
+
+    @api.get("/api/me", tags=["start work"])
+    def me(request: Request) -> dict[str, Any]:
+        """Who the token belongs to and what they may do; whether orders can be placed now, and if not, why."""
+        authorization = request.headers.get("authorization", "")
+        user = staff.user(authorization[7:].strip()) if authorization.lower().startswith("bearer ") else None
+        why_not = orders.unavailable()
+        return {"user": user.name if user else None,
+                "privileges": sorted(staff.privileges(user)) if user else [],
+                "staff_file": staff.enabled,
+                "orders": {"available": why_not is None, "detail": why_not or "orders go to the orders topic"},
+                "today": clock().date().isoformat()}
+
+    @api.get("/api/customers", tags=["customers"])
+    def list_customers(q: Annotated[str | None, Query(max_length=200, description="part of the id or the name, any case")] = None,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None) -> dict[str, Any]:
+        """Customers by id, with their name, partner and how many subscriptions they hold."""
+        return queries.list_customers(q, limit, cursor)
+
+    @api.get("/api/migrations/{request_id}", tags=["customers"])
+    def get_migration(request_id: str) -> dict[str, Any]:
+        """One migration request and its decision(s): what migrated (keys kept) and the bundle's new keys."""
+        found = queries.migration(request_id)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"migration {request_id} is unknown, or not decided yet")
+        return found
+
+    def allowed(operation_id: str) -> dict[str, Any]:
+        """Whether cancel and retry would pass now, by the very commands they run, recording nothing."""
+        out: dict[str, Any] = {}
+        for action in ("cancel", "retry"):
+            with writing:
+                uow = app.unit_of_work()
+                try:
+                    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+                    if transfer is None:
+                        return {}
+                    if action == "cancel":
+                        transfer.cancel("dry run", "dry run", "dry-run")
+                    else:
+                        commands.retry_transfer(uow, operation_id, "dry run", "dry run", "dry-run")
+                    out[action] = {"allowed": True, "reason_code": None, "why_not": None}
+                except errors.Refusal as refusal:
+                    out[action] = {"allowed": False, "reason_code": refusal.reason, "why_not": refusal.detail}
+                finally:
+                    uow.discard()
+        return out
+
     @api.get("/api/operations", tags=["operations"])
     def list_operations(
         status: str | None = None, customer: str | None = None, reason: str | None = None,
@@ -171,6 +241,7 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
         found = queries.operation(operation_id)
         if found is None:
             raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
+        found["allowed_actions"] = allowed(operation_id)
         return found
 
     @api.get("/api/transfers/preview", tags=["what-if"])
@@ -273,7 +344,8 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
             return transfer
 
         try:
-            transfer = app.decide(change)  # the processor may change it meanwhile: then decide again
+            with writing:
+                transfer = app.decide(change)  # the processor may change it meanwhile: then decide again
         except KeptConflicting:
             raise ApiError(409, "CONFLICT", "the operation kept changing; try again") from None
         catch_up()

@@ -62,6 +62,16 @@ def decode_cursor(cursor: str) -> int:
         raise BadQuery(f"cursor {cursor!r} is not one this API returned") from None
 
 
+def _decode_after(cursor: str) -> str:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        kind, value = "", ""
+    if kind != "after":
+        raise BadQuery(f"cursor {cursor!r} is not one this API returned")
+    return value
+
+
 class Queries:
     def __init__(self, app: Orders, tables: SQLiteReadModels | PostgresReadModels) -> None:
         self.app = app
@@ -142,6 +152,42 @@ class Queries:
         doc["migrations"] = [json.loads(r["doc"]) for r in migrations]
         doc["migration_eligibility"] = {"on": on.isoformat(), "products": self.eligibility(customer_id, on)}
         return doc
+
+    def list_customers(self, q: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """By customer id; `q` keeps those whose id or name holds it (any case). The cursor is the
+        last id shown, so a page stays stable while customers register."""
+        if not 1 <= limit <= 500:
+            raise BadQuery(f"limit={limit} must be between 1 and 500")
+        after = _decode_after(cursor) if cursor else ""
+        needle = (q or "").strip().lower()
+        # The document is JSON (non-ASCII and quotes escaped): only a plain needle can be matched in SQL.
+        plain = needle.isascii() and needle.isprintable() and not any(c in needle for c in '\\"')
+        pattern = "%" + needle.replace("%", "\\%").replace("_", "\\_") + "%" if plain and needle else None
+        items: list[dict[str, Any]] = []
+        while len(items) <= limit:
+            # The document holds the name: a cheap filter in SQL, the exact one here.
+            rows = self.tables.fetch(f"SELECT customer_id, doc FROM {self._t('customers')} WHERE customer_id > ?"
+                                     + (" AND lower(doc) LIKE ? ESCAPE '\\'" if pattern else "")
+                                     + " ORDER BY customer_id LIMIT 500", [after, pattern] if pattern else [after])
+            for row in rows:
+                doc = json.loads(row["doc"])
+                if needle in doc["customer_id"].lower() or needle in str(doc.get("name", "")).lower():
+                    items.append({k: doc.get(k) for k in ("customer_id", "name", "partner_id", "channel",
+                                                           "data_complete")}
+                                 | {"subscriptions": len(doc.get("subscription_ids", [])),
+                                    "usage_based_bundle": doc.get("bundle") is not None})
+            if len(rows) < 500:
+                break
+            after = rows[-1]["customer_id"]
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = base64.urlsafe_b64encode(f"after:{items[-1]['customer_id']}".encode()).decode()
+        return {"items": items, "next_cursor": next_cursor}
+
+    def migration(self, request_id: str) -> dict[str, Any] | None:
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('migrations')} WHERE request_id = ?", [request_id])
+        return json.loads(rows[0]["doc"]) if rows else None
 
     def eligibility(self, customer_id: str, on: date) -> list[dict[str, Any]]:
         """Would a migration of each product the customer holds be accepted on `on`? The domain's

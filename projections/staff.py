@@ -7,8 +7,12 @@
 A user holds either the token itself or its SHA-256 (`coterm hash-token`): a file of hashes
 leaks no credential. With a staff file, every `/api` call needs a staff user's token.
 
-The Partial Upgrade privilege lets a user cancel or retry operations. The Account
-Administrator role holds it by default unless the file gives that role its own list.
+Privileges, each needed by some staff writes (reads need any staff user):
+- "Partial Upgrade": place a partial upgrade (`POST /api/transfers`), cancel or retry operations;
+- "Usage-Based Migration": request a migration, start or cancel a bulk migration;
+- "Re-drive Dead Letters": publish a dead letter again.
+The Account Administrator role holds all three by default (as in the provider's upgrade tool,
+where it holds Partial Upgrade) unless the file gives that role its own list.
 """
 
 import hashlib
@@ -19,7 +23,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PARTIAL_UPGRADE = "Partial Upgrade"
-DEFAULT_ROLES = {"Account Administrator": [PARTIAL_UPGRADE]}
+MIGRATE = "Usage-Based Migration"
+REDRIVE = "Re-drive Dead Letters"
+PRIVILEGES = (PARTIAL_UPGRADE, MIGRATE, REDRIVE)
+DEFAULT_ROLES = {"Account Administrator": list(PRIVILEGES)}
 
 
 class StaffUser(BaseModel):

@@ -18,9 +18,10 @@ from projections.staff import Staff
 
 
 @contextmanager
-def serving(app: Orders, staff: Staff) -> Iterator[str]:
+def serving(app: Orders, staff: Staff, **options: Any) -> Iterator[str]:
+    """`options` go to `create_app` (e.g. `orders`, `clock`)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app, staff, refresh_s=0.2), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(app, staff, refresh_s=0.2, **options), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -37,9 +38,12 @@ def serving(app: Orders, staff: Staff) -> Iterator[str]:
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: str | None = None,
-         content_type: str = "application/json") -> tuple[int, Any]:
-    """`body` is sent as JSON; bytes are sent as they are (a malformed or missing body)."""
+         content_type: str = "application/json", key: str | None = None) -> tuple[int, Any]:
+    """`body` is sent as JSON; bytes are sent as they are (a malformed or missing body); `key`:
+    the Idempotency-Key header."""
     headers = {"Content-Type": content_type}
+    if key is not None:
+        headers["Idempotency-Key"] = key
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
