@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
+.PHONY: demo demo-serve test install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/coterm demo
+
+# The demo, then the dashboard with a live processor behind it: start work yourself (Ctrl-C stops)
+demo-serve: $(STAMP)
+	$(VENV)/bin/coterm demo --serve $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

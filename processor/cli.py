@@ -95,7 +95,14 @@ def cmd_vendor_sim(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from processor.demo import run_demo
 
-    return run_demo(customers=args.customers, seed=args.seed, as_json=args.json)
+    if args.serve:
+        from processor.cli_serve import _check_port_free
+
+        if not 0 <= args.port <= 65535:
+            raise SettingsError(f"--port {args.port}: a TCP port is 0-65535")
+        _check_port_free(args.host, args.port)  # before a minute of demo, not after it
+    return run_demo(customers=args.customers, seed=args.seed, as_json=args.json,
+                    serve=(args.host, args.port) if args.serve else None)
 
 
 def _timestamp(text: str) -> datetime:
@@ -146,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42, help="random seed of the generated stream")
     demo.add_argument("--json", action="store_true", help="the summary as one JSON document on stdout "
                       "(the narration goes to stderr)")
+    demo.add_argument("--serve", action="store_true", help="then keep the broker, a processor and the vendor "
+                      "simulator running behind the dashboard, to start migrations, partial upgrades and bulk "
+                      "migrations yourself (until Ctrl-C)")
+    demo.add_argument("--host", default="127.0.0.1", help="with --serve: the dashboard's address")
+    demo.add_argument("--port", type=int, default=8000, help="with --serve: the dashboard's port (default 8000)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("vendor-sim", help="run the vendor API simulator")

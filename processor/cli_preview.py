@@ -94,6 +94,10 @@ def cmd_preview_transfer(args: argparse.Namespace) -> int:
     held = f" (customer {source['customer_id']}, {source['seats']} seats)" if source["customer_id"] else ""
     print(f"transfer of {args.seats} seat(s) from {args.source}{held} into {into}, on {report['on']}:")
     _print_verdict(report, "  ")
+    if report.get("vendor_request"):  # what the one vendor call for the pair would carry
+        print("  the vendor call it would make (POST /v1/transfers, body):")
+        for line in json.dumps(report["vendor_request"], indent=2, sort_keys=True).splitlines():
+            print("    " + line)
     return 0
 
 

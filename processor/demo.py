@@ -39,7 +39,9 @@ PAIRING_TIMEOUT_S = 5.0  # short, so the demo's orphan half expires while you wa
 _OUT = {"stream": sys.stdout}  # with --json the narration goes to stderr; stdout holds the summary alone
 
 
-def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False) -> int:
+def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
+             serve: tuple[str, int] | None = None) -> int:
+    """`serve` (host, port): after the stream, keep everything running behind the dashboard."""
     _OUT["stream"] = sys.stderr if as_json else sys.stdout
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
@@ -83,11 +85,18 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False) -> int
                 _publish(broker.bootstrap, settings.topic_orders, [message])
                 done += 1
                 watch.wait_for(done, "business days", quiet=True)
+            if serve is not None:
+                _summary(_read_all(broker.bootstrap, settings.topic_results),
+                         _read_all(broker.bootstrap, settings.topic_deadletter), vendor, watch, time.monotonic() - started)
+                _serve_live(settings, store, *serve)
         finally:
             stop.set()
             worker.join(timeout=60)
             projection.run_to_end()  # whatever the last loop left: the dashboard starts current
             app.close()
+        if serve is not None:  # the summary came before the dashboard
+            vendor.stop()
+            return 0
         elapsed = time.monotonic() - started
         results = _read_all(broker.bootstrap, settings.topic_results)
         letters = _read_all(broker.bootstrap, settings.topic_deadletter)
@@ -97,6 +106,36 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False) -> int
     if as_json:
         print(json.dumps({**summary, "store": store}, indent=2), flush=True)
     return 0
+
+
+def _serve_live(settings: Settings, store: str, host: str, port: int) -> None:
+    """The dashboard over the demo's store, with orders placed from it going to the demo's broker,
+    decided by the demo's processor and sent to its vendor simulator; until Ctrl-C."""
+    import secrets
+
+    import uvicorn
+
+    from processor.orders_out import KafkaOrders
+    from projections.api import create_app
+    from projections.staff import Staff, hash_token
+
+    token = secrets.token_urlsafe(18)  # a fresh one each run; the file holds only its hash
+    staff_file = DEMO_DIR / "staff.json"
+    staff_file.write_text(json.dumps({"users": [{"name": "demo-admin", "token_sha256": hash_token(token),
+                                                 "roles": ["Account Administrator"]}]}, indent=2))
+    orders = KafkaOrders(settings)
+    app = open_store(store)
+    say(f"\nServing the dashboard on http://{host}:{port}/ with a processor, the broker and the vendor simulator "
+        f"behind it.\n  Sign in with the staff token  {token}  (user demo-admin, Account Administrator: "
+        f"{staff_file} holds its hash).\n  Start a migration from a customer's page, a partial upgrade from one "
+        "of its subscriptions,\n  a bulk migration from Bulk migrations, a re-drive from a dead letter. "
+        "Ctrl-C stops everything.")
+    try:
+        uvicorn.run(create_app(app, Staff.load(str(staff_file)), orders=orders), host=host, port=port,
+                    log_level="warning")
+    finally:
+        orders.close()
+        app.close()
 
 
 def say(text: str) -> None:

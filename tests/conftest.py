@@ -10,6 +10,7 @@ import pytest
 from processor.broker import BundledBroker
 from processor.vendor_sim import VendorSimulator
 from tests import backend
+from tests.harness import Scenario
 
 BACKEND = backend.chosen()
 _containers: backend.Containers | None = None
@@ -43,3 +44,14 @@ def vendor() -> Iterator[VendorSimulator]:
     sim = VendorSimulator().start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: object) -> str:
+    return f"{tmp_path}/coterm.sqlite"
+
+
+@pytest.fixture
+def sqlite_scenario(broker: Any, sqlite_store: str, vendor: VendorSimulator) -> Scenario:
+    """A world of its own (topics, group, SQLite store) on the session's broker."""
+    return Scenario(broker.bootstrap, sqlite_store, vendor.url)

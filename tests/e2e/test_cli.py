@@ -242,6 +242,8 @@ def test_preview_transfer_and_migration(demo_dir: Path) -> None:
     text = coterm("preview", "transfer", "--source", source, "--seats", "1", "--target-plan", "m365-e5-annual",
                   "--on", "2026-11-05", env=env)
     assert text.returncode == 0 and "ACCEPTED" in text.stdout
+    # The vendor call it would make, as the README says: the body, with the source's seats after the move.
+    assert "the vendor call it would make" in text.stdout and f'"subscription_id": "{source}"' in text.stdout
     migration = coterm("preview", "migration", "cust-0000", "m365-e3", "elements-epp", "--on", "2026-11-02", env=env)
     assert migration.returncode == 0 and "m365-e3:" in migration.stdout and "PRODUCT_NOT_SUPPORTED" in migration.stdout
     assert coterm("preview", "transfer", "--source", source, "--seats", "0", "--target-plan", "x", env=env).returncode == 2

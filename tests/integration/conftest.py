@@ -51,15 +51,6 @@ def app(store: str) -> Iterator[Orders]:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: object) -> str:
-    return f"{tmp_path}/coterm.sqlite"
-
-
-@pytest.fixture
 def scenario(broker: BundledBroker, store: str, vendor: VendorSimulator) -> Scenario:
     return Scenario(broker.bootstrap, store, vendor.url)
 
-
-@pytest.fixture
-def sqlite_scenario(broker: BundledBroker, sqlite_store: str, vendor: VendorSimulator) -> Scenario:
-    return Scenario(broker.bootstrap, sqlite_store, vendor.url)
