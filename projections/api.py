@@ -198,14 +198,6 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
         """Customers by id, with their name, partner and how many subscriptions they hold."""
         return queries.list_customers(q, limit, cursor)
 
-    @api.get("/api/migrations/{request_id}", tags=["customers"])
-    def get_migration(request_id: str) -> dict[str, Any]:
-        """One migration request and its decision(s): what migrated (keys kept) and the bundle's new keys."""
-        found = queries.migration(request_id)
-        if found is None:
-            raise ApiError(404, "NOT_FOUND", f"migration {request_id} is unknown, or not decided yet")
-        return found
-
     def allowed(operation_id: str) -> dict[str, Any]:
         """Whether cancel and retry would pass now, by the very commands they run, recording nothing."""
         out: dict[str, Any] = {}
@@ -275,6 +267,15 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
     ) -> dict[str, Any]:
         """Per product, what a migration request would decide on that date, recording nothing."""
         return queries.preview_migration(customer, product, on)
+
+    # After /api/migrations/preview: a route declared first wins.
+    @api.get("/api/migrations/{request_id}", tags=["customers"])
+    def get_migration(request_id: str) -> dict[str, Any]:
+        """One migration request and its decision(s): what migrated (keys kept) and the bundle's new keys."""
+        found = queries.migration(request_id)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"migration {request_id} is unknown, or not decided yet")
+        return found
 
     @api.get("/api/customers/{customer_id}", tags=["customers"])
     def get_customer(customer_id: str, on: Annotated[date | None, Query(

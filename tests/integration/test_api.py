@@ -2,17 +2,19 @@
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from aggregates import bulk_commands
+from aggregates import bulk_commands, commands
 from aggregates.transfer import Transfer
 from processor.store import open_store
 from projections.staff import Staff, StaffError, hash_token
 from tests import seed
+from tests.browser import wait_for
 from tests.http_server import call, serving
 
 ADMIN, SUPPORT = "admin-token-0123456789", "support-token-0123456789"
@@ -268,3 +270,39 @@ def test_a_call_waiting_behind_a_parked_one_says_what_it_waits_for(app, api: str
                                 "reason_code": "VENDOR_UNAVAILABLE"}]
     parked = call(f"{api}/api/operations/op-2", token=SUPPORT)[1]
     assert parked["waits_for"] == []
+
+
+def test_customer_list_pages_and_searches_by_id_or_name(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    seed.run(app, commands.register_customer, "c2", partner_id="p", name="Zoë & Söhne", channel="direct",
+             distributor_id=None, data_complete=True)
+    seed.run(app, commands.register_customer, "c_3", partner_id="p", name="Third 100%", channel="direct",
+             distributor_id=None, data_complete=True)
+    wait_for(lambda: len(call(f"{api}/api/customers", token=SUPPORT)[1]["items"]) == 3)  # the read models follow
+    status, page = call(f"{api}/api/customers", token=SUPPORT)
+    assert status == 200 and [c["customer_id"] for c in page["items"]] == ["c1", "c2", "c_3"]
+    assert page["items"][0] == {**page["items"][0], "name": "Customer c1", "subscriptions": 3, "usage_based_bundle": False}  # 2 + op-0's new one
+    seen, cursor = [], None
+    while True:
+        page = call(f"{api}/api/customers?limit=1" + (f"&cursor={cursor}" if cursor else ""), token=SUPPORT)[1]
+        seen += [c["customer_id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["c1", "c2", "c_3"]
+    for q, found in (("CUSTOMER", ["c1"]), ("zoë", ["c2"]), ("söhne", ["c2"]), ("_", ["c_3"]), ("100%", ["c_3"]),
+                     ("c", ["c1", "c2", "c_3"]), ("nobody", [])):
+        assert [c["customer_id"] for c in call(f"{api}/api/customers?q={urllib.parse.quote(q)}", token=SUPPORT)[1]["items"]] == found, q
+    assert call(f"{api}/api/customers?cursor=garbage", token=SUPPORT)[0] == 400
+
+
+def test_allowed_actions_say_what_cancel_and_retry_will_answer(app, api: str) -> None:  # type: ignore[no-untyped-def]
+    for n, outcome in enumerate(seed.OUTCOMES):
+        seed.operation(app, f"k-{n}", outcome)
+    wait_for(lambda: call(f"{api}/api/operations/k-{len(seed.OUTCOMES) - 1}", token=ADMIN)[0] == 200)
+    for prefix, action in (("op", "retry"), ("k", "cancel")):
+        for n in range(len(seed.OUTCOMES)):
+            predicted = call(f"{api}/api/operations/{prefix}-{n}", token=ADMIN)[1]["allowed_actions"][action]
+            status, answer = call(f"{api}/api/operations/{prefix}-{n}/{action}", "POST", {"reason": "check"}, token=ADMIN)
+            assert (status == 200) == predicted["allowed"], (prefix, n, action, predicted, answer)
+            if not predicted["allowed"]:
+                assert (answer["error"], answer["detail"]) == (predicted["reason_code"], predicted["why_not"])
