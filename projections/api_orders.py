@@ -52,13 +52,15 @@ class RedriveOrder(BaseModel):
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=(
     "one per order a person means to place (the dashboard makes one per form): the same key again "
-    "places nothing new and answers as the first time"))]
+    "places nothing new and answers as the first time. Without one, coterm makes one and returns it: "
+    "retry with that key, or a retried POST places a second order"))]
 
 
 def _key(value: str | None) -> str:
+    """The caller's key; without one, a fresh key (returned in the answer): the order is placed, but
+    a retry of that POST without the returned key would place another (as with any such API)."""
     if value is None or not value.strip():
-        raise ApiError(400, "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header (e.g. a fresh UUID per order): "
-                       "a retried request with the same key places the order once")
+        return "generated-" + uuid4().hex
     if len(value) > 200 or not value.isprintable():
         raise ApiError(400, "BAD_PARAMETER", "Idempotency-Key: at most 200 printable characters")
     return value.strip()
@@ -84,7 +86,8 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
             raise ApiError(503, "ORDERS_UNAVAILABLE", str(error)) from None
         except KeptConflicting:
             raise ApiError(409, "CONFLICT", "the submission kept conflicting with another; try again") from None
-        return JSONResponse({**answer, "repeat": repeat, "by": by}, status_code=202)
+        return JSONResponse({**answer, "repeat": repeat, "by": by, "idempotency_key": idempotency_key}, status_code=202,
+                            headers={"Idempotency-Key": idempotency_key})
 
     @router.post("/api/migrations", tags=["start work"], status_code=202)
     def request_migration(order: Annotated[MigrationOrder, Body()], request: Request,
@@ -92,7 +95,7 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
         """Migrate a customer's products to usage-based billing: one `migration.requested`, as the
         portal's "Migrate to usage-based" window places it (`requested_by`: you). Follow it at `follow`."""
         def build(derive: Callable[[str], str], now: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            request_id = derive("request")
+            request_id = order.request_id or derive("request")
             payload = {"request_id": request_id, "customer_id": order.customer_id, "product_ids": order.product_ids,
                        "requested_by": request.state.user}
             message = checked(envelope(derive("message"), "migration.requested", payload, now), order.customer_id)
@@ -112,10 +115,11 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
             raise ApiError(400, "INVALID_ORDER", f"subscription {order.subscription_id} is unknown: give customer_id")
 
         def build(derive: Callable[[str], str], now: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            operation_id = derive("operation")
+            operation_id = order.operation_id or derive("operation")
             target: dict[str, Any]
             if order.target.kind == "new_subscription":
-                target = {"kind": "new_subscription", "new_subscription_id": derive("new-subscription"),
+                target = {"kind": "new_subscription",
+                          "new_subscription_id": order.target.new_subscription_id or derive("new-subscription"),
                           "product_id": order.target.product_id or (source.product_id if source else None),
                           "plan_id": order.target.plan_id,
                           "term_months": order.target.term_months or (source.term_months if source else None)}
@@ -138,7 +142,7 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
         """A bulk migration: one `migration.bulk_requested` for a partner's listed customers or all of them."""
         def build(derive: Callable[[str], str], now: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            bulk_id = derive("bulk")
+            bulk_id = order.bulk_id or derive("bulk")
             payload: dict[str, Any] = {"bulk_id": bulk_id, "partner_id": order.partner_id,
                                        "requested_by": request.state.user, "product_ids": order.product_ids}
             if order.customer_ids is not None:
@@ -154,7 +158,6 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
     def cancel_bulk(bulk_id: str, order: Annotated[BulkCancelOrder, Body()], request: Request,
                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
         """Cancel a running bulk migration: one `migration.bulk_cancelled`. Products already migrated stay so."""
-        _key(idempotency_key)
         bulk = app.unit_of_work().get(Bulk, Bulk.create_id(bulk_id))
         if bulk is None:  # published, it would be a dead letter (UNKNOWN_REFERENCE): say so now instead
             raise ApiError(404, "NOT_FOUND", f"bulk {bulk_id} is unknown")
@@ -175,7 +178,6 @@ def orders_router(app: Orders, queries: Queries, orders: OrdersOut, clock: Calla
         """Publish a dead letter again (or a corrected message in its place), once, recorded with who and
         why: the same path as `coterm redrive`. A repeat of the same key answers as the first time."""
         by: str = request.state.user
-        _key(idempotency_key)
         if not re.fullmatch(r"[0-9a-f]{32}", deadletter_id):
             raise ApiError(404, "NOT_FOUND", f"dead letter {deadletter_id} is unknown (ids are 32 hex digits)")
         recorded = recorded_dead_letter(app.events, deadletter_id)

@@ -55,11 +55,13 @@ class _Body(BaseModel):
 class MigrationOrder(_Body):
     customer_id: str = Field(description="the customer to migrate")
     product_ids: list[str] = Field(description="products to migrate (the window's selection)")
+    request_id: str | None = Field(None, description="default: derived from the idempotency key")
 
 
 class NewPlan(_Body):
     kind: Literal["new_subscription"]
     plan_id: str
+    new_subscription_id: str | None = Field(None, description="default: derived from the idempotency key")
     term_months: int | None = Field(None, description="default: the source's term")
     product_id: str | None = Field(None, description="default: the source's product")
 
@@ -74,6 +76,7 @@ class TransferOrder(_Body):
     seats: int = Field(description="seats to move")
     target: NewPlan | ExistingTarget = Field(discriminator="kind")
     customer_id: str | None = Field(None, description="default: the source's customer")
+    operation_id: str | None = Field(None, description="default: derived from the idempotency key")
 
 
 class BulkOrder(_Body):
@@ -81,6 +84,7 @@ class BulkOrder(_Body):
     product_ids: list[str]
     customer_ids: list[str] | None = Field(None, description="these customers, or")
     all_customers_of_partner: bool | None = Field(None, description="true: every customer of the partner")
+    bulk_id: str | None = Field(None, description="default: derived from the idempotency key")
 
 
 class BulkCancelOrder(_Body):

@@ -3,19 +3,21 @@ order per idempotency key, 503 without a broker, and each order decided by the r
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aggregates import commands
 from processor.broker import free_port
 from processor.kafka_io import read_topic
 from processor.orders_out import KafkaOrders
 from processor.settings import Settings
 from projections.staff import Staff
 from projections.submit import NoBroker, OrdersUnavailable
-from tests.harness import Scenario, seed_reference_data
+from tests import seed
+from tests.harness import Scenario
 from tests.http_server import call, serving
 
 ADMIN, SUPPORT, MIGRATOR = "admin-token-0123456789", "support-token-0123456789", "migrator-token-0123456789"
@@ -35,8 +37,19 @@ def staff(tmp_path: Path) -> Staff:
 
 @pytest.fixture
 def world(sqlite_scenario: Scenario) -> Scenario:
-    seed_reference_data(sqlite_scenario)
-    sqlite_scenario.process()
+    """The harness's small world (`seed_reference_data`), written to the store directly: most tests
+    here need no processor, and a processor start costs a group join."""
+    app = sqlite_scenario.open_store()
+    seed.run(app, commands.define_product, "p1", "Elements EPP", True, True)
+    seed.run(app, commands.define_product, "p2", "M365 E5", False, False)
+    seed.run(app, commands.register_customer, "c1", partner_id="partner-1", name="Acme", channel="direct",
+             distributor_id=None, data_complete=True)
+    for sub, product, seats in (("c1-s1", "p1", 10), ("c1-t1", "p2", 5)):
+        seed.run(app, commands.purchase_subscription, sub, "c1", product_id=product, plan_id=f"plan-{product}",
+                 billing_model="annual", management="partner_managed", seats=seats, term_months=12,
+                 start_date=date(2026, 1, 5), end_date=date(2027, 1, 4), subscription_key=f"KEY-{sub}",
+                 resource_count=1, day="2026-01-05")
+    app.close()
     return sqlite_scenario
 
 
@@ -94,10 +107,23 @@ def test_bad_orders_get_400_and_nothing_is_published(api: str, world: Scenario, 
     assert placed(world) == []
 
 
-def test_an_order_needs_an_idempotency_key(api: str, world: Scenario) -> None:
+def test_without_a_key_coterm_makes_one_and_says_so(api: str, world: Scenario) -> None:
     status, answer = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN)
-    assert (status, answer["error"]) == (400, "IDEMPOTENCY_KEY_REQUIRED")
-    assert placed(world) == []
+    assert status == 202 and answer["idempotency_key"].startswith("generated-")
+    again = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN, key=answer["idempotency_key"])[1]
+    assert again == {**answer, "repeat": True}  # the returned key retries it safely
+    assert call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN)[1]["operation_id"] != answer["operation_id"]
+    assert len(placed(world)) == 4  # two orders of two halves each
+    status, bad = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN, key="x" * 201)
+    assert (status, bad["error"]) == (400, "BAD_PARAMETER")
+
+
+def test_callers_may_name_their_own_ids(api: str, world: Scenario) -> None:
+    body = {**TRANSFER, "operation_id": "op-upstream-7", "customer_id": "c1",
+            "target": {"kind": "new_subscription", "plan_id": "plan-e5", "new_subscription_id": "c1-new", "term_months": 12}}
+    status, answer = call(api + "/api/transfers", "POST", body, token=ADMIN, key="k7")
+    assert status == 202 and answer["operation_id"] == "op-upstream-7"
+    assert placed(world)[1]["payload"]["target"]["new_subscription_id"] == "c1-new"
 
 
 def test_the_same_key_places_one_order_and_another_request_under_it_is_refused(api: str, world: Scenario) -> None:
@@ -105,6 +131,7 @@ def test_the_same_key_places_one_order_and_another_request_under_it_is_refused(a
     again = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN, key="double-click")
     assert first[0] == again[0] == 202
     assert again[1] == {**first[1], "repeat": True} and first[1]["repeat"] is False
+    assert first[1]["idempotency_key"] == "double-click"
     halves = placed(world)
     assert [m["type"] for m in halves] == ["transfer.downgrade_ordered", "transfer.upgrade_ordered"]  # once
     assert {m["payload"]["operation_id"] for m in halves} == {first[1]["operation_id"]}
