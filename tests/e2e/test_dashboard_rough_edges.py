@@ -98,20 +98,28 @@ def test_rough_edges(browser, dashboard: str) -> None:  # type: ignore[no-untype
         assert not browser.find_elements(By.ID, "chart-last")
 
     # Long labels are cut to fit, with the whole in a title.
-    label = [g for g in browser.find_elements(By.CSS_SELECTOR, "#chart-reasons g.reason-row")
-             if "UNSUPPORTED" in g.find_element(By.TAG_NAME, "text").text][0]
-    assert label.find_element(By.TAG_NAME, "text").text.endswith("…")
-    assert "dead letter UNSUPPORTED_SCHEMA_VERSION" in label.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    # (Read in one go, again if the 3-second refresh drew the chart anew meanwhile.)
+    shown, whole = wait_for(lambda: next((g.find_element(By.TAG_NAME, "text").text,
+                                          g.find_element(By.TAG_NAME, "title").get_attribute("textContent"))
+                                         for g in browser.find_elements(By.CSS_SELECTOR, "#chart-reasons g.reason-row")
+                                         if "UNSUPPORTED" in g.find_element(By.TAG_NAME, "text").text))
+    assert shown.endswith("…") and "dead letter UNSUPPORTED_SCHEMA_VERSION" in whole
 
     # An operation cancelled before any order: no blank customer, no lone arrow; rows link to customers.
     browser.get(url + "/#/")
-    pre = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-pre']"))
-    cells = pre.find_elements(By.TAG_NAME, "td")
-    assert cells[1].text == "—" and cells[5].text == "cancelled before any order arrived" and "→" not in pre.text
-    link = browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-0'] a.customer-link")
-    assert link.get_attribute("href").endswith("#/customer/c1")
-    link.click()
+    def pre_row() -> tuple[list[str], str]:
+        row = browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-pre']")
+        return [c.text for c in row.find_elements(By.TAG_NAME, "td")], row.text
+    cells, text = wait_for(pre_row)
+    assert cells[1] == "—" and cells[5] == "cancelled before any order arrived" and "→" not in text
+    href = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-0'] a.customer-link").get_attribute("href"))
+    assert href.endswith("#/customer/c1")
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-0'] a.customer-link").click() or True)
     wait_for(lambda: "Customer c1" in browser.find_element(By.ID, "cust").text, what="the linked customer")
+    # This serve has no broker: its start buttons are greyed, saying why.
+    migrate = wait_for(lambda: browser.find_element(By.ID, "c-migrate"))
+    assert not migrate.is_enabled() and "COTERM_KAFKA_BOOTSTRAP is unset" in migrate.get_attribute("title")
+    assert "COTERM_KAFKA_BOOTSTRAP is unset" in browser.find_element(By.ID, "c-move-why").text
 
     # Dead letters: a long error stays in its cell, whole in the title.
     browser.get(url + "/#/deadletters")

@@ -73,15 +73,26 @@ def _sign_in(browser: Any, url: str, page: str) -> None:
     wait_for(lambda: browser.find_element(By.ID, "who").text == "signed in as alice", what="who is signed in")
 
 
+def _click(browser: Any, selector: str) -> None:
+    """Click once the button is there and enabled; a page that renders again meanwhile is tried again."""
+    from selenium.webdriver.common.by import By
+
+    def clicked() -> bool:
+        button = browser.find_element(By.CSS_SELECTOR, selector)
+        if not button.is_enabled():
+            return False
+        button.click()
+        return True
+    wait_for(clicked, what=selector)
+
+
 def _move_seats(browser: Any, url: str, seats: int, plan: str | None = None, existing: str | None = None) -> str:
     """From c1's page, a partial upgrade of c1-s1; returns the operation's final status."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     browser.get(url + "/#/customer/c1")
-    move = wait_for(lambda: (b := browser.find_element(By.CSS_SELECTOR, "button.move[data-sub='c1-s1']")).is_enabled() and b,
-                    what="the Move seats button")
-    move.click()
+    _click(browser, "button.move[data-sub='c1-s1']")
     wait_for(lambda: browser.find_element(By.ID, "pu-dialog").is_displayed())
     field = browser.find_element(By.ID, "pu-seats")
     field.clear()
@@ -125,10 +136,9 @@ def test_start_a_migration_partial_upgrades_a_bulk_and_a_redrive_from_the_dashbo
 
     # The migration window: p1 selectable, p2 greyed with its reason; confirm, then what migrated.
     browser.get(url + "/#/customer/c1")
-    wait_for(lambda: browser.find_element(By.ID, "c-migrate").is_enabled(), what="the migrate button")
-    browser.find_element(By.ID, "c-migrate").click()
+    _click(browser, "#c-migrate")
     wait_for(lambda: browser.find_element(By.ID, "mig-confirm").is_enabled())
-    p2 = browser.find_element(By.ID, "mig-p-p2")
+    p2 = wait_for(lambda: browser.find_element(By.ID, "mig-p-p2"))
     assert not p2.is_enabled() and "PRODUCT_NOT_SUPPORTED" in p2.get_attribute("title")
     assert browser.find_element(By.ID, "mig-p-p1").is_selected()
     browser.find_element(By.ID, "mig-confirm").click()

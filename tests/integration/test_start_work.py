@@ -37,9 +37,19 @@ def staff(tmp_path: Path) -> Staff:
 
 @pytest.fixture
 def world(sqlite_scenario: Scenario) -> Scenario:
+    return _seeded(sqlite_scenario)
+
+
+@pytest.fixture
+def any_world(scenario: Scenario) -> Scenario:
+    """On SQLite and on PostgreSQL."""
+    return _seeded(scenario)
+
+
+def _seeded(s: Scenario) -> Scenario:
     """The harness's small world (`seed_reference_data`), written to the store directly: most tests
     here need no processor, and a processor start costs a group join."""
-    app = sqlite_scenario.open_store()
+    app = s.open_store()
     seed.run(app, commands.define_product, "p1", "Elements EPP", True, True)
     seed.run(app, commands.define_product, "p2", "M365 E5", False, False)
     seed.run(app, commands.register_customer, "c1", partner_id="partner-1", name="Acme", channel="direct",
@@ -50,7 +60,7 @@ def world(sqlite_scenario: Scenario) -> Scenario:
                  start_date=date(2026, 1, 5), end_date=date(2027, 1, 4), subscription_key=f"KEY-{sub}",
                  resource_count=1, day="2026-01-05")
     app.close()
-    return sqlite_scenario
+    return s
 
 
 @pytest.fixture
@@ -126,7 +136,15 @@ def test_callers_may_name_their_own_ids(api: str, world: Scenario) -> None:
     assert placed(world)[1]["payload"]["target"]["new_subscription_id"] == "c1-new"
 
 
-def test_the_same_key_places_one_order_and_another_request_under_it_is_refused(api: str, world: Scenario) -> None:
+def test_the_same_key_places_one_order_and_another_request_under_it_is_refused(any_world: Scenario, staff: Staff) -> None:
+    world, app, orders = any_world, any_world.open_store(), KafkaOrders(any_world.settings)
+    with serving(app, staff, orders=orders, clock=lambda: NOW) as api:
+        _one_order_per_key(api, world)
+    orders.close()
+    app.close()
+
+
+def _one_order_per_key(api: str, world: Scenario) -> None:
     first = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN, key="double-click")
     again = call(api + "/api/transfers", "POST", TRANSFER, token=ADMIN, key="double-click")
     assert first[0] == again[0] == 202
