@@ -1,15 +1,13 @@
-"""A real headless Chromium for the dashboard's tests, and waiting for what a page shows."""
+"""A real headless Chromium for the dashboard's tests."""
 
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-T = TypeVar("T")
 
 
 def chromium() -> Iterator[Any]:
@@ -31,17 +29,3 @@ def chromium() -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "what was expected") -> T:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as error:  # noqa: BLE001 - the page is still rendering
-            last = error
-        time.sleep(0.1)
-    raise AssertionError(f"the dashboard never showed {what} (last error: {last!r})")

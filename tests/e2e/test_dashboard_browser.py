@@ -9,8 +9,8 @@ from aggregates.inbox import DeadLetter
 from processor.store import open_store
 from projections.staff import Staff
 from tests import seed
-from tests.browser import wait_for
 from tests.http_server import call, serving
+from tests.waiting import wait_for
 
 TOKEN = "admin-token-0123456789"
 

@@ -16,8 +16,8 @@ from aggregates.inbox import DeadLetter
 from processor.store import open_store
 from projections.staff import Staff
 from tests import seed
-from tests.browser import wait_for
 from tests.http_server import call, serving
+from tests.waiting import wait_for
 
 TOKEN = "admin-token-0123456789"
 LONG_ERROR = "payload.target.plan_id: " + "a value this long is what a confused upstream sends " * 6

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from processor.broker import BundledBroker, free_port
 from processor.vendor_sim import VendorSimulator
 from tests.e2e.test_cli import COTERM
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.waiting import wait_for
 
 
 def get(url: str) -> tuple[int, str]:
@@ -38,16 +38,6 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def wait_for(condition, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
     s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
     seed_reference_data(s)
@@ -60,9 +50,9 @@ def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor:
     proc = subprocess.Popen([*COTERM, "run", "--metrics-port", str(port)], env={**os.environ, **s.env()},
                             stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(lambda: get(f"{base}/healthz")[0] == 200)
+        assert wait_for(lambda: get(f"{base}/healthz")[0] == 200, 60)
         text = wait_for(lambda: (t := get(f"{base}/metrics")[1]) and sample(t, "coterm_vendor_calls_total", result="success") == 1 and
-                        sample(t, "coterm_halves_waiting") == 1 and t)
+                        sample(t, "coterm_halves_waiting") == 1 and t, 60)
         assert sample(text, "coterm_messages_total", outcome="applied", reason="") == 8  # 5 reference + 3 halves
         assert sample(text, "coterm_messages_total", outcome="dead_lettered", reason="INVALID_JSON") == 1
         assert sample(text, "coterm_vendor_call_seconds_count") == 1
@@ -73,8 +63,8 @@ def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor:
         lags = [sample(text, "coterm_consumer_lag_messages", topic=s.settings.topic_orders, partition=str(p))
                 for p in range(4)]
         assert any(lag == 0 for lag in lags)  # every partition it holds is read to the end
-        assert wait_for(lambda: sample(get(f"{base}/metrics")[1], "coterm_results_published_total") == 2)  # result + dead letter
-        _, body = wait_for(lambda: (r := get(f"{base}/readyz"))[0] == 200 and r)
+        assert wait_for(lambda: sample(get(f"{base}/metrics")[1], "coterm_results_published_total") == 2, 60)  # result + dead letter
+        _, body = wait_for(lambda: (r := get(f"{base}/readyz"))[0] == 200 and r, 60)
         assert json.loads(body)["ready"] is True
         assert get(f"{base}/nothing")[0] == 404
     finally:

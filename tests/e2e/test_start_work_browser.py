@@ -16,9 +16,9 @@ from processor.kafka_io import read_topic
 from processor.orders_out import KafkaOrders
 from processor.runner import run
 from projections.staff import Staff
-from tests.browser import wait_for
 from tests.harness import Scenario, seed_reference_data
 from tests.http_server import call, serving
+from tests.waiting import wait_for
 
 TOKEN = "admin-token-0123456789"
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)  # c1-s1 (p1) ends 2027-01-04: in its renewal window

@@ -14,8 +14,8 @@ from aggregates.transfer import Transfer
 from processor.store import open_store
 from projections.staff import Staff, StaffError, hash_token
 from tests import seed
-from tests.browser import wait_for
 from tests.http_server import call, serving
+from tests.waiting import wait_for
 
 ADMIN, SUPPORT = "admin-token-0123456789", "support-token-0123456789"
 

@@ -12,6 +12,7 @@ from aggregates.recorders import Fenced
 from processor.leadership import Leadership
 from processor.store import open_store, store_env
 from tests.integration.conftest import postgres_store
+from tests.waiting import seconds_until
 from tests.world import at
 
 
@@ -20,14 +21,6 @@ def pg_store() -> Iterator[str]:
     for store in postgres_store():
         open_store(store).close()
         yield store
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, "timed out"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def stop_renewing(leadership: Leadership) -> None:
@@ -44,7 +37,7 @@ def test_one_leader_then_a_takeover_and_the_former_leader_is_fenced(pg_store: st
     first, second = Leadership(env, ttl_s=1.0, renew_s=0.1), Leadership(env, ttl_s=1.0, renew_s=0.1)
     app = open_store(pg_store)
     try:
-        wait_for(first.held)
+        seconds_until(first.held)
         time.sleep(0.5)
         assert not second.held()  # one leader at a time while the first renews
         fence = first.fence()
@@ -56,7 +49,7 @@ def test_one_leader_then_a_takeover_and_the_former_leader_is_fenced(pg_store: st
 
         app.decide(catalog_change, fence=fence)  # a write under a held lease goes through
         stop_renewing(first)
-        waited = wait_for(second.held)
+        waited = seconds_until(second.held)
         assert second.epoch == fence.epoch + 1
         assert waited < 5  # the lease ran out and moved (ttl 1 s)
         assert not first.held()  # its own clock says the lease may have lapsed
@@ -75,9 +68,9 @@ def test_a_clean_stop_hands_the_lease_over_at_once(pg_store: str) -> None:
     env = store_env(pg_store)
     first, second = Leadership(env, ttl_s=30.0, renew_s=0.1), Leadership(env, ttl_s=30.0, renew_s=0.1)
     try:
-        wait_for(first.held)
+        seconds_until(first.held)
         first.release()
-        assert wait_for(second.held) < 5  # not the 30 s the lease would otherwise run
+        assert seconds_until(second.held) < 5  # not the 30 s the lease would otherwise run
     finally:
         second.release()
 
