@@ -297,6 +297,17 @@ def cancel_transfer(uow: UnitOfWork, ctx: Context, operation_id: str, requested_
     return transfer
 
 
+def staff_cancel(uow: UnitOfWork, operation_id: str, requested_by: str, reason: str, action_id: str) -> Transfer:
+    """An operator's cancel (API, dashboard); raises a Refusal instead of recording it. Like a
+    cancel message, a parked call frees its seats and its place for the transfers behind it."""
+    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+    if transfer is None:
+        raise errors.OperationClosed(f"operation {operation_id} is unknown")
+    transfer.cancel(requested_by, reason, action_id)
+    _release(uow, transfer, "cancelled", action_id)
+    return transfer
+
+
 def retry_transfer(uow: UnitOfWork, operation_id: str, requested_by: str, reason: str, action_id: str) -> Transfer:
     """An operator's retry of a parked vendor failure; raises a Refusal when there is none."""
     transfer = uow.get(Transfer, Transfer.create_id(operation_id))

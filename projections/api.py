@@ -209,7 +209,7 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
                     if transfer is None:
                         return {}
                     if action == "cancel":
-                        transfer.cancel("dry run", "dry run", "dry-run")
+                        commands.staff_cancel(uow, operation_id, "dry run", "dry run", "dry-run")
                     else:
                         commands.retry_transfer(uow, operation_id, "dry run", "dry run", "dry-run")
                     out[action] = {"allowed": True, "reason_code": None, "why_not": None}
@@ -337,7 +337,7 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
                 raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
             try:
                 if action == "cancel":
-                    transfer.cancel(by, body.reason, action_id)
+                    commands.staff_cancel(uow, operation_id, by, body.reason, action_id)
                 else:
                     commands.retry_transfer(uow, operation_id, by, body.reason, action_id)
             except errors.Refusal as refusal:
