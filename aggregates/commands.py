@@ -308,6 +308,14 @@ def staff_cancel(uow: UnitOfWork, operation_id: str, requested_by: str, reason: 
     return transfer
 
 
+def staff_action(uow: UnitOfWork, action: str, operation_id: str, requested_by: str, reason: str,
+                 action_id: str) -> Transfer:
+    """What an operator asks of an operation (`cancel` or `retry`): the one path the API's actions
+    and its dry runs (which buttons to offer) both take. Raises a Refusal when it cannot."""
+    act = {"cancel": staff_cancel, "retry": retry_transfer}[action]
+    return act(uow, operation_id, requested_by, reason, action_id)
+
+
 def retry_transfer(uow: UnitOfWork, operation_id: str, requested_by: str, reason: str, action_id: str) -> Transfer:
     """An operator's retry of a parked vendor failure; raises a Refusal when there is none."""
     transfer = uow.get(Transfer, Transfer.create_id(operation_id))

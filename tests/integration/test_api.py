@@ -313,7 +313,7 @@ def test_a_staff_cancel_of_a_parked_call_frees_its_seats_and_place(app, api: str
         subs = call(f"{api}/api/customers/c1", token=SUPPORT)[1]["subscriptions"]
         return [t["operation_id"] for s in subs if s["subscription_id"] == "c1-s1" for t in s["in_flight"]]
 
-    assert "op-2" in held()  # parked VENDOR_UNAVAILABLE: it keeps its seats and its place
-    status, _ = call(f"{api}/api/operations/op-2/cancel", "POST", {"reason": "customer withdrew"}, token=ADMIN)
-    assert status == 200
+    wait_for(lambda: "op-2" in held(), what="the parked call in line")  # VENDOR_UNAVAILABLE keeps seats and place
+    status, answer = call(f"{api}/api/operations/op-2/cancel", "POST", {"reason": "customer withdrew"}, token=ADMIN)
+    assert status == 200, answer
     wait_for(lambda: "op-2" not in held(), what="the cancelled call leaving the line")

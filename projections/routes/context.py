@@ -1,0 +1,61 @@
+"""What every route needs, as one object on the app (`request.app.state.api`), reached through
+dependencies: the store, the read models and their queries, where placed orders go, the clock."""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from aggregates.application import Orders
+from projections.health import Readiness
+from projections.projection import Projection
+from projections.queries import Queries
+from projections.staff import Staff
+from projections.submit import OrdersOut
+
+
+class ApiError(Exception):
+    """Answered as `{"error": error, "detail": detail}` with `status`."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        self.status, self.error, self.detail = status, error, detail
+
+
+@dataclass
+class Api:
+    app: Orders
+    staff: Staff
+    projection: Projection
+    queries: Queries
+    orders: OrdersOut
+    clock: Callable[[], datetime]  # dates placed orders (`occurred_at`) and the forms' what-ifs
+    readiness: Readiness
+    registry: CollectorRegistry
+    # Staff writes and dry runs: cached aggregates are shared between requests, not copied.
+    writing: threading.Lock = field(default_factory=threading.Lock)
+    _projecting: threading.Lock = field(default_factory=threading.Lock)
+
+    def catch_up(self) -> None:
+        """Read models up to the store's head (one catch-up at a time within this process)."""
+        with self._projecting:
+            self.projection.run_to_end()
+
+    def head(self) -> int:
+        return self.app.process_recorder.max_notification_id() or 0
+
+
+def _api(request: Request) -> Api:
+    return request.app.state.api  # type: ignore[no-any-return]
+
+
+def _user(request: Request) -> str:
+    """The staff user `authenticate` (projections/auth.py) let through to a write."""
+    return request.state.user  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[Api, Depends(_api)]
+User = Annotated[str, Depends(_user)]
