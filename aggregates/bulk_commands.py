@@ -9,7 +9,7 @@ from aggregates import commands, errors
 from aggregates.application import UnitOfWork
 from aggregates.bulk import MIGRATED, REJECTED, SCHEDULED, Bulk, bulk_request_id
 from aggregates.calendar import CALENDAR_ID, Calendar
-from aggregates.commands import Context
+from aggregates.context import Context
 from aggregates.customer import Customer
 from aggregates.migration import Migration
 from aggregates.partner import Partner

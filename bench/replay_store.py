@@ -3,7 +3,7 @@ the benchmark's workload through the real inbox, each vendor call recorded as a 
 
 from collections import namedtuple
 
-from aggregates import commands
+from aggregates import transfer_commands
 from bench import workload
 from processor.inbox import Inbox
 from processor.store import open_store
@@ -31,7 +31,7 @@ def build_store(store: str, events: int, batch: int = 500) -> int:
             ops = sorted({m.operation_id for m in messages[i : i + batch] if m.operation_id})
             uow = app.unit_of_work()
             for op in ops:
-                commands.record_vendor_success(uow, op, f"VND-{op}", 1, 1)
+                transfer_commands.record_vendor_success(uow, op, f"VND-{op}", 1, 1)
             app.commit(uow)
 
     feed(workload.reference_data("replay", 200, 5))

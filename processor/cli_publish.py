@@ -16,8 +16,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from contracts.parsing import Rejection, parse_message
     from aggregates.redrive import key_of
+    from contracts.parsing import Rejection, parse_message
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap:

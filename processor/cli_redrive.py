@@ -14,8 +14,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from processor.cli_audit import _open_existing_store
     from aggregates.redrive import redrive
+    from processor.cli_audit import _open_existing_store
     from projections.projection import Projection
     from projections.queries import Queries
 

@@ -21,7 +21,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
-from aggregates import commands
+from aggregates import transfer_commands
 from aggregates.application import Orders
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
@@ -220,16 +220,16 @@ class Outbox:
         if not done and not candidates and not slow:
             return 0
         new_targets = [Subscription.create_id(self.calls[op].target_id) for op in done if op in self.calls]
-        turns: dict[str, commands.Turn | None] = {}
+        turns: dict[str, transfer_commands.Turn | None] = {}
 
         def change(uow: Any) -> None:
             turns.clear()
             uow.prefetch(new_targets)
             self._record(uow, done)
             for op in candidates:
-                turns[op] = commands.take_turn(uow, op)
+                turns[op] = transfer_commands.take_turn(uow, op)
             for op in slow:
-                commands.mark_vendor_call_sent(uow, op)
+                transfer_commands.mark_vendor_call_sent(uow, op)
 
         # Consumers write the same subscriptions (new transfers take their places): look again.
         self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
@@ -286,10 +286,10 @@ class Outbox:
         for op, outcome in done.items():
             if outcome.ok:
                 assert outcome.vendor_reference is not None
-                commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
+                transfer_commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
             else:
                 assert outcome.reason_code is not None
-                commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
+                transfer_commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
                                                outcome.attempts)
 
     # -- pairing timeouts -------------------------------------------------------------------
@@ -322,7 +322,7 @@ class Outbox:
 
         def change(uow: Any) -> None:
             expired.clear()
-            expired.extend(op for op in due if commands.expire_transfer(uow, op, now, self.pairing_timeout_s))
+            expired.extend(op for op in due if transfer_commands.expire_transfer(uow, op, now, self.pairing_timeout_s))
 
         if due:
             self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from aggregates import bulk_commands, commands
+from aggregates import bulk_commands, commands, transfer_commands
 from aggregates.application import UnitOfWork
 from aggregates.customer import Customer
 from aggregates.subscription import Subscription
@@ -16,7 +16,7 @@ Handler = Callable[[UnitOfWork, commands.Context, Any], object]
 
 
 def _half(side: str) -> Handler:
-    return lambda uow, ctx, p: commands.add_half(uow, ctx, side, p.model_dump())
+    return lambda uow, ctx, p: transfer_commands.add_half(uow, ctx, side, p.model_dump())
 
 
 HANDLERS: dict[str, Handler] = {
@@ -34,7 +34,7 @@ HANDLERS: dict[str, Handler] = {
     ),
     "transfer.downgrade_ordered": _half("downgrade"),
     "transfer.upgrade_ordered": _half("upgrade"),
-    "transfer.cancel_requested": lambda uow, ctx, p: commands.cancel_transfer(
+    "transfer.cancel_requested": lambda uow, ctx, p: transfer_commands.cancel_transfer(
         uow, ctx, p.operation_id, p.requested_by, p.reason
     ),
     "migration.bulk_requested": lambda uow, ctx, p: bulk_commands.request_bulk(uow, ctx, p.bulk_id, p.fingerprint()),

@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from aggregates import commands
+from aggregates import commands, transfer_commands
 from aggregates.application import Orders
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
@@ -47,7 +47,7 @@ def half(app: Orders, side: str, op: str, customer: str = "c1", seats: int = 1, 
     else:
         payload["target"] = {"kind": "new_subscription", "new_subscription_id": f"{op}-new", "product_id": "nce",
                              "plan_id": "plan-e5", "term_months": 12}
-    run(app, commands.add_half, side, payload, day=day)
+    run(app, transfer_commands.add_half, side, payload, day=day)
 
 
 def operation(app: Orders, op: str, outcome: str, customer: str = "c1") -> None:
@@ -56,18 +56,18 @@ def operation(app: Orders, op: str, outcome: str, customer: str = "c1") -> None:
     if outcome == "waiting":
         return
     if outcome == "expired":
-        vendor(app, commands.expire_transfer, op, NOW + timedelta(hours=1), 900.0)
+        vendor(app, transfer_commands.expire_transfer, op, NOW + timedelta(hours=1), 900.0)
         return
     if outcome == "cancelled":
-        run(app, commands.cancel_transfer, op, "ops", "not needed")
+        run(app, transfer_commands.cancel_transfer, op, "ops", "not needed")
         return
     half(app, "upgrade", op, customer, seats=2 if outcome == "rejected" else 1)
     if outcome == "completed":
-        vendor(app, commands.record_vendor_success, op, f"V-{op}", 1, 120)
+        vendor(app, transfer_commands.record_vendor_success, op, f"V-{op}", 1, 120)
     elif outcome == "parked":
-        vendor(app, commands.record_vendor_failure, op, "VENDOR_UNAVAILABLE", "503 x8", True, 8)
+        vendor(app, transfer_commands.record_vendor_failure, op, "VENDOR_UNAVAILABLE", "503 x8", True, 8)
     elif outcome == "vendor_rejected":
-        vendor(app, commands.record_vendor_failure, op, "VENDOR_REJECTED", "400 plan retired", False, 1)
+        vendor(app, transfer_commands.record_vendor_failure, op, "VENDOR_REJECTED", "400 plan retired", False, 1)
 
 
 OUTCOMES = {"completed": "completed", "rejected": "rejected", "parked": "failed", "vendor_rejected": "failed",

@@ -4,7 +4,7 @@ from datetime import date, datetime, timezone
 from itertools import count
 from typing import Any
 
-from aggregates import bulk_commands, commands
+from aggregates import bulk_commands, commands, transfer_commands
 from aggregates.application import Orders
 from aggregates.bulk import Bulk
 from aggregates.customer import Customer
@@ -69,28 +69,28 @@ class World:
                   customer_id: str = "c1", order_id: str | None = None) -> Transfer:
         half = {"operation_id": op, "order_id": order_id or f"{op}-down", "customer_id": customer_id,
                 "subscription_id": subscription_id, "seats": seats, "requested_by": "ops"}
-        return self._run(on, commands.add_half, "downgrade", half)
+        return self._run(on, transfer_commands.add_half, "downgrade", half)
 
     def upgrade(self, op: str, target: dict[str, Any] | None = None, seats: int = 3, on: str = "2026-11-01",
                 customer_id: str = "c1", order_id: str | None = None) -> Transfer:
         target = target or new_target("s-new")
         half = {"operation_id": op, "order_id": order_id or f"{op}-up", "customer_id": customer_id,
                 "seats": seats, "requested_by": "ops", "target": target}
-        return self._run(on, commands.add_half, "upgrade", half)
+        return self._run(on, transfer_commands.add_half, "upgrade", half)
 
     def cancel(self, op: str, on: str = "2026-11-01") -> Transfer:
-        return self._run(on, commands.cancel_transfer, op, "ops", "customer changed mind")
+        return self._run(on, transfer_commands.cancel_transfer, op, "ops", "customer changed mind")
 
     def vendor_ok(self, op: str) -> bool:
         uow = self.app.unit_of_work()
-        done = commands.record_vendor_success(uow, op, f"V-{op}", 1, 10)
+        done = transfer_commands.record_vendor_success(uow, op, f"V-{op}", 1, 10)
         self.app.commit(uow)
         return done
 
     def vendor_failed(self, op: str, retryable: bool) -> bool:
         uow = self.app.unit_of_work()
         code = "VENDOR_UNAVAILABLE" if retryable else "VENDOR_REJECTED"
-        done = commands.record_vendor_failure(uow, op, code, "boom", retryable, 8)
+        done = transfer_commands.record_vendor_failure(uow, op, code, "boom", retryable, 8)
         self.app.commit(uow)
         return done
 

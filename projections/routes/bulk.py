@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from aggregates import bulk_commands
-from aggregates.commands import Context
+from aggregates.context import Context
 from contracts.fields import MAX_COUNT
 from projections.bulk_report import bulk_csv, bulk_view
 from projections.routes.context import ApiError, Ctx

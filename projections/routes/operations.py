@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
-from aggregates import commands, errors
+from aggregates import errors, transfer_commands
 from aggregates.application import KeptConflicting, UnitOfWork
 from aggregates.transfer import Transfer
 from projections.routes.context import Api, ApiError, Ctx, User
@@ -53,7 +53,7 @@ def _dry_run(ctx: Api, action: str, operation_id: str) -> dict[str, Any]:
     with ctx.writing:
         uow = ctx.app.unit_of_work()
         try:
-            commands.staff_action(uow, action, operation_id, "dry run", "dry run", "dry-run")
+            transfer_commands.staff_action(uow, action, operation_id, "dry run", "dry run", "dry-run")
             return {"allowed": True, "reason_code": None, "why_not": None}
         except errors.Refusal as refusal:
             return {"allowed": False, "reason_code": refusal.reason, "why_not": refusal.detail}
@@ -68,7 +68,7 @@ def _act(ctx: Api, action: str, operation_id: str, by: str, body: Action) -> Act
         if uow.get(Transfer, Transfer.create_id(operation_id)) is None:
             raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
         try:
-            return commands.staff_action(uow, action, operation_id, by, body.reason, action_id)
+            return transfer_commands.staff_action(uow, action, operation_id, by, body.reason, action_id)
         except errors.Refusal as refusal:
             raise ApiError(409, refusal.reason, refusal.detail) from None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aggregates import commands
+from aggregates import commands, transfer_commands
 from aggregates.inbox import DeadLetter
 from processor.store import open_store
 from projections.staff import Staff
@@ -33,7 +33,7 @@ def dashboard(tmp_path: Path) -> Iterator[str]:
         seed.operation(app, f"w-{n:02}", "waiting")
     for n, outcome in enumerate(seed.OUTCOMES):
         seed.operation(app, f"op-{n}", outcome)
-    seed.run(app, commands.cancel_transfer, "op-pre", "ops", "placed by mistake")  # before any half
+    seed.run(app, transfer_commands.cancel_transfer, "op-pre", "ops", "placed by mistake")  # before any half
     uow = app.unit_of_work()
     uow.add(DeadLetter(topic="orders.v1", partition=0, offset=9, reason="UNSUPPORTED_SCHEMA_VERSION", error=LONG_ERROR,
                        original=base64.b64encode(b'{"schema_version": 2}').decode(), message_id=None,

@@ -44,9 +44,9 @@ def test_vendor_400_is_a_permanent_failure(scenario: Scenario, vendor: VendorSim
     # The vendor-side cause is fixed; staff retry with a reason: a new request under a new key.
     vendor.state.faults = Faults()
     app = scenario.open_store()
-    from aggregates import commands
+    from aggregates import transfer_commands
 
-    app.decide(lambda uow: commands.retry_transfer(uow, "no", "alice", "plan re-enabled at the vendor",
+    app.decide(lambda uow: transfer_commands.retry_transfer(uow, "no", "alice", "plan re-enabled at the vendor",
                                                    "8a0a5a8e-3c1e-4a53-9d3e-6a8f9c1b2d3e"))
     app.close()
     scenario.process()

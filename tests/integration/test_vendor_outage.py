@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregates import commands
+from aggregates import transfer_commands
 from aggregates.transfer import Transfer
 from processor.vendor_sim import Faults, VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
@@ -146,7 +146,7 @@ def test_too_few_attempts_for_an_outage_park_and_a_staff_retry_completes(scenari
 
     vendor.state.faults = Faults()  # the vendor is back; staff retry the parked operation
     app = scenario.open_store()
-    app.decide(lambda uow: commands.retry_transfer(uow, "out-0", "alice", "vendor is back", str(uuid.uuid4())))
+    app.decide(lambda uow: transfer_commands.retry_transfer(uow, "out-0", "alice", "vendor is back", str(uuid.uuid4())))
     app.close()
     scenario.process()
     assert set(statuses(scenario, ops).values()) == {"completed"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aggregates import commands
+from aggregates import transfer_commands
 from aggregates.errors import Refusal
 from tests.world import World, existing_target, new_target
 
@@ -25,9 +25,9 @@ def pair(world: World, op: str, seats: int, target: dict[str, Any] | None = None
     return world.transfer(op).status
 
 
-def turn(world: World, op: str) -> commands.Turn | None:
+def turn(world: World, op: str) -> transfer_commands.Turn | None:
     uow = world.app.unit_of_work()
-    found = commands.take_turn(uow, op)
+    found = transfer_commands.take_turn(uow, op)
     world.app.commit(uow)
     return found
 
@@ -85,7 +85,7 @@ def test_body_is_built_once_and_reused_by_every_retry(world: World) -> None:
     assert turn(world, "a").body == first  # a resend (e.g. by the next leader) sends the same body
     world.vendor_failed("a", retryable=True)
     uow = world.app.unit_of_work()
-    commands.retry_transfer(uow, "a", "admin", "vendor back", "act-1")
+    transfer_commands.retry_transfer(uow, "a", "admin", "vendor back", "act-1")
     world.app.commit(uow)
     assert turn(world, "a").body == first
 
@@ -112,13 +112,13 @@ def test_permanent_refusal_releases_seats_and_a_retry_holds_them_again(world: Wo
     pair(world, "b", 7)
     uow = world.app.unit_of_work()
     with pytest.raises(Refusal) as refused:  # a retry is a new call: 4 of the 3 seats left would leave none
-        commands.retry_transfer(uow, "a", "admin", "plan fixed", "act-1")
+        transfer_commands.retry_transfer(uow, "a", "admin", "plan fixed", "act-1")
     uow.discard()
     assert refused.value.reason == "INSUFFICIENT_SEATS"
     turn(world, "b")
     world.vendor_failed("b", retryable=False)  # b released: a fits again
     uow = world.app.unit_of_work()
-    commands.retry_transfer(uow, "a", "admin", "plan fixed", "act-2")
+    transfer_commands.retry_transfer(uow, "a", "admin", "plan fixed", "act-2")
     world.app.commit(uow)
     assert world.subscription("s1").in_flight == {"a": 4}
     assert world.transfer("a").idempotency_key != "a"  # a new call under a key of its own

@@ -185,14 +185,14 @@ def test_parked_failure_can_be_cancelled_final_failure_cannot(world: World) -> N
 
 
 def test_retry_of_parked_failure_requests_the_same_call_again(world: World) -> None:
-    from aggregates import commands
+    from aggregates import transfer_commands
 
     world.downgrade("op")
     world.upgrade("op")
     request = world.transfer("op").vendor_request
     world.vendor_failed("op", retryable=True)
     uow = world.app.unit_of_work()
-    commands.retry_transfer(uow, "op", "admin", "vendor back", "action-1")
+    transfer_commands.retry_transfer(uow, "op", "admin", "vendor back", "action-1")
     world.app.commit(uow)
     t = world.transfer("op")
     assert (t.status, t.vendor_request, t.vendor_rounds) == ("paired", request, 2)
@@ -201,12 +201,12 @@ def test_retry_of_parked_failure_requests_the_same_call_again(world: World) -> N
 def test_pairing_timeout_expires_only_waiting_halves(world: World) -> None:
     from datetime import timedelta
 
-    from aggregates import commands
+    from aggregates import transfer_commands
 
     world.downgrade("op")
     uow = world.app.unit_of_work()
-    assert not commands.expire_transfer(uow, "op", world.now + timedelta(seconds=899), 900)
-    assert commands.expire_transfer(uow, "op", world.now + timedelta(seconds=900), 900)
+    assert not transfer_commands.expire_transfer(uow, "op", world.now + timedelta(seconds=899), 900)
+    assert transfer_commands.expire_transfer(uow, "op", world.now + timedelta(seconds=900), 900)
     world.app.commit(uow)
     assert outcome(world, "op") == ("expired", "PAIRING_TIMEOUT")
     world.upgrade("op")
