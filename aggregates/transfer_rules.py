@@ -1,5 +1,7 @@
 """Pure rules for a paired seat transfer (CONTRACT.md section 3), checked in table order."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -32,6 +34,108 @@ def _inactive(sub: Subscription | None, sub_id: str, role: str, on: date) -> err
     return None
 
 
+@dataclass(frozen=True)
+class Pair:
+    """What the transfer rules look at: both halves, the subscriptions they name, the date."""
+
+    down: dict[str, Any]
+    up: dict[str, Any]
+    source: Subscription | None
+    target: Subscription | None  # the existing target, when the upgrade names one
+    new_target_taken: bool  # the new subscription id already names a subscription
+    on: date
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.up["target"]  # type: ignore[no-any-return]
+
+
+Refusals = list[errors.Refusal]
+
+
+def _subscriptions_known(p: Pair) -> Refusals:
+    found = [r for r in [_inactive(p.source, p.down["subscription_id"], "source", p.on)] if r]
+    if p.spec["kind"] == "existing_subscription":
+        inactive = _inactive(p.target, p.spec["subscription_id"], "target", p.on)
+        if inactive:
+            found.append(inactive)
+        elif p.source is not None and p.target is not None and p.target.subscription_id == p.source.subscription_id:
+            found.append(errors.SubscriptionUnknown("the target is the source subscription itself"))
+    elif p.new_target_taken:
+        found.append(errors.SubscriptionUnknown(
+            f"new subscription id {p.spec['new_subscription_id']} already names a subscription"))
+    return found
+
+
+def _one_customer(p: Pair, source: Subscription) -> Refusals:
+    customers = {p.down["customer_id"], p.up["customer_id"], source.customer_id} | (
+        {p.target.customer_id} if p.target else set())
+    if len(customers) == 1:
+        return []
+    return [errors.CustomerMismatch(
+        f"downgrade names {p.down['customer_id']}, upgrade {p.up['customer_id']}, source belongs to "
+        f"{source.customer_id}" + (f", target to {p.target.customer_id}" if p.target else ""),
+        customers=sorted(customers))]
+
+
+def _same_seats(p: Pair) -> Refusals:
+    if p.down["seats"] == p.up["seats"]:
+        return []
+    return [errors.SeatCountMismatch(f"downgrade moves {p.down['seats']} seats, upgrade {p.up['seats']}",
+                                     downgrade_seats=p.down["seats"], upgrade_seats=p.up["seats"])]
+
+
+def _enough_seats(p: Pair, source: Subscription) -> Refusals:
+    available = source.available_seats
+    if p.down["seats"] < available:
+        return []
+    held = source.seats - available
+    return [errors.InsufficientSeats(
+        f"moving {p.down['seats']} of {available} available seats would leave none: at least one seat stays"
+        + (f" ({source.seats} seats, {held} held by {len(source.in_flight)} transfer(s) in flight)" if held else ""),
+        seats=p.down["seats"], source_seats=source.seats, held_seats=held, available_seats=available,
+        held_by=list(source.in_flight))]
+
+
+def _single_resource(p: Pair, source: Subscription) -> Refusals:
+    if source.resource_count == 1:
+        return []
+    return [errors.MultiResourcePlan(f"source plan has {source.resource_count} resources; only single-resource "
+                                     "plans transfer", resource_count=source.resource_count)]
+
+
+def _not_purchase_day(p: Pair, source: Subscription) -> Refusals:
+    if p.on not in (source.start_date, source.purchased_on):
+        return []
+    return [errors.SameDayAsPurchase(
+        f"transfer date {p.on} is the source's start ({source.start_date}) or purchase day ({source.purchased_on})",
+        eligible_from=p.on + timedelta(days=1))]
+
+
+def _not_upsize_day(p: Pair, source: Subscription) -> Refusals:
+    if p.on not in source.upsized_on:
+        return []
+    return [errors.SameDayAsUpsize(f"the source was upsized on the transfer date {p.on}",
+                                   eligible_from=p.on + timedelta(days=1))]
+
+
+def _same_term(p: Pair, source: Subscription) -> Refusals:
+    spec = p.spec
+    term = spec["term_months"] if spec["kind"] == "new_subscription" else (p.target.term_months if p.target else None)
+    if term is None or term == source.term_months:
+        return []
+    return [errors.TermLengthMismatch(f"target term is {term} months, source term {source.term_months}",
+                                      target_term_months=term, source_term_months=source.term_months)]
+
+
+# In table order (CONTRACT.md section 3). Rules about the source run only when it exists; the
+# seat-count check does not need it, so it keeps its place in the table.
+RULES: list[tuple[Callable[..., Refusals], bool]] = [
+    (_subscriptions_known, False), (_one_customer, True), (_same_seats, False), (_enough_seats, True),
+    (_single_resource, True), (_not_purchase_day, True), (_not_upsize_day, True), (_same_term, True),
+]
+
+
 def transfer_refusals(
     down: dict[str, Any],
     up: dict[str, Any],
@@ -40,65 +144,15 @@ def transfer_refusals(
     new_target_taken: bool,
     on: date,
 ) -> list[errors.Refusal]:
-    """Every rule that refuses the pair on `on`, in table order (the first is the decision).
-    A rule that needs the source (or the existing target) is only checked when it exists."""
-    found: list[errors.Refusal] = []
-    spec = up["target"]
-    inactive = _inactive(source, down["subscription_id"], "source", on)
-    if inactive:
-        found.append(inactive)
-    if spec["kind"] == "existing_subscription":
-        inactive = _inactive(target, spec["subscription_id"], "target", on)
-        if inactive:
-            found.append(inactive)
-        elif source is not None and target is not None and target.subscription_id == source.subscription_id:
-            found.append(errors.SubscriptionUnknown("the target is the source subscription itself"))
-    elif new_target_taken:
-        found.append(errors.SubscriptionUnknown(
-            f"new subscription id {spec['new_subscription_id']} already names a subscription"))
-    if source is not None:
-        customers = {down["customer_id"], up["customer_id"], source.customer_id} | ({target.customer_id} if target else set())
-        if len(customers) > 1:
-            found.append(errors.CustomerMismatch(
-                f"downgrade names {down['customer_id']}, upgrade {up['customer_id']}, source belongs to "
-                f"{source.customer_id}" + (f", target to {target.customer_id}" if target else ""),
-                customers=sorted(customers),
-            ))
-    if down["seats"] != up["seats"]:
-        found.append(errors.SeatCountMismatch(
-            f"downgrade moves {down['seats']} seats, upgrade {up['seats']}",
-            downgrade_seats=down["seats"], upgrade_seats=up["seats"],
-        ))
-    if source is None:
-        return found
-    available = source.available_seats
-    if down["seats"] >= available:
-        held = source.seats - available
-        found.append(errors.InsufficientSeats(
-            f"moving {down['seats']} of {available} available seats would leave none: at least one seat stays"
-            + (f" ({source.seats} seats, {held} held by {len(source.in_flight)} transfer(s) in flight)" if held else ""),
-            seats=down["seats"], source_seats=source.seats, held_seats=held, available_seats=available,
-            held_by=list(source.in_flight),
-        ))
-    if source.resource_count != 1:
-        found.append(errors.MultiResourcePlan(
-            f"source plan has {source.resource_count} resources; only single-resource plans transfer",
-            resource_count=source.resource_count,
-        ))
-    if on in (source.start_date, source.purchased_on):
-        found.append(errors.SameDayAsPurchase(
-            f"transfer date {on} is the source's start ({source.start_date}) or purchase day ({source.purchased_on})",
-            eligible_from=on + timedelta(days=1),
-        ))
-    if on in source.upsized_on:
-        found.append(errors.SameDayAsUpsize(f"the source was upsized on the transfer date {on}",
-                                            eligible_from=on + timedelta(days=1)))
-    target_term = spec["term_months"] if spec["kind"] == "new_subscription" else (target.term_months if target else None)
-    if target_term is not None and target_term != source.term_months:
-        found.append(errors.TermLengthMismatch(
-            f"target term is {target_term} months, source term {source.term_months}",
-            target_term_months=target_term, source_term_months=source.term_months,
-        ))
+    """Every rule that refuses the pair on `on`, in table order (the first is the decision)."""
+    pair = Pair(down, up, source, target, new_target_taken, on)
+    found: Refusals = []
+    for rule, needs_source in RULES:
+        if needs_source:
+            if source is not None:
+                found += rule(pair, source)
+        else:
+            found += rule(pair)
     return found
 
 
