@@ -10,7 +10,6 @@ Two tracking records keep its place across restarts:
 
 import queue
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from processor.metrics import VendorStats
 from processor.results import OUTBOUND, Outbound, outbound_of
-from processor.topic_ends import Ends
+from processor.topic_ends import Ends, Measurements
 from processor.vendor_client import Stopped, VendorClient, VendorOutcome
 
 log = structlog.get_logger("coterm.outbox")
@@ -69,7 +68,6 @@ DECIDE_ATTEMPTS = 20
 # at once; one it has not answered within this time is recorded `sent`, so the dashboard shows
 # what waits on the vendor without an event on every fast call.
 SENT_AFTER_S = 1.0
-KEEP_ENDS = 300  # topic-end measurements waiting for the store to catch up with them
 
 
 class Outbox:
@@ -83,16 +81,11 @@ class Outbox:
                  topic_ends: Callable[[], Ends | None] | None = None,
                  store_positions: Callable[[list[int]], dict[int, int]] | None = None,
                  fence: Callable[[], Any] = lambda: None, may_send: Callable[[], bool] = lambda: True) -> None:
-        self.app = app
+        self.app, self.publisher, self.vendor = app, publisher, vendor
         self.vendor_stats = vendor_stats or VendorStats()
-        self.publisher = publisher
-        self.vendor = vendor
-        self.pairing_timeout_s = pairing_timeout_s
-        self.clock = clock
-        self.topic_ends = topic_ends
-        self.store_positions = store_positions
-        self.fence = fence
-        self.may_send = may_send
+        self.pairing_timeout_s, self.clock = pairing_timeout_s, clock
+        self.measurements = Measurements(topic_ends, store_positions)  # topic ends the store has yet to reach
+        self.fence, self.may_send = fence, may_send
         recorder = app.process_recorder
         self.results_at = recorder.max_tracking_id(RESULTS_TRACKING) or 0
         self.work_at = recorder.max_tracking_id(WORK_TRACKING) or 0
@@ -105,7 +98,6 @@ class Outbox:
         self.waits_for: dict[str, list[str]] = {}  # calls whose turn has not come: the transfers ahead of them
         self.to_check: set[str] = set()  # calls whose turn may have come: new ones, and those behind a closed one
         self._turns_checked = 0.0
-        self.ends: deque[Ends] = deque()  # measured after some half's deadline, not yet applied by the store
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
         self.published = 0
@@ -195,20 +187,7 @@ class Outbox:
         round. Returns how many calls were answered or sent."""
         if self.vendor is None:
             return 0
-        done: dict[str, VendorOutcome] = {}
-        while True:
-            try:
-                op, outcome = self.finished.get_nowait()
-            except queue.Empty:
-                break
-            self.in_flight.pop(op, None)
-            self.marked.discard(op)
-            if outcome is not None:  # None: stopped, it stays requested in the store and is sent again
-                done[op] = outcome
-                self._freed(op)
-            else:
-                self.to_send[op] = None
-                self.to_check.add(op)
+        done = self._answered()
         now = time.monotonic()
         if self.to_send and now - self._turns_checked >= TURNS_EVERY_S:
             # Also now and then every waiting call: a staff action elsewhere may have freed it.
@@ -234,6 +213,28 @@ class Outbox:
         # Consumers write the same subscriptions (new transfers take their places): look again.
         self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
         self.marked.update(slow)
+        self._forget(done)
+        return len(done) + self._send_turns(turns)
+
+    def _answered(self) -> dict[str, VendorOutcome]:
+        """What the vendor workers finished since the last round."""
+        done: dict[str, VendorOutcome] = {}
+        while True:
+            try:
+                op, outcome = self.finished.get_nowait()
+            except queue.Empty:
+                return done
+            self.in_flight.pop(op, None)
+            self.marked.discard(op)
+            if outcome is not None:  # None: stopped, it stays requested in the store and is sent again
+                done[op] = outcome
+                self._freed(op)
+            else:
+                self.to_send[op] = None
+                self.to_check.add(op)
+
+    def _forget(self, done: dict[str, VendorOutcome]) -> None:
+        """Answered calls, now recorded: counted, logged when they failed, and dropped."""
         for op, outcome in done.items():
             self.calls.pop(op, None)
             self.vendor_stats.record(outcome.ok, outcome.reason_code, outcome.attempts, outcome.latency_ms)
@@ -241,6 +242,9 @@ class Outbox:
                 log.warning("vendor.call_failed", operation_id=op, attempts=outcome.attempts,
                             latency_ms=outcome.latency_ms, reason_code=outcome.reason_code,
                             detail=outcome.detail[:300])
+
+    def _send_turns(self, turns: dict[str, "transfer_commands.Turn | None"]) -> int:
+        """Hand every call whose turn came (its body now recorded) to a vendor worker."""
         sent = 0
         for op, turn in turns.items():
             if turn is None:  # answered or closed meanwhile
@@ -252,13 +256,12 @@ class Outbox:
                 self.waits_for[op] = turn.waits_for
             elif self.may_send():
                 call = self.calls.get(op)
-                key = call.key if call is not None else op
                 self.to_send.pop(op, None)
                 self.waits_for.pop(op, None)
                 self.in_flight[op] = None
-                self.pool.submit(self._send, op, turn.body, key)
+                self.pool.submit(self._send, op, turn.body, call.key if call is not None else op)
                 sent += 1
-        return len(done) + sent
+        return sent
 
     def _freed(self, op: str) -> None:
         """An answered or closed call: the calls that waited for it may go now."""
@@ -296,22 +299,12 @@ class Outbox:
     def expire(self) -> int:
         """Expire halves that waited too long, once the store has applied every partition of the
         orders topic as far as Kafka had written it after their deadline (CONTRACT.md, 1.2)."""
-        if not self.waiting and not self.ends:
+        if not self.waiting and not self.measurements:
             return 0
         now = self.clock()
-        deadline_passed = now - timedelta(seconds=self.pairing_timeout_s)
-        if any(w.recorded_at <= deadline_passed for w in self.waiting.values()):
-            measured = self.topic_ends() if self.topic_ends else Ends(now.timestamp(), {})
-            if measured is not None:
-                if len(self.ends) >= KEEP_ENDS:
-                    del self.ends[1]  # the oldest is the one that can clear the most
-                self.ends.append(measured)
-        if not self.ends:
-            return 0
-        positions = self.store_positions(sorted(self.ends[-1].offsets)) if self.store_positions else {}
-        cleared: Ends | None = None
-        while self.ends and self.ends[0].applied(positions):
-            cleared = self.ends.popleft()
+        if any(w.recorded_at <= now - timedelta(seconds=self.pairing_timeout_s) for w in self.waiting.values()):
+            self.measurements.take(now)
+        cleared = self.measurements.cleared()
         if cleared is None:
             return 0
         # Every half whose deadline had passed when these ends were measured: its partner, had it

@@ -15,8 +15,10 @@ fetch responses' high watermarks say when it has). One small fetch per partition
 """
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -80,3 +82,33 @@ class TopicEnds:
 def store_positions(recorder: Any, topic: str, partitions: list[int]) -> dict[int, int]:
     """The next offset the store will apply, per partition (0: none applied yet)."""
     return {p: recorder.max_tracking_id(position_name(topic, p)) or 0 for p in partitions}
+
+
+class Measurements:
+    """Topic ends measured after some half's deadline passed, kept until the store's recorded
+    positions reach them (then the halves due by then may expire: CONTRACT.md 1.2)."""
+
+    def __init__(self, measure: Callable[[], Ends | None] | None,
+                 positions: Callable[[list[int]], dict[int, int]] | None, keep: int = 300) -> None:
+        self.measure, self.positions, self.keep = measure, positions, keep
+        self.kept: deque[Ends] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.kept)
+
+    def take(self, now: datetime) -> None:
+        measured = self.measure() if self.measure else Ends(now.timestamp(), {})
+        if measured is not None:
+            if len(self.kept) >= self.keep:
+                del self.kept[1]  # the oldest is the one that can clear the most
+            self.kept.append(measured)
+
+    def cleared(self) -> Ends | None:
+        """The latest measurement the store has applied, if any (and the ones before it are dropped)."""
+        if not self.kept:
+            return None
+        positions = self.positions(sorted(self.kept[-1].offsets)) if self.positions else {}
+        cleared = None
+        while self.kept and self.kept[0].applied(positions):
+            cleared = self.kept.popleft()
+        return cleared
