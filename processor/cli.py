@@ -138,7 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "usage-based migrations and partial seat transfers.")
     parser.add_argument("--version", action="version", version=f"coterm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_processing(sub)
+    _add_audit(sub)
+    cli_preview.add_parser(sub)
+    cli_redrive.add_parser(sub, _timestamp)
+    cli_publish.add_parser(sub)
+    return parser
 
+
+def _add_processing(sub: Any) -> None:
+    """run, demo, vendor-sim, serve, hash-token."""
     run = sub.add_parser("run", help="consume orders from Kafka until SIGTERM/SIGINT (or idle)")
     run.add_argument("--until-idle", type=_positive(float), metavar="S",
                      help="exit 0 once S seconds pass with no input, no pending vendor call and no result to publish")
@@ -177,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "for a staff file that holds no credential")
     token.set_defaults(func=cli_serve.cmd_hash_token)
 
+
+def _add_audit(sub: Any) -> None:
+    """history, replay, export."""
     hist = sub.add_parser("history", help="every event of one aggregate, and its state as of a moment")
     hist.add_argument("kind", choices=["subscription", "customer", "transfer", "migration", "bulk"])
     hist.add_argument("id", help="subscription_id, customer_id, operation_id, request_id or bulk_id")
@@ -197,10 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--until", type=_timestamp, metavar="TIMESTAMP", help="only events recorded before it")
     exp.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     exp.set_defaults(func=cli_audit.cmd_export)
-    cli_preview.add_parser(sub)
-    cli_redrive.add_parser(sub, _timestamp)
-    cli_publish.add_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

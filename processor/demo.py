@@ -43,13 +43,7 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
              serve: tuple[str, int] | None = None) -> int:
     """`serve` (host, port): after the stream, keep everything running behind the dashboard."""
     _OUT["stream"] = sys.stderr if as_json else sys.stdout
-    if DEMO_DIR.exists():
-        shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
-    DEMO_DIR.mkdir(parents=True)
-    store = str(DEMO_DIR / "coterm.sqlite")
-    (DEMO_DIR / "coterm.log").write_text("")
-    log_file = (DEMO_DIR / "coterm.log").open("a")  # appended to by the outbox process too
-    configure_logging(log_file)
+    store = _fresh_demo_dir()
     stream = build_stream(customers, seed)
     say(f"coterm demo: {customers} customers, {len(stream.reference)} reference messages, "
         f"{len(stream.orders)} orders (incl. duplicates and malformed ones)")
@@ -62,8 +56,7 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
                             pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
         ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
         watch = _Watch()
-        app = open_store(store)
-        stop = threading.Event()
+        app, stop = open_store(store), threading.Event()
         projection = Projection(app)  # read models for `coterm serve`, kept current as in `coterm run`
         worker = threading.Thread(target=run, args=(app, settings, broker.bootstrap, stop), daemon=True,
                                   kwargs={"on_progress": watch.update, "followers": [projection.catch_up],
@@ -136,6 +129,16 @@ def _serve_live(settings: Settings, store: str, host: str, port: int) -> None:
     finally:
         orders.close()
         app.close()
+
+
+def _fresh_demo_dir() -> str:
+    """An empty var/demo with its log file open for logging; the store's path in it."""
+    if DEMO_DIR.exists():
+        shutil.rmtree(DEMO_DIR)  # the bundled broker starts empty, so the store must too
+    DEMO_DIR.mkdir(parents=True)
+    (DEMO_DIR / "coterm.log").write_text("")
+    configure_logging((DEMO_DIR / "coterm.log").open("a"))  # appended to by the outbox process too
+    return str(DEMO_DIR / "coterm.sqlite")
 
 
 def say(text: str) -> None:

@@ -24,8 +24,15 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
+from processor.inbox import utc_now
+from processor.kafka_io import KafkaPublisher
+from processor.leadership import Leadership
 from processor.metrics import VENDOR_SLOTS, VendorStats
+from processor.outbox import Outbox
 from processor.settings import Settings
+from processor.store import open_store, store_env
+from processor.topic_ends import TopicEnds, store_positions
+from processor.vendor_client import VendorClient
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
@@ -134,14 +141,6 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status
 
 
 def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int) -> None:
-    from processor.inbox import utc_now
-    from processor.kafka_io import KafkaPublisher
-    from processor.leadership import Leadership
-    from processor.outbox import Outbox
-    from processor.store import open_store, store_env
-    from processor.topic_ends import TopicEnds, store_positions
-    from processor.vendor_client import VendorClient
-
     app = open_store(settings.store)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     ends = TopicEnds(bootstrap, settings.topic_orders, **settings.kafka_options())
@@ -165,14 +164,9 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
             try:
                 if leadership.held():
                     outbox = outbox or new_outbox()
-                    # Read to the log's head before sending: after a takeover, a call whose outcome
-                    # is further on in the log must not be sent again (the vendor would answer 409).
-                    worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
-                    outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
-                    now = time.monotonic()
-                    if now - last_expiry >= EXPIRY_EVERY_S:
-                        last_expiry = now
-                        worked += outbox.expire()
+                    expire = time.monotonic() - last_expiry >= EXPIRY_EVERY_S
+                    last_expiry = time.monotonic() if expire else last_expiry
+                    worked = _lead(outbox, status, expire)
                 elif outbox is not None:
                     log.info("outbox.stepped_down", reason="the lease is not held")
                     outbox.close()  # another instance leads now: its outbox owns the calls
@@ -199,6 +193,15 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         app.close()
         status.busy.value = False
         log.info("outbox.stopped", published=outbox.published if outbox else 0)
+
+
+def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
+    """One round of the leader's outbox; how much it did."""
+    # Read to the log's head before sending: after a takeover, a call whose outcome is further on
+    # in the log must not be sent again (the vendor would answer 409).
+    worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
+    outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
+    return worked + (outbox.expire() if expire else 0)
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats) -> None:

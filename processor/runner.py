@@ -50,13 +50,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
         metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None) -> int:
     """`log_path`: where the outbox process writes its log lines (default: standard error).
     `metrics`: starts a metrics server over this run's counters; it has `stop()`."""
-    try:
-        ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
-                      timeout_s=settings.kafka_connect_timeout_s, **settings.kafka_options())
-    except KafkaError as error:  # an operator's setting, not a bug: one line, exit 2
-        raise SettingsError(f"COTERM_KAFKA_BOOTSTRAP={bootstrap!r}: no Kafka broker answered within "
-                            f"{settings.kafka_connect_timeout_s:g}s (COTERM_KAFKA_CONNECT_TIMEOUT_S): "
-                            f"{type(error).__name__}") from None
+    _ensure_topics(settings, bootstrap)
     outbox = OutboxProcess(settings, bootstrap, log_path).start()
     status = outbox.status
     inbox = Inbox(app)
@@ -73,23 +67,7 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
         while not stop.is_set():
             barrier.release()
             batch = consumer.poll(timeout_ms=200, max_records=500)
-            positions: dict[TopicPartition, int] = {}
-            try:
-                for tp, polled in batch.items():
-                    records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
-                    if not records:
-                        continue
-                    inbox.process(tp.topic, tp.partition, records)
-                    positions[tp] = records[-1].offset + 1
-                    progress.received += len(records)
-            except StoreUnavailable as error:
-                # The database did not answer (the library retried for a few seconds): read the
-                # batches not applied again, from where they began, once it answers. Never skip them.
-                for tp, polled in batch.items():
-                    if tp not in positions and polled:
-                        consumer.seek(tp, polled[0].offset)
-                log.warning("store.unavailable", error=str(error)[:300])
-                stop.wait(1.0)
+            positions = _apply(consumer, barrier, inbox, batch, progress, stop)
             if positions:
                 commit_positions(consumer, positions)
             now = time.monotonic()
@@ -122,6 +100,39 @@ def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, 
         consumer.close(autocommit=False)
         log.info("processor.stopped", received=progress.received, published=status.published.value)
     return 0
+
+
+def _ensure_topics(settings: Settings, bootstrap: str) -> None:
+    try:
+        ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
+                      timeout_s=settings.kafka_connect_timeout_s, **settings.kafka_options())
+    except KafkaError as error:  # an operator's setting, not a bug: one line, exit 2
+        raise SettingsError(f"COTERM_KAFKA_BOOTSTRAP={bootstrap!r}: no Kafka broker answered within "
+                            f"{settings.kafka_connect_timeout_s:g}s (COTERM_KAFKA_CONNECT_TIMEOUT_S): "
+                            f"{type(error).__name__}") from None
+
+
+def _apply(consumer: Any, barrier: BulkBarrier, inbox: Inbox, batch: dict[TopicPartition, list[Any]],
+           progress: Progress, stop: threading.Event) -> dict[TopicPartition, int]:
+    """Apply a polled batch, partition by partition; the positions to commit for what was applied."""
+    positions: dict[TopicPartition, int] = {}
+    try:
+        for tp, polled in batch.items():
+            records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
+            if not records:
+                continue
+            inbox.process(tp.topic, tp.partition, records)
+            positions[tp] = records[-1].offset + 1
+            progress.received += len(records)
+    except StoreUnavailable as error:
+        # The database did not answer (the library retried for a few seconds): read the
+        # batches not applied again, from where they began, once it answers. Never skip them.
+        for tp, polled in batch.items():
+            if tp not in positions and polled:
+                consumer.seek(tp, polled[0].offset)
+        log.warning("store.unavailable", error=str(error)[:300])
+        stop.wait(1.0)
+    return positions
 
 
 def _to_the_end(follow: Callable[..., int], most: int = 50_000) -> int:

@@ -50,7 +50,7 @@ def test_filter_open_and_cancel_a_failed_operation(browser, tmp_path: Path) -> N
         browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
         rows = wait_for(lambda: (r := browser.find_elements(By.CSS_SELECTOR, "#ops tbody tr")) and len(r) == 2 and r)
         assert all("failed" in r.get_attribute("class") for r in rows)  # highlighted
-        browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-2']").click()
+        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "tr[data-op='op-2']").click() or True)  # again if redrawn
         wait_for(lambda: browser.find_element(By.ID, "d-title").text == "Operation op-2")
         shared = wait_for(lambda: "op=op-2" in browser.current_url and browser.current_url)
         assert "status=failed" in shared  # the view is in the URL: a link shows the same

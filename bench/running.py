@@ -1,0 +1,175 @@
+"""The processes, topics and measurements `bench.pipeline` runs: the vendor simulator in its own
+process, per-run topics, a watcher of results, `coterm run` as a child, latency and RSS readings."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bench import workload
+from processor.broker import ensure_topics, free_port
+from processor.store import open_store
+
+PARTITIONS = 3
+COTERM = [sys.executable, "-m", "processor.cli"]
+
+
+class VendorSim:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([*COTERM, "vendor-sim", "--port", str(self.port)], stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()  # "listening on ..."
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Topics:
+    def __init__(self, bootstrap: str, tag: str) -> None:
+        self.bootstrap = bootstrap
+        self.orders, self.results, self.deadletter = f"orders-{tag}", f"results-{tag}", f"deadletter-{tag}"
+        ensure_topics(bootstrap, [self.orders, self.results, self.deadletter], partitions=PARTITIONS)
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024)
+        self.ends: dict[int, int] = {}
+
+    def publish(self, messages: list[workload.Message], rate: float | None = None) -> dict[str, float]:
+        """Send and wait for acks; returns the publication time (epoch s) of each transfer's later half."""
+        sent_at: dict[str, float] = {}
+        futures = []
+        started = time.monotonic()
+        for n, m in enumerate(messages):
+            if rate is not None:  # messages per second, paced
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            futures.append(self.producer.send(self.orders, key=m.key.encode(), value=m.value))
+            if m.operation_id:
+                sent_at[m.operation_id] = time.time()  # the later half overwrites the earlier one
+        self.producer.flush()
+        for f in futures:
+            meta = f.get(timeout=60)
+            self.ends[meta.partition] = max(self.ends.get(meta.partition, 0), meta.offset + 1)
+        return sent_at
+
+
+class ResultWatcher(threading.Thread):
+    """Reads the results topic as it grows: counts by type and the time of the last completion."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      fetch_max_wait_ms=50)
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_beginning(*parts)
+        self.counts: dict[str, int] = {}
+        self.last_completed_ms = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=100).values():
+                with self.lock:
+                    for r in records:
+                        kind = json.loads(r.value)["type"]
+                        self.counts[kind] = self.counts.get(kind, 0) + 1
+                        if kind == "transfer.completed":
+                            self.last_completed_ms = max(self.last_completed_ms, r.timestamp)
+        self.consumer.close()
+
+    def completed(self) -> int:
+        with self.lock:
+            return self.counts.get("transfer.completed", 0)
+
+    def wait_completed(self, n: int, timeout_s: float, alive: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.completed() < n:
+            if time.monotonic() > deadline or not alive():
+                raise RuntimeError(f"only {self.completed()} of {n} transfers completed ({self.counts})")
+            time.sleep(0.05)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process and its children (`coterm run` and its outbox process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for p in [pid, *map(int, children)]:
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return total / 1024
+
+
+# -- coterm ------------------------------------------------------------------------------------
+class Coterm:
+    def __init__(self, bootstrap: str, store: str, vendor_url: str, topics: Topics, log: Path) -> None:
+        env = {**os.environ, "COTERM_KAFKA_BOOTSTRAP": bootstrap, "COTERM_STORE": store, "COTERM_VENDOR_URL": vendor_url,
+               "COTERM_TOPIC_ORDERS": topics.orders, "COTERM_TOPIC_RESULTS": topics.results,
+               "COTERM_TOPIC_DEADLETTER": topics.deadletter, "COTERM_GROUP_ID": f"group-{topics.orders}"}
+        self.log = log.open("w")
+        self.process = subprocess.Popen([*COTERM, "run"], env=env, stderr=self.log)
+        self.app = open_store(store)
+        self.topics = topics
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_applied(self, timeout_s: float = 300) -> None:
+        """Until the store's positions reach everything published."""
+        deadline = time.monotonic() + timeout_s
+        recorder = self.app.process_recorder
+        while any((recorder.max_tracking_id(f"{self.topics.orders}:{p}") or 0) < end for p, end in self.topics.ends.items()):
+            if time.monotonic() > deadline or not self.alive():
+                raise RuntimeError(f"coterm did not apply its input in time; its log ends:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self) -> str:
+        self.log.flush()
+        return "".join(Path(self.log.name).read_text().splitlines(keepends=True)[-15:])
+
+    def events(self) -> int:
+        return self.app.process_recorder.max_notification_id() or 0
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self.app.close()
+        self.log.close()
+
+
+def pairing_latencies_ms(app: Any, sent_at: dict[str, float], after: int) -> list[float]:
+    from eventsourcing.utils import get_topic
+
+    from aggregates.transfer import Transfer
+
+    out = []
+    start = after + 1
+    while True:
+        page = app.process_recorder.select_notifications(start=start, limit=1000,
+                                                         topics=[get_topic(Transfer.VendorCallRequested)])
+        if not page:
+            return out
+        for n in page:
+            event = app.mapper.to_domain_event(n)
+            if event.operation_id in sent_at:
+                out.append((event.timestamp.timestamp() - sent_at[event.operation_id]) * 1000)
+        start = page[-1].id + 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
