@@ -30,7 +30,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -466,7 +466,7 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             results = [json.loads(r.value) for r in read_topic(broker.bootstrap, topics["results"], timeout_s=30)]
             letters = read_topic(broker.bootstrap, topics["dead"], timeout_s=10)
             _check(report, p, results, letters, vendor, store)
-            _check_pauses(report, pauses_done, vendor)
+            _check_pauses(report, pauses_done, vendor, fleet.log_dir)
         finally:
             vendor.stop()
             proxy.stop()
@@ -474,6 +474,23 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     report.wall_s = time.monotonic() - started
     return report
+
+
+def _lease_won_at(log_path: str) -> list[float]:
+    """When the processes of one slot acquired the leadership lease (their log lines)."""
+    won = []
+    try:
+        lines = open(log_path, encoding="utf-8", errors="replace").read().splitlines()  # noqa: SIM115
+    except OSError:
+        return won
+    for line in lines:
+        if '"leadership.acquired"' in line:
+            try:
+                stamp = json.loads(line)["timestamp"]
+            except (ValueError, KeyError):
+                continue
+            won.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return won
 
 
 def _until(condition: Any, since: float, timeout_s: float) -> float:
@@ -485,8 +502,10 @@ def _until(condition: Any, since: float, timeout_s: float) -> float:
     return round(time.monotonic() - since, 1)
 
 
-def _check_pauses(report: Report, pauses: list[Pause], vendor: VendorSimulator) -> None:
-    """While a leader was stopped, calls went on from another; once resumed, it sent no new call."""
+def _check_pauses(report: Report, pauses: list[Pause], vendor: VendorSimulator, log_dir: str) -> None:
+    """While a leader was stopped, calls went on from another; once resumed, it sent no new call
+    until it had won the lease again (a new epoch: e.g. when the others were being killed and
+    restarted, the lease it lost may well be free again as it wakes)."""
     requests = list(vendor.state.requests)
     for pause in pauses:
         sender = f"coterm-run/{pause.pid}"
@@ -498,11 +517,14 @@ def _check_pauses(report: Report, pauses: list[Pause], vendor: VendorSimulator) 
                 sum(1 for r in requests if took_over - 0.5 <= r["at"] <= pause.resumed_at and r["sender"] != sender))
         if not pause.leader:
             continue
-        # Within a lease's life after resuming it cannot lead again (another took the lease and
-        # renews it; faults come seconds apart): a call it had not sent before is a fencing failure.
+        won_again = min((t for t in _lease_won_at(f"{log_dir}/run-{pause.slot}.log") if t > pause.resumed_at),
+                        default=float("inf"))
+        # Before it wins the lease again it must not lead (another took the lease, or it lapsed):
+        # a call it had not sent before the pause is a fencing failure.
         before = {r["key"] for r in requests if r["sender"] == sender and r["at"] < pause.stopped_at}
         for r in requests:
-            if r["sender"] == sender and pause.resumed_at < r["at"] < pause.resumed_at + 3.0 and r["key"] not in before:
+            if r["sender"] == sender and pause.resumed_at < r["at"] < min(pause.resumed_at + 3.0, won_again) \
+                    and r["key"] not in before:
                 report.fencing_problems.append(f"{sender} sent {r['key']} {r['at'] - pause.resumed_at:.1f}s after resuming")
 
 
