@@ -1,6 +1,7 @@
 """Domain events -> read-model documents. Pure: the same events always give the same rows."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -296,36 +297,37 @@ def _dead_letter(rows: Rows, e: Any, position: int) -> None:
 
 
 BULK_EVENTS = (Bulk.Requested, Bulk.Accepted, Bulk.ScheduledDecided, Bulk.Cancelled, Bulk.CancelRefused, Bulk.Finished)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One projection handler, the table its rows live in, and the events it takes: those that
+    create a row, and those that change one (whose rows a batch reads together beforehand)."""
+
+    project: Callable[[Rows, Any, int], None]
+    table: str
+    creates: tuple[type, ...]
+    changes: tuple[type, ...]
+
+
+HANDLERS = [
+    Handler(_operation, "operations", (), (Transfer.Opened, *PROJECT_TRANSFER)),
+    Handler(_customer, "customers", (Customer.Registered,),
+            (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated, Customer.BundleJoined)),
+    Handler(_bulk, "bulks", BULK_EVENTS[:1], BULK_EVENTS[1:]),
+    Handler(_subscription, "subscriptions", (Subscription.Purchased,),
+            (Subscription.Resized, Subscription.MigratedToUsageBased, Subscription.SeatsTransferredOut,
+             Subscription.SeatsTransferredIn, Subscription.TransferHeld, Subscription.TransferReleased)),
+    Handler(_migration, "migrations", (Migration.Requested,), (Migration.Decided,)),
+    Handler(_dead_letter, "deadletters", (DeadLetter.Recorded,), (DeadLetter.Redriven,)),
+]
 PROJECTORS: dict[type, Callable[[Rows, Any, int], None]] = {
-    **{cls: _operation for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
-    **{cls: _customer for cls in (Customer.Registered, Customer.Updated, Customer.SubscriptionAdded,
-                                  Customer.BundleCreated, Customer.BundleJoined)},
-    **{cls: _bulk for cls in BULK_EVENTS},
-    **{cls: _subscription for cls in (Subscription.Purchased, Subscription.Resized, Subscription.MigratedToUsageBased,
-                                      Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn,
-                                      Subscription.TransferHeld, Subscription.TransferReleased)},
-    Migration.Requested: _migration,
-    Migration.Decided: _migration,
-    DeadLetter.Recorded: _dead_letter,
-    DeadLetter.Redriven: _dead_letter,
-}
+    cls: h.project for h in HANDLERS for cls in (*h.creates, *h.changes)}
+# Which table each changing event's row lives in, so a batch can read its rows together.
+TABLE_OF: dict[type, str] = {cls: h.table for h in HANDLERS for cls in h.changes}
 
 
 def project(rows: Rows, event: Any, position: int) -> None:
     handler = PROJECTORS.get(type(event))
     if handler is not None:
         handler(rows, event, position)
-
-
-# Which table each event's row lives in, so a batch can read its rows together.
-TABLE_OF: dict[type, str] = {
-    **{cls: "operations" for cls in (Transfer.Opened, *PROJECT_TRANSFER)},
-    **{cls: "customers" for cls in (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated,
-                                    Customer.BundleJoined)},
-    **{cls: "bulks" for cls in BULK_EVENTS[1:]},
-    **{cls: "subscriptions" for cls in (Subscription.Resized, Subscription.MigratedToUsageBased,
-                                        Subscription.SeatsTransferredOut, Subscription.SeatsTransferredIn,
-                                        Subscription.TransferHeld, Subscription.TransferReleased)},
-    Migration.Decided: "migrations",
-    DeadLetter.Redriven: "deadletters",
-}
