@@ -41,40 +41,37 @@ def _refusal(name: str, code: str) -> type[Refusal]:
 
 
 # Migration to usage-based, in contract table order.
-CustomerUnknown = _refusal("CustomerUnknown", "CUSTOMER_UNKNOWN")
-IncompleteCustomerData = _refusal("IncompleteCustomerData", "INCOMPLETE_CUSTOMER_DATA")
-ConflictingRelationship = _refusal("ConflictingRelationship", "CONFLICTING_RELATIONSHIP")
-AlreadyMigrated = _refusal("AlreadyMigrated", "ALREADY_MIGRATED")
-ProductNotSupported = _refusal("ProductNotSupported", "PRODUCT_NOT_SUPPORTED")
-CompanyManagedNotSupported = _refusal("CompanyManagedNotSupported", "COMPANY_MANAGED_NOT_SUPPORTED")
-NoSubscription = _refusal("NoSubscription", "NO_SUBSCRIPTION")
-DuplicateUsageSubscription = _refusal("DuplicateUsageSubscription", "DUPLICATE_USAGE_SUBSCRIPTION")
-NotInRenewalWindow = _refusal("NotInRenewalWindow", "NOT_IN_RENEWAL_WINDOW")
+MIGRATION_REFUSALS = (
+    CustomerUnknown := _refusal("CustomerUnknown", "CUSTOMER_UNKNOWN"),
+    IncompleteCustomerData := _refusal("IncompleteCustomerData", "INCOMPLETE_CUSTOMER_DATA"),
+    ConflictingRelationship := _refusal("ConflictingRelationship", "CONFLICTING_RELATIONSHIP"),
+    AlreadyMigrated := _refusal("AlreadyMigrated", "ALREADY_MIGRATED"),
+    ProductNotSupported := _refusal("ProductNotSupported", "PRODUCT_NOT_SUPPORTED"),
+    CompanyManagedNotSupported := _refusal("CompanyManagedNotSupported", "COMPANY_MANAGED_NOT_SUPPORTED"),
+    NoSubscription := _refusal("NoSubscription", "NO_SUBSCRIPTION"),
+    DuplicateUsageSubscription := _refusal("DuplicateUsageSubscription", "DUPLICATE_USAGE_SUBSCRIPTION"),
+    NotInRenewalWindow := _refusal("NotInRenewalWindow", "NOT_IN_RENEWAL_WINDOW"),
+)
 
 # Seat transfer, in contract table order.
-SubscriptionUnknown = _refusal("SubscriptionUnknown", "SUBSCRIPTION_UNKNOWN")
-CustomerMismatch = _refusal("CustomerMismatch", "CUSTOMER_MISMATCH")
-SeatCountMismatch = _refusal("SeatCountMismatch", "SEAT_COUNT_MISMATCH")
-InsufficientSeats = _refusal("InsufficientSeats", "INSUFFICIENT_SEATS")
-MultiResourcePlan = _refusal("MultiResourcePlan", "MULTI_RESOURCE_PLAN")
-SameDayAsPurchase = _refusal("SameDayAsPurchase", "SAME_DAY_AS_PURCHASE")
-SameDayAsUpsize = _refusal("SameDayAsUpsize", "SAME_DAY_AS_UPSIZE")
-TermLengthMismatch = _refusal("TermLengthMismatch", "TERM_LENGTH_MISMATCH")
-DuplicateHalf = _refusal("DuplicateHalf", "DUPLICATE_HALF")
-OperationClosed = _refusal("OperationClosed", "OPERATION_CLOSED")
-AlreadySent = _refusal("AlreadySent", "ALREADY_SENT")
+TRANSFER_REFUSALS = (
+    SubscriptionUnknown := _refusal("SubscriptionUnknown", "SUBSCRIPTION_UNKNOWN"),
+    CustomerMismatch := _refusal("CustomerMismatch", "CUSTOMER_MISMATCH"),
+    SeatCountMismatch := _refusal("SeatCountMismatch", "SEAT_COUNT_MISMATCH"),
+    InsufficientSeats := _refusal("InsufficientSeats", "INSUFFICIENT_SEATS"),
+    MultiResourcePlan := _refusal("MultiResourcePlan", "MULTI_RESOURCE_PLAN"),
+    SameDayAsPurchase := _refusal("SameDayAsPurchase", "SAME_DAY_AS_PURCHASE"),
+    SameDayAsUpsize := _refusal("SameDayAsUpsize", "SAME_DAY_AS_UPSIZE"),
+    TermLengthMismatch := _refusal("TermLengthMismatch", "TERM_LENGTH_MISMATCH"),
+    DuplicateHalf := _refusal("DuplicateHalf", "DUPLICATE_HALF"),
+    OperationClosed := _refusal("OperationClosed", "OPERATION_CLOSED"),
+    AlreadySent := _refusal("AlreadySent", "ALREADY_SENT"),
+)
 
 # Refusals that answer one message and leave the operation as it was (`final`: false).
-NON_FINAL_REASONS = frozenset({"DUPLICATE_HALF", "OPERATION_CLOSED", "ALREADY_SENT"})
+NON_FINAL_REASONS = frozenset(r.reason for r in (DuplicateHalf, OperationClosed, AlreadySent))
 
-MIGRATION_REASONS = (
-    "CUSTOMER_UNKNOWN", "INCOMPLETE_CUSTOMER_DATA", "CONFLICTING_RELATIONSHIP", "ALREADY_MIGRATED",
-    "PRODUCT_NOT_SUPPORTED", "COMPANY_MANAGED_NOT_SUPPORTED", "NO_SUBSCRIPTION",
-    "DUPLICATE_USAGE_SUBSCRIPTION", "NOT_IN_RENEWAL_WINDOW",
-)
-TRANSFER_REASONS = (
-    "SUBSCRIPTION_UNKNOWN", "CUSTOMER_MISMATCH", "SEAT_COUNT_MISMATCH", "INSUFFICIENT_SEATS",
-    "MULTI_RESOURCE_PLAN", "SAME_DAY_AS_PURCHASE", "SAME_DAY_AS_UPSIZE", "TERM_LENGTH_MISMATCH",
-    "DUPLICATE_HALF", "OPERATION_CLOSED", "ALREADY_SENT",
-)
+# Each code is written once, above; these lists are derived from it.
+MIGRATION_REASONS = tuple(r.reason for r in MIGRATION_REFUSALS)
+TRANSFER_REASONS = tuple(r.reason for r in TRANSFER_REFUSALS)
 FAILURE_REASONS = ("PAIRING_TIMEOUT", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE")
