@@ -33,9 +33,6 @@ class Calendar(Aggregate):
     def advance(self, today: date, message_id: str) -> None:
         self.today = today
 
-    def next_due(self) -> date | None:
-        return date.fromisoformat(min(self.due)) if self.due else None
-
     def due_by(self, on: date) -> list[str]:
         """Bulks with something due on or before `on`, each once, in the order they fell due."""
         bulks: dict[str, None] = {}

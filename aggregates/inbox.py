@@ -9,7 +9,9 @@ from aggregates.ids import aggregate_id
 
 
 class InboundMessage(Aggregate):
-    """Exists once a message's envelope parsed: a second message with its id changes nothing."""
+    """Legacy, kept so old stores replay: before `coterm_seen_messages` (aggregates/recorders.py),
+    one of these recorded each message whose envelope parsed. Nothing records new ones; the
+    table, when created, copies their ids."""
 
     @staticmethod
     def create_id(message_id: str, **_: Any) -> UUID:

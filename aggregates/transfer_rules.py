@@ -10,14 +10,14 @@ from aggregates.ids import subscription_key
 from aggregates.subscription import Subscription
 
 
-def business_date(occurred_at: str) -> date:
-    """The UTC date of an ISO timestamp with offset: the business clock."""
+def utc_date(occurred_at: str) -> date:
+    """The UTC date of an ISO timestamp with offset: a half's business date."""
     return datetime.fromisoformat(occurred_at).astimezone(timezone.utc).date()
 
 
 def transfer_date(down: dict[str, Any], up: dict[str, Any]) -> date:
     """Rules are evaluated at the later half's date."""
-    return max(business_date(down["occurred_at"]), business_date(up["occurred_at"]))
+    return max(utc_date(down["occurred_at"]), utc_date(up["occurred_at"]))
 
 
 def _inactive(sub: Subscription | None, sub_id: str, role: str, on: date) -> errors.Refusal | None:
