@@ -55,8 +55,13 @@ def check_customer(customer: Customer | None, customer_id: str, joinable: Collec
     return customer
 
 
+def window_opens(end_date: date) -> date:
+    """The first day of the renewal window of a fixed-term subscription ending on `end_date`."""
+    return end_date - timedelta(days=RENEWAL_WINDOW_DAYS)
+
+
 def renewal_window_opens(sub: Subscription) -> date:
-    return sub.end_date - timedelta(days=RENEWAL_WINDOW_DAYS)
+    return window_opens(sub.end_date)
 
 
 def product_refusals(product_id: str, catalog: Catalog, subscriptions: list[Subscription], on: date

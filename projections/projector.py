@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from aggregates.application import plain
@@ -10,6 +10,7 @@ from aggregates.bulk import Bulk
 from aggregates.customer import Customer, joined_bundle
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
+from aggregates.migration_rules import window_opens
 from aggregates.subscription import Subscription
 from aggregates.transfer import CLOSED, Transfer
 
@@ -170,7 +171,7 @@ def _customer(rows: Rows, e: Any, position: int) -> None:
 def _window_opens(doc: Doc) -> str | None:
     if doc["billing_model"] != "annual":
         return None  # monthly is never fixed-term; usage-based has no renewal
-    return (date.fromisoformat(doc["end_date"]) - timedelta(days=90)).isoformat()
+    return window_opens(date.fromisoformat(doc["end_date"])).isoformat()  # the domain's rule, not a copy
 
 
 def _subscription(rows: Rows, e: Any, position: int) -> None:
