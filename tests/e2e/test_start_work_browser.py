@@ -73,6 +73,17 @@ def _sign_in(browser: Any, url: str, page: str) -> None:
     wait_for(lambda: browser.find_element(By.ID, "who").text == "signed in as alice", what="who is signed in")
 
 
+def _showing(browser: Any, element_id: str, words: str) -> bool:
+    """Whether the element shows the words; if not, an error naming what it shows instead (so a
+    timeout says where the flow stopped)."""
+    from selenium.webdriver.common.by import By
+
+    shown = browser.find_element(By.ID, element_id).text
+    if words not in shown:
+        raise AssertionError(f"#{element_id} shows {shown[:300]!r}")
+    return True
+
+
 def _click(browser: Any, selector: str) -> None:
     """Click once the button is there and enabled; a page that renders again meanwhile is tried again."""
     from selenium.webdriver.common.by import By
@@ -142,7 +153,7 @@ def test_start_a_migration_partial_upgrades_a_bulk_and_a_redrive_from_the_dashbo
     assert not p2.is_enabled() and "PRODUCT_NOT_SUPPORTED" in p2.get_attribute("title")
     assert browser.find_element(By.ID, "mig-p-p1").is_selected()
     browser.find_element(By.ID, "mig-confirm").click()
-    wait_for(lambda: "Migrated" in browser.find_element(By.ID, "mig-status").text, 30, "the migration's result")
+    wait_for(lambda: _showing(browser, "mig-result", "Migrated"), 60, "the migration's result")
     outcome = browser.find_element(By.ID, "mig-outcome").text
     assert "c1-s1" in outcome and "KEY-c1-s1" in outcome and "key kept" in outcome
     assert "p1 KEY-c1-s1" in browser.find_element(By.ID, "mig-bundle").text
