@@ -20,19 +20,11 @@ from aggregates.migration import Migration
 from aggregates.migration_rules import MigrationDecision, decide_migration
 from aggregates.partner import Partner
 from aggregates.subscription import Subscription
-from aggregates.transfer_commands import pin_body
+from aggregates.transfer_commands import customer_of, pin_body, subscription_of
 
 
 def _catalog(uow: UnitOfWork) -> Catalog:
     return uow.get(Catalog, Catalog.create_id()) or uow.add(Catalog())
-
-
-def _subscription(uow: UnitOfWork, subscription_id: str) -> Subscription | None:
-    return uow.get(Subscription, Subscription.create_id(subscription_id))
-
-
-def _customer(uow: UnitOfWork, customer_id: str) -> Customer | None:
-    return uow.get(Customer, Customer.create_id(customer_id))
 
 
 # -- reference data -------------------------------------------------------------------------
@@ -45,7 +37,7 @@ def _partner(uow: UnitOfWork, partner_id: str) -> Partner:
 
 
 def register_customer(uow: UnitOfWork, ctx: Context, customer_id: str, **fields: Any) -> None:
-    existing = _customer(uow, customer_id)
+    existing = customer_of(uow, customer_id)
     if existing is not None:  # registered again: the newer data wins, as an update
         update_customer(uow, ctx, customer_id, fields)
         return
@@ -54,7 +46,7 @@ def register_customer(uow: UnitOfWork, ctx: Context, customer_id: str, **fields:
 
 
 def update_customer(uow: UnitOfWork, ctx: Context, customer_id: str, changes: dict[str, Any]) -> None:
-    customer = _customer(uow, customer_id)
+    customer = customer_of(uow, customer_id)
     if customer is None:
         raise errors.UnknownReference(f"customer {customer_id} was never registered")
     before = customer.partner_id
@@ -65,10 +57,10 @@ def update_customer(uow: UnitOfWork, ctx: Context, customer_id: str, changes: di
 
 
 def purchase_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, customer_id: str, **fields: Any) -> None:
-    customer = _customer(uow, customer_id)
+    customer = customer_of(uow, customer_id)
     if customer is None:
         raise errors.UnknownReference(f"customer {customer_id} was never registered")
-    if _subscription(uow, subscription_id) is not None:
+    if subscription_of(uow, subscription_id) is not None:
         raise errors.ConflictingInput(f"subscription {subscription_id} was already purchased")
     uow.add(
         Subscription(
@@ -85,7 +77,7 @@ def purchase_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, c
 
 
 def resize_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, seats: int) -> None:
-    subscription = _subscription(uow, subscription_id)
+    subscription = subscription_of(uow, subscription_id)
     if subscription is None:
         raise errors.UnknownReference(f"subscription {subscription_id} was never purchased")
     first = subscription.first_in_line()
@@ -97,8 +89,8 @@ def resize_subscription(uow: UnitOfWork, ctx: Context, subscription_id: str, sea
 # -- migration to usage-based ---------------------------------------------------------------
 def customer_holdings(uow: UnitOfWork, customer_id: str) -> tuple[Customer | None, list[Subscription]]:
     """The customer (None when unknown) and every subscription it holds: what migration rules look at."""
-    customer = _customer(uow, customer_id)
-    subscriptions = [s for s in (_subscription(uow, i) for i in (customer.subscription_ids if customer else [])) if s]
+    customer = customer_of(uow, customer_id)
+    subscriptions = [s for s in (subscription_of(uow, i) for i in (customer.subscription_ids if customer else [])) if s]
     return customer, subscriptions
 
 

@@ -9,8 +9,9 @@ from typing import Any
 from aggregates import errors
 from aggregates.application import UnitOfWork, plain
 from aggregates.calendar import CALENDAR_ID, Calendar
-from aggregates.commands import _catalog, _subscription, customer_holdings
+from aggregates.commands import _catalog, customer_holdings
 from aggregates.migration_rules import customer_refusals, product_refusals
+from aggregates.transfer_commands import subscription_of
 from aggregates.transfer_rules import transfer_refusals, vendor_request
 
 # How far ahead the first passing date is looked for: past any subscription term the rules know.
@@ -53,7 +54,7 @@ def preview_transfer(uow: UnitOfWork, source_id: str, seats: int, target: dict[s
     the upgrade half, {"kind": "new_subscription", "plan_id", "term_months" (default: the
     source's), "product_id" (default: the source's)} or {"kind": "existing_subscription",
     "subscription_id"}."""
-    source = _subscription(uow, source_id)
+    source = subscription_of(uow, source_id)
     customer_id = source.customer_id if source else "?"
     spec = dict(target)
     if spec["kind"] == "new_subscription":
@@ -61,7 +62,7 @@ def preview_transfer(uow: UnitOfWork, source_id: str, seats: int, target: dict[s
         spec.setdefault("product_id", source.product_id if source else None)
         if spec.get("term_months") is None:
             spec["term_months"] = source.term_months if source else None
-    existing = _subscription(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
+    existing = subscription_of(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
     down = {"subscription_id": source_id, "seats": seats, "customer_id": customer_id}
     up = {"seats": seats, "customer_id": customer_id, "target": spec}
 

@@ -20,11 +20,11 @@ from aggregates.transfer_rules import (
 )
 
 
-def _subscription(uow: UnitOfWork, subscription_id: str) -> Subscription | None:
+def subscription_of(uow: UnitOfWork, subscription_id: str) -> Subscription | None:
     return uow.get(Subscription, Subscription.create_id(subscription_id))
 
 
-def _customer(uow: UnitOfWork, customer_id: str) -> Customer | None:
+def customer_of(uow: UnitOfWork, customer_id: str) -> Customer | None:
     return uow.get(Customer, Customer.create_id(customer_id))
 
 
@@ -69,9 +69,9 @@ def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
     down, up = transfer.halves["downgrade"], transfer.halves["upgrade"]
     spec = up["target"]
     on = transfer_date(down, up)
-    source = _subscription(uow, down["subscription_id"])
-    target = _subscription(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
-    taken = spec["kind"] == "new_subscription" and _subscription(uow, spec["new_subscription_id"]) is not None
+    source = subscription_of(uow, down["subscription_id"])
+    target = subscription_of(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
+    taken = spec["kind"] == "new_subscription" and subscription_of(uow, spec["new_subscription_id"]) is not None
     try:
         check_transfer(down, up, source, target, taken, on)
     except errors.Refusal as refusal:
@@ -86,9 +86,9 @@ def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
 
 def _touched(uow: UnitOfWork, request: dict[str, Any]) -> tuple[Subscription | None, Subscription | None]:
     """The source and the existing target (None for a new one) a vendor request changes."""
-    source = _subscription(uow, request["source"]["subscription_id"])
+    source = subscription_of(uow, request["source"]["subscription_id"])
     spec = request["target"]
-    target = _subscription(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
+    target = subscription_of(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
     return source, target
 
 
@@ -222,11 +222,11 @@ def record_vendor_success(uow: UnitOfWork, operation_id: str, vendor_reference: 
     request, cause = transfer.vendor_request, transfer.call_cause
     transfer.complete(vendor_reference, attempts, latency_ms, cause)
     seats = request["seats"]
-    source = _subscription(uow, request["source"]["subscription_id"])
+    source = subscription_of(uow, request["source"]["subscription_id"])
     assert source is not None
     source.transfer_out(transfer.operation_id, seats, cause)
     target_id = request["target"]["subscription_id"]
-    target = _subscription(uow, target_id)
+    target = subscription_of(uow, target_id)
     if target is not None:
         target.transfer_in(transfer.operation_id, seats, cause)
     else:
@@ -248,7 +248,7 @@ def _create_cotermed_target(uow: UnitOfWork, transfer: Transfer, source: Subscri
             billing_start_date=billing_start, origin=f"transfer:{transfer.operation_id}", message_id=cause,
         )
     )
-    customer = _customer(uow, source.customer_id)
+    customer = customer_of(uow, source.customer_id)
     if customer is not None:
         customer.add_subscription(target["subscription_id"], cause)
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff
+from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff, StaffUser
 
 MAX_BODY_BYTES = 64 * 1024  # the largest body is a corrected message for a re-drive; actions hold a reason
 
@@ -30,6 +30,12 @@ def privilege_for(path: str) -> str:
     return next((privilege for pattern, privilege in WRITES if pattern.match(path)), PARTIAL_UPGRADE)
 
 
+def bearer_user(staff: Staff, request: Request) -> StaffUser | None:
+    """The staff user whose token the request carries, if any."""
+    authorization = request.headers.get("authorization", "")
+    return staff.user(authorization[7:].strip()) if authorization.lower().startswith("bearer ") else None
+
+
 def fail(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
@@ -41,10 +47,9 @@ def install(api: FastAPI, staff: Staff) -> None:
             return await call_next(request)
         write = request.method not in ("GET", "HEAD")
         if write or staff.enabled:
-            authorization = request.headers.get("authorization", "")
-            if not authorization.lower().startswith("bearer "):
+            if not request.headers.get("authorization", "").lower().startswith("bearer "):
                 return fail(401, "UNAUTHENTICATED", "send Authorization: Bearer <token> of a staff user")
-            user = staff.user(authorization[7:].strip())
+            user = bearer_user(staff, request)
             if user is None:
                 return fail(401, "UNAUTHENTICATED", "the token belongs to no staff user")
             needed = privilege_for(request.url.path)

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregates.application import Orders, UnitOfWork
 from aggregates.submission import KeyReused, Submission, derived_id, digest
-from aggregates.subscription import Subscription
 from contracts.parsing import Rejection, parse_message
 
 SOURCE = "coterm-api"  # the envelope's `source`: orders a person placed through coterm itself
@@ -150,7 +149,3 @@ def _mark_published(submission_id: Any) -> Callable[[UnitOfWork], None]:
         if found is not None and not found.published:
             found.mark_published()
     return mark
-
-
-def source_of(uow: UnitOfWork, subscription_id: str) -> Subscription | None:
-    return uow.get(Subscription, Subscription.create_id(subscription_id))

@@ -12,7 +12,7 @@ from aggregates import bulk_commands
 from aggregates.context import Context
 from contracts.fields import MAX_COUNT
 from projections.bulk_report import bulk_csv, bulk_view
-from projections.routes.context import ApiError, Ctx
+from projections.routes.context import ApiError, Ctx, Id, ProductIds
 
 router = APIRouter()
 
@@ -33,8 +33,8 @@ def list_bulks(ctx: Ctx, partner: str | None = None, status: str | None = None,
 @router.get("/api/bulk/preview", tags=["what-if"])
 def preview_bulk(
     ctx: Ctx,
-    partner: Annotated[str, Query(min_length=1, max_length=200)],
-    product: Annotated[list[str], Query(min_length=1, max_length=500, description="product_id; repeat for several")],
+    partner: Id,
+    product: ProductIds,
     customer: Annotated[list[str] | None, Query(max_length=MAX_COUNT, description="customer_id; repeat, or omit for all of the partner's")] = None,
     on: Annotated[date | None, Query(description="request date (default: today, the date an order placed now carries)")] = None,
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from prometheus_client import CollectorRegistry
 
 from aggregates.application import Orders
@@ -59,3 +59,7 @@ def _user(request: Request) -> str:
 
 Ctx = Annotated[Api, Depends(_api)]
 User = Annotated[str, Depends(_user)]
+
+# Query parameters the what-ifs share.
+Id = Annotated[str, Query(min_length=1, max_length=200)]
+ProductIds = Annotated[list[str], Query(min_length=1, max_length=500, description="product_id; repeat for several")]

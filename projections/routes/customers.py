@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from contracts.fields import MAX_COUNT
-from projections.routes.context import ApiError, Ctx
+from projections.auth import bearer_user
+from projections.routes.context import ApiError, Ctx, Id, ProductIds
 
 router = APIRouter()
 
@@ -15,8 +16,7 @@ router = APIRouter()
 @router.get("/api/me", tags=["start work"])
 def me(ctx: Ctx, request: Request) -> dict[str, Any]:
     """Who the token belongs to and what they may do; whether orders can be placed now, and if not, why."""
-    authorization = request.headers.get("authorization", "")
-    user = ctx.staff.user(authorization[7:].strip()) if authorization.lower().startswith("bearer ") else None
+    user = bearer_user(ctx.staff, request)  # also without a staff file, where reads pass unchecked
     why_not = ctx.orders.unavailable()
     return {"user": user.name if user else None,
             "privileges": sorted(ctx.staff.privileges(user)) if user else [],
@@ -69,8 +69,8 @@ def preview_transfer(
 @router.get("/api/migrations/preview", tags=["what-if"])
 def preview_migration(
     ctx: Ctx,
-    customer: Annotated[str, Query(min_length=1, max_length=200)],
-    product: Annotated[list[str], Query(min_length=1, max_length=500, description="product_id; repeat for several")],
+    customer: Id,
+    product: ProductIds,
     on: Annotated[date | None, Query(description="request date (default: the business date coterm reached)")] = None,
 ) -> dict[str, Any]:
     """Per product, what a migration request would decide on that date, recording nothing."""

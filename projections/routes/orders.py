@@ -20,6 +20,7 @@ from aggregates.bulk import Bulk
 from aggregates.inbox import recorded_dead_letter
 from aggregates.redrive import message_for, new_message_id, redrive
 from aggregates.submission import KeyReused
+from aggregates.transfer_commands import subscription_of
 from projections.routes.context import Api, ApiError, Ctx, User
 from projections.submit import (
     BadOrder,
@@ -31,7 +32,6 @@ from projections.submit import (
     checked,
     envelope,
     place,
-    source_of,
 )
 
 
@@ -100,7 +100,7 @@ def request_transfer(ctx: Ctx, by: User, order: Annotated[TransferOrder, Body()]
     """A partial upgrade: move `seats` of a subscription into a new co-termed one or an existing
     one. Places the two orders the upgrade tool places, a `transfer.downgrade_ordered` and a
     `transfer.upgrade_ordered` sharing a new `operation_id`, as two messages."""
-    source = source_of(ctx.app.unit_of_work(), order.subscription_id)
+    source = subscription_of(ctx.app.unit_of_work(), order.subscription_id)
     customer_id = order.customer_id or (source.customer_id if source is not None else None)
     if customer_id is None:
         raise ApiError(400, "INVALID_ORDER", f"subscription {order.subscription_id} is unknown: give customer_id")
