@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from aggregates.bulk import Bulk
-from processor.inbox import Inbox
+from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
 from processor.store import open_store
 

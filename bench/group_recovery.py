@@ -26,7 +26,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from processor.broker import BundledBroker, ensure_topics
+from processor.dev.broker import BundledBroker
+from processor.kafka_io import ensure_topics
 
 PARTITIONS = 6
 PAUSE_S = 12.0

@@ -15,7 +15,7 @@ from collections import namedtuple
 from collections.abc import Sequence
 
 from bench import workload
-from processor.inbox import Inbox
+from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
 from processor.store import open_store
 from tests.hostile import stream

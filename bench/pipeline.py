@@ -41,7 +41,7 @@ from bench.running import (
     peak_rss_mb,
     percentile,
 )
-from processor.broker import BundledBroker
+from processor.dev.broker import BundledBroker
 from processor.store import open_store
 
 

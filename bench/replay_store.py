@@ -5,7 +5,7 @@ from collections import namedtuple
 
 from aggregates import transfer_commands
 from bench import workload
-from processor.inbox import Inbox
+from processor.consume.inbox import Inbox
 from processor.store import open_store
 
 Record = namedtuple("Record", "offset value")

@@ -16,11 +16,12 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench import workload
-from processor.broker import ensure_topics, free_port
+from processor.dev.broker import free_port
+from processor.kafka_io import ensure_topics
 from processor.store import open_store
 
 PARTITIONS = 3
-COTERM = [sys.executable, "-m", "processor.cli"]
+COTERM = [sys.executable, "-m", "processor.cli.coterm"]
 
 
 class VendorSim:

@@ -16,10 +16,10 @@ from collections import namedtuple
 from typing import Any
 
 from contracts.parsing import parse_message
-from processor.demo_stream import build_stream
-from processor.inbox import Inbox
-from processor.outbox import Outbox
-from processor.results import Outbound
+from processor.consume.inbox import Inbox
+from processor.dev.demo_stream import build_stream
+from processor.outbox.dispatch import Outbox
+from processor.outbox.results import Outbound
 from processor.store import open_store
 
 Record = namedtuple("Record", "offset value")

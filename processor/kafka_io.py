@@ -1,4 +1,4 @@
-"""kafka-python wiring: the consumer that resumes from the store, and the outbound publisher."""
+"""kafka-python wiring: the consumer that resumes from the store, the outbound publisher, and the topics."""
 
 import base64
 import json
@@ -10,12 +10,16 @@ from typing import Any
 import structlog
 from kafka import (
     ConsumerRebalanceListener,
+    KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
     TopicPartition,
 )
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
 
-from processor.results import Outbound
+from processor.outbox.results import Outbound
 
 log = structlog.get_logger("coterm.kafka")
 
@@ -142,9 +146,36 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]
 
 def commit_positions(consumer: KafkaConsumer, positions: dict[Any, int]) -> None:
     """Mirror the store's positions to Kafka for lag dashboards; best effort, never the truth."""
-    from kafka.structs import OffsetAndMetadata
 
     try:
         consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()})
     except Exception as error:  # noqa: BLE001 - a failed mirror must not stop processing
         log.warning("kafka.commit_failed", error=str(error))
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeout_s: float = 30.0,
+                  **options: Any) -> None:
+    """Create missing topics; safe to call from several processes at once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            left_ms = max(1000, int((deadline - time.monotonic()) * 1000))
+            admin = KafkaAdminClient(**options, bootstrap_servers=bootstrap, client_id="coterm-admin",
+                                     request_timeout_ms=10_000, bootstrap_timeout_ms=left_ms)
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        # Every topic takes messages up to the size the publisher sends (a dead letter of a 1 MiB input).
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                            topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}) for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -5,15 +5,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+import psycopg
+from psycopg import sql
 
 from aggregates.application import Orders
 from processor.settings import SettingsError, store_problem
 from projections.projection import read_models
-
-if TYPE_CHECKING:
-    import psycopg
 
 
 def store_env(store: str) -> dict[str, str]:
@@ -100,12 +100,10 @@ def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
 
 
 def connect_postgres(env: dict[str, str], connect_timeout: int = 10,
-                     tcp_timeout_ms: int | None = None) -> "psycopg.Connection[Any]":
+                     tcp_timeout_ms: int | None = None) -> psycopg.Connection[Any]:
     """An autocommit connection to the database the store env names (outside the library's pool).
     `tcp_timeout_ms`: a statement on a database that stopped answering fails after about this long
     instead of waiting for the operating system to give up (minutes)."""
-    import psycopg
-
     timeouts: dict[str, Any] = {}
     if tcp_timeout_ms is not None:
         timeouts = {"tcp_user_timeout": tcp_timeout_ms, "keepalives": 1, "keepalives_idle": 1,
@@ -119,8 +117,6 @@ def connect_postgres(env: dict[str, str], connect_timeout: int = 10,
 
 
 def _create_schema(env: dict[str, str]) -> None:
-    from psycopg import sql
-
     with connect_postgres(env) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from processor.broker import BundledBroker
-from processor.vendor_sim import VendorSimulator
+from processor.dev.broker import BundledBroker
+from processor.dev.vendor_sim import VendorSimulator
 from tests import backend
 from tests.harness import Scenario
 

@@ -10,9 +10,8 @@ from typing import Any
 from kafka import KafkaProducer
 
 from aggregates.application import Orders
-from processor.broker import ensure_topics
-from processor.kafka_io import read_topic
-from processor.runner import run
+from processor.consume.runner import run
+from processor.kafka_io import ensure_topics, read_topic
 from processor.settings import Settings
 from processor.store import open_store
 

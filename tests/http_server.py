@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from aggregates.application import Orders
-from processor.broker import free_port
+from processor.dev.broker import free_port
 from projections.api import create_app
 from projections.staff import Staff
 

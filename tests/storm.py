@@ -37,10 +37,10 @@ import psycopg
 from kafka import KafkaProducer
 
 from aggregates.bulk import bulk_request_id
-from processor.broker import BundledBroker, ensure_topics, free_port
-from processor.kafka_io import read_topic
+from processor.dev.broker import BundledBroker, free_port
+from processor.dev.vendor_sim import VendorSimulator
+from processor.kafka_io import ensure_topics, read_topic
 from processor.store import open_store
-from processor.vendor_sim import VendorSimulator
 
 POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6
@@ -212,7 +212,7 @@ class Processors:
     def start(self, slot: int) -> None:
         log = open(f"{self.log_dir}/run-{slot}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[slot] = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--metrics-port", str(self.ports[slot])],
+            [sys.executable, "-m", "processor.cli.coterm", "run", "--metrics-port", str(self.ports[slot])],
             env={**os.environ, **self.env}, stdout=log, stderr=log)
         self.starts += 1
 
@@ -370,7 +370,7 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     spread among them, and a database outage of `outage_s` half way through."""
     import tempfile
 
-    from processor.vendor_sim import Faults
+    from processor.dev.vendor_sim import Faults
     from tests.tcp_proxy import TcpProxy
 
     report = Report(transfers=transfers, migrations=migrations, outage_s=outage_s)

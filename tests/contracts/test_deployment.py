@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processor.cli import build_parser
+from processor.cli.coterm import build_parser
 from projections.staff import Staff
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from processor.broker import BundledBroker
-from processor.vendor_sim import VendorSimulator
+from processor.dev.broker import BundledBroker
+from processor.dev.vendor_sim import VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
 
-COTERM = [sys.executable, "-m", "processor.cli"]
+COTERM = [sys.executable, "-m", "processor.cli.coterm"]
 ROOT = str(Path(__file__).resolve().parents[2])
 
 

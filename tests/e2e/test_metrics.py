@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from processor.broker import BundledBroker, free_port
-from processor.vendor_sim import VendorSimulator
+from processor.dev.broker import BundledBroker, free_port
+from processor.dev.vendor_sim import VendorSimulator
 from tests.e2e.test_cli import COTERM
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
 from tests.waiting import wait_for

@@ -4,9 +4,9 @@ and docs/contract.md documents every message type the JSON Schemas describe."""
 import json
 from pathlib import Path
 
-from processor.broker import BundledBroker
+from processor.dev.broker import BundledBroker
+from processor.dev.vendor_sim import VendorSimulator
 from processor.kafka_io import read_topic
-from processor.vendor_sim import VendorSimulator
 from tests.e2e.test_cli import coterm
 from tests.harness import Scenario, downgrade, envelope, seed_reference_data, upgrade
 

@@ -4,8 +4,8 @@ who and why, optionally corrected), and the re-driven messages are processed lik
 import json
 from pathlib import Path
 
-from processor.broker import BundledBroker
-from processor.vendor_sim import VendorSimulator
+from processor.dev.broker import BundledBroker
+from processor.dev.vendor_sim import VendorSimulator
 from tests.e2e.test_cli import coterm
 from tests.harness import Scenario, seed_reference_data
 from tests.http_server import call, serving

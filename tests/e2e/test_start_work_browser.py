@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from processor.consume.runner import run
 from processor.kafka_io import read_topic
 from processor.orders_out import KafkaOrders
-from processor.runner import run
 from projections.staff import Staff
 from tests.harness import Scenario, seed_reference_data
 from tests.http_server import call, serving

@@ -16,7 +16,7 @@ import urllib.request
 import venv
 from pathlib import Path
 
-from processor.broker import free_port
+from processor.dev.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,14 +46,14 @@ def test_the_installed_wheel_serves_the_dashboard_docs_and_schemas(tmp_path: Pat
 
     where = subprocess.run([str(python), "-c", "import projections, contracts; print(projections.__file__)"], **run)
     assert where.stdout.startswith(target), where.stdout + where.stderr  # coterm comes from the wheel
-    version = subprocess.run([str(python), "-m", "processor.cli", "--version"], **run)
+    version = subprocess.run([str(python), "-m", "processor.cli.coterm", "--version"], **run)
     assert version.returncode == 0 and version.stdout.startswith("coterm ")
     schemas = subprocess.run([str(python), "-c", "from contracts.schemas import SCHEMA_DIR; "
                               "print(len(list(SCHEMA_DIR.glob('*.json'))))"], **run)
     assert schemas.returncode == 0 and int(schemas.stdout) >= 20, schemas.stderr
 
     port = free_port()
-    server = subprocess.Popen([str(python), "-m", "processor.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+    server = subprocess.Popen([str(python), "-m", "processor.cli.coterm", "serve", "--port", str(port)], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

@@ -6,9 +6,9 @@ import psycopg
 import pytest
 
 from aggregates.application import Orders
-from processor.broker import BundledBroker
+from processor.dev.broker import BundledBroker
+from processor.dev.vendor_sim import VendorSimulator
 from processor.store import open_store
-from processor.vendor_sim import VendorSimulator
 from tests.harness import POSTGRES_URL, Scenario
 
 

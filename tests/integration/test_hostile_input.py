@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from aggregates.inbox import DeadLetter
 from contracts.outbound import DeadLetterReason
 from contracts.parsing import parse_message
-from processor.inbox import Inbox
+from processor.consume.inbox import Inbox
+from processor.dev.vendor_sim import VendorSimulator
 from processor.log_setup import configure_logging
 from processor.store import open_store
-from processor.vendor_sim import VendorSimulator
 from projections.projection import Projection
 from projections.staff import Staff
 from tests import seed
@@ -200,7 +200,7 @@ def test_oversized_and_deeply_nested_bodies_are_refused(api: str) -> None:
 
 def test_a_dead_letter_too_big_for_kafka_goes_out_without_its_bytes_rather_than_blocking() -> None:
     from processor.kafka_io import MAX_MESSAGE_BYTES, fit
-    from processor.results import Outbound
+    from processor.outbox.results import Outbound
 
     letter = {"reason": "INVALID_PAYLOAD", "error": "name: too long", "topic": "t", "partition": 0, "offset": 1,
               "original": base64.b64encode(b"a" * MAX_MESSAGE_BYTES).decode()}
@@ -216,7 +216,7 @@ def test_an_event_with_a_non_uuid_cause_is_still_published_with_a_stable_causati
     # Found by the outage test: a retry recorded with action id "retry-x" crash-looped the outbox.
     from uuid import UUID
 
-    from processor.results import _cause
+    from processor.outbox.results import _cause
 
     assert _cause("6f1c8c3e-1b7a-4c57-9d43-0a0a0a0a0a0a") == UUID("6f1c8c3e-1b7a-4c57-9d43-0a0a0a0a0a0a")
     assert _cause("retry-x") == _cause("retry-x") != _cause("retry-y")

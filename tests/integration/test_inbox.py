@@ -4,8 +4,8 @@ import json
 from collections import namedtuple
 from datetime import datetime, timezone
 
-from processor import translate
-from processor.inbox import Inbox
+from processor.consume import translate
+from processor.consume.inbox import Inbox
 from tests.harness import envelope
 
 Record = namedtuple("Record", "offset value")  # what the inbox reads of a kafka-python ConsumerRecord

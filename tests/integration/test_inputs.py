@@ -6,7 +6,7 @@ import json
 import pytest
 
 from aggregates.application import Orders
-from processor.vendor_sim import VendorSimulator
+from processor.dev.vendor_sim import VendorSimulator
 from tests.harness import Scenario, downgrade, envelope, seed_reference_data, upgrade
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from aggregates.recorders import Fenced
-from processor.leadership import Leadership
+from processor.outbox.leadership import Leadership
 from processor.store import open_store, store_env
 from tests.integration.conftest import postgres_store
 from tests.waiting import seconds_until

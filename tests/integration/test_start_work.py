@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aggregates import commands
-from processor.broker import free_port
+from processor.dev.broker import free_port
 from processor.kafka_io import read_topic
 from processor.orders_out import KafkaOrders
 from processor.settings import Settings

@@ -2,7 +2,7 @@
 
 import pytest
 
-from processor.vendor_sim import VendorSimulator
+from processor.dev.vendor_sim import VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
 
 
@@ -130,7 +130,7 @@ def test_orphan_half_expires(scenario: Scenario) -> None:
 def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Scenario, vendor: VendorSimulator) -> None:
     import threading
 
-    from processor.runner import run
+    from processor.consume.runner import run
     from processor.store import open_store
 
     seed_reference_data(scenario)

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from aggregates.transfer import Transfer
-from processor.broker import free_port
-from processor.vendor_sim import Faults, VendorSimulator
+from processor.dev.broker import free_port
+from processor.dev.vendor_sim import Faults, VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
@@ -72,7 +72,7 @@ def test_unavailable_vendor_parks_the_operation_and_a_cancel_ends_it(scenario: S
 def test_killed_between_pairing_and_vendor_call_sends_once_after_restart(scenario: Scenario, vendor: VendorSimulator) -> None:
     pair(scenario, "crash")
     env = {**os.environ, **scenario.env(), "COTERM_VENDOR_URL": f"http://127.0.0.1:{free_port()}"}  # nobody listens
-    proc = subprocess.Popen([sys.executable, "-m", "processor.cli", "run"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "processor.cli.coterm", "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_until_requested(scenario, "crash", timeout_s=60)

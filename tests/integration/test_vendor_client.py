@@ -1,8 +1,8 @@
 """The vendor client against the simulator over real HTTP: keys, 409s, 4xx, 5xx, refused connections."""
 
-from processor.broker import free_port
-from processor.vendor_client import VendorClient
-from processor.vendor_sim import Faults, VendorSimulator
+from processor.dev.broker import free_port
+from processor.dev.vendor_sim import Faults, VendorSimulator
+from processor.outbox.vendor_client import VendorClient
 
 REQUEST = {"operation_id": "op-1", "customer_id": "c",
            "source": {"subscription_id": "s", "seats_before": 10, "seats_after": 7},

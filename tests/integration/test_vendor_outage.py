@@ -16,7 +16,7 @@ import pytest
 
 from aggregates import transfer_commands
 from aggregates.transfer import Transfer
-from processor.vendor_sim import Faults, VendorSimulator
+from processor.dev.vendor_sim import Faults, VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
 from tests.waiting import wait_for
 

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 from kafka import TopicPartition
 
-from processor.bulk_barrier import BulkBarrier
+from processor.consume.bulk_barrier import BulkBarrier
 
 Record = namedtuple("Record", "offset value")
 P0, P1, P2 = (TopicPartition("orders", p) for p in range(3))

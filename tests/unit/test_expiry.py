@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from processor.outbox import Outbox
-from processor.topic_ends import Ends
+from processor.outbox.dispatch import Outbox
+from processor.outbox.topic_ends import Ends
 from tests.world import World, new_target
 
 TIMEOUT_S = 900.0

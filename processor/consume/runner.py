@@ -13,17 +13,17 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from aggregates.application import Orders
-from processor.broker import ensure_topics
-from processor.bulk_barrier import BulkBarrier
-from processor.inbox import Inbox
+from processor.consume.bulk_barrier import BulkBarrier
+from processor.consume.inbox import Inbox
 from processor.kafka_io import (
     ResumeFromStore,
     caught_up,
     commit_positions,
+    ensure_topics,
     lag,
     make_consumer,
 )
-from processor.outbox_process import OutboxProcess, SharedStatus
+from processor.outbox.process import OutboxProcess, SharedStatus
 from processor.settings import Settings, SettingsError
 
 log = structlog.get_logger("coterm.runner")

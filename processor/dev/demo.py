@@ -1,6 +1,7 @@
 """`coterm demo`: bundled broker, fresh SQLite store and vendor simulator, end to end."""
 
 import json
+import secrets
 import shutil
 import sys
 import threading
@@ -10,11 +11,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from kafka import KafkaProducer
 
 from aggregates.bulk import bulk_request_id
-from processor.broker import BundledBroker, ensure_topics
-from processor.demo_stream import (
+from processor.consume.inbox import Inbox
+from processor.consume.runner import Progress, run
+from processor.dev.broker import BundledBroker
+from processor.dev.demo_stream import (
     BULKS,
     LATER_DAYS,
     RETIRED_PLAN,
@@ -22,15 +26,16 @@ from processor.demo_stream import (
     Message,
     build_stream,
 )
-from processor.inbox import Inbox
-from processor.kafka_io import read_topic
+from processor.dev.vendor_sim import Faults, VendorSimulator
+from processor.kafka_io import ensure_topics, read_topic
 from processor.log_setup import configure_logging
-from processor.outbox_process import SharedStatus
-from processor.runner import Progress, run
+from processor.orders_out import KafkaOrders
+from processor.outbox.process import SharedStatus
 from processor.settings import Settings
 from processor.store import open_store
-from processor.vendor_sim import Faults, VendorSimulator
+from projections.api import create_app
 from projections.projection import Projection
+from projections.staff import Staff, hash_token
 
 DEMO_DIR = Path("var/demo")
 PAIRING_TIMEOUT_S = 5.0  # short, so the demo's orphan half expires while you watch
@@ -104,14 +109,6 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
 def _serve_live(settings: Settings, store: str, host: str, port: int) -> None:
     """The dashboard over the demo's store, with orders placed from it going to the demo's broker,
     decided by the demo's processor and sent to its vendor simulator; until Ctrl-C."""
-    import secrets
-
-    import uvicorn
-
-    from processor.orders_out import KafkaOrders
-    from projections.api import create_app
-    from projections.staff import Staff, hash_token
-
     token = secrets.token_urlsafe(18)  # a fresh one each run; the file holds only its hash
     staff_file = DEMO_DIR / "staff.json"
     staff_file.write_text(json.dumps({"users": [{"name": "demo-admin", "token_sha256": hash_token(token),

@@ -23,7 +23,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from processor.inbox import position_name
+from processor.consume.inbox import position_name
 
 
 @dataclass(frozen=True)

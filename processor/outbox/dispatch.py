@@ -25,9 +25,9 @@ from aggregates.application import Orders
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from processor.metrics import VendorStats
-from processor.results import OUTBOUND, Outbound, outbound_of
-from processor.topic_ends import Ends, Measurements
-from processor.vendor_client import Stopped, VendorClient, VendorOutcome
+from processor.outbox.results import OUTBOUND, Outbound, outbound_of
+from processor.outbox.topic_ends import Ends, Measurements
+from processor.outbox.vendor_client import Stopped, VendorClient, VendorOutcome
 
 log = structlog.get_logger("coterm.outbox")
 

@@ -8,6 +8,7 @@ the faults at run time.
 
 import json
 import random
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -182,7 +183,6 @@ class VendorSimulator(ThreadingHTTPServer):
         self.server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
 
         if isinstance(sys.exc_info()[1], ConnectionError):
             return  # a client that died or hung up mid-request (a killed processor): nothing to report

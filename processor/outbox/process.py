@@ -24,15 +24,16 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
-from processor.inbox import utc_now
+from processor.consume.inbox import utc_now
 from processor.kafka_io import KafkaPublisher
-from processor.leadership import Leadership
+from processor.log_setup import configure_logging
 from processor.metrics import VENDOR_SLOTS, VendorStats
-from processor.outbox import Outbox
+from processor.outbox.dispatch import Outbox
+from processor.outbox.leadership import Leadership
+from processor.outbox.topic_ends import TopicEnds, store_positions
+from processor.outbox.vendor_client import VendorClient
 from processor.settings import Settings
 from processor.store import open_store, store_env
-from processor.topic_ends import TopicEnds, store_positions
-from processor.vendor_client import VendorClient
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
@@ -134,8 +135,6 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from processor.log_setup import configure_logging
-
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
     _follow(settings, bootstrap, status, parent_pid)
 

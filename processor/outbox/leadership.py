@@ -29,6 +29,7 @@ import time
 import uuid
 from typing import Any
 
+import psycopg
 import structlog
 
 from aggregates.recorders import LEASES, Fence
@@ -116,8 +117,6 @@ class Leadership:
 
     def _watch_writers(self) -> None:
         """A failure here (say, a role that may not end other sessions) must not cost the lease."""
-        import psycopg
-
         if self._conn is None:
             return
         try:

@@ -16,7 +16,7 @@ from aggregates import commands, errors
 from aggregates.application import Orders, UnitOfWork
 from aggregates.inbox import DeadLetter
 from contracts.parsing import Inbound, Rejection, parse_message
-from processor import translate
+from processor.consume import translate
 
 log = structlog.get_logger("coterm.inbox")
 MAX_ATTEMPTS = 20  # for a single message; a batch splits in halves after its second conflict

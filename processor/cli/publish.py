@@ -11,6 +11,9 @@ from typing import Any
 
 from processor.settings import Settings, SettingsError
 
+# Each command imports what it needs inside itself: the store, Kafka and the web stack cost
+# about 0.7 s to import, and `coterm --help`, `--version` and a mistyped command answer in 0.15 s.
+
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
