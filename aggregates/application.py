@@ -13,57 +13,30 @@ from eventsourcing.application import (
     ProcessingEvent,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import (
-    IntegrityError,
-    JSONTranscoder,
-    ProcessRecorder,
-    Tracking,
-    Transcoding,
-)
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates.calendar import Calendar
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
 from aggregates.partner import Partner
-from aggregates.recorders import RECORDERS, POPOSeenRecorder
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
+from storage.application import StoredApplication
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
-
-
-# A transfer that ended leaves the cache: in the normal course nothing more happens to it, and
-# the room is better spent on the operations still open (a late message reloads it).
-_LEAVE_CACHE = frozenset(get_topic(c) for c in (Transfer.Completed, Transfer.Rejected, Transfer.Failed,
-                                                 Transfer.Expired, Transfer.Cancelled))
 
 
 class KeptConflicting(RuntimeError):
     """Other writers changed the same aggregates on every attempt."""
 
 
-class DateAsISO(Transcoding):
-    type = date
-    name = "date_iso"
-
-    def encode(self, obj: date) -> str:
-        return obj.isoformat()
-
-    def decode(self, data: str) -> date:
-        return date.fromisoformat(data)
-
-
-class Orders(Application):
+class Orders(StoredApplication):
     """All of coterm's history in one notification log, so read models and the outbox follow one sequence."""
 
     name = "coterm"
-    # A cache of reconstructed aggregates, not fast-forwarded on every get (one query per
-    # aggregate) but in bulk: each unit of work first reads the log written since the last one
-    # (by any process: other processors, the outbox process, staff actions in `coterm serve`)
-    # and applies those events to the cached aggregates they belong to. A write from a stale
-    # aggregate would fail its version check anyway; this keeps reads current.
+    # The cache (`StoredApplication`) is refreshed from the log at the start of each unit of work.
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
     env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n",
@@ -71,65 +44,9 @@ class Orders(Application):
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100, Partner: 100,  # type: ignore[dict-item]
                               Calendar: 100}
-
-    def construct_recorder(self) -> ProcessRecorder:
-        # A process recorder stores Kafka positions (tracking records) atomically with events;
-        # ours also stores the ids of the messages seen, in the same transaction.
-        module = self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo")
-        if module == "eventsourcing.popo":  # its factory takes no recorder topic
-            return POPOSeenRecorder()
-        recorder_class = RECORDERS.get(module)
-        if recorder_class is not None:
-            self.factory.env[self.factory.PROCESS_RECORDER_TOPIC] = get_topic(recorder_class)
-        return self.factory.process_recorder()
-
-    def refresh_cache(self, page: int = 5000) -> None:
-        """Bring cached aggregates up to date with what was recorded since the last look, in
-        bulk: one read of the log, decoding only the events of aggregates held in the cache."""
-        cache = self.repository.cache
-        if cache is None or self.repository.fastforward:
-            return
-        position = getattr(self, "_cache_position", None)
-        if position is None:  # the cache is empty: whatever it loads from now on is current
-            self._cache_position = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
-            return
-        while True:
-            notifications = self.process_recorder.select_notifications(start=position + 1, limit=page)
-            for n in notifications:
-                self.fast_forward_cached(n)
-            if notifications:
-                position = self._cache_position = notifications[-1].id
-            if len(notifications) < page:
-                return
-
-    def fast_forward_cached(self, notification: Any, event: Any = None) -> None:
-        """Apply one recorded event to its aggregate if cached one version behind; evict it if
-        further behind, or once the event ended a transfer (`_LEAVE_CACHE`). `event`: the
-        notification already decoded, when the caller has it."""
-        cache = self.repository.cache
-        assert cache is not None
-        try:
-            cached = cache.get(notification.originator_id)
-        except KeyError:
-            return
-        if cached.version == notification.originator_version - 1:
-            (event or self.mapper.to_domain_event(notification)).mutate(cached)
-        if cached.version < notification.originator_version or notification.topic in _LEAVE_CACHE:
-            cache.get(notification.originator_id, evict=True)
-
-    def seen(self, message_ids: "list[str]") -> set[str]:
-        """Which of these inbound message ids were recorded already."""
-        return self.recorder.seen(message_ids) if message_ids else set()  # type: ignore[attr-defined]
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        transcoder.register(DateAsISO())
-
-    @property
-    def process_recorder(self) -> ProcessRecorder:
-        recorder = self.recorder
-        assert isinstance(recorder, ProcessRecorder)
-        return recorder
+    # A transfer that ended leaves the cache: the room is better spent on the operations still open.
+    leave_cache = frozenset(get_topic(c) for c in (Transfer.Completed, Transfer.Rejected, Transfer.Failed,
+                                                   Transfer.Expired, Transfer.Cancelled))
 
     def unit_of_work(self) -> "UnitOfWork":
         self.refresh_cache()
@@ -138,7 +55,7 @@ class Orders(Application):
     def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5, fence: Any = None) -> T:
         """Run `change` on fresh state and commit it; when another writer got there first
         (a version conflict), look again. Exceptions from `change` pass through uncommitted.
-        `fence`: a lease the transaction must find still held (`recorders.Fence`), or it records nothing."""
+        `fence`: a lease the transaction must find still held (`storage.recorders.Fence`), or it records nothing."""
         for attempt in range(attempts):
             uow = self.unit_of_work()
             try:

@@ -18,6 +18,7 @@ Starts the bundled broker and the vendor simulator (its own process), then:
 import argparse
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.domain import Aggregate
 from kafka import KafkaConsumer, TopicPartition
 
 from bench import workload
+from bench.replay_store import build_store
 from bench.running import (
     COTERM,
     PARTITIONS,
@@ -109,8 +112,6 @@ def bench_naive(args: argparse.Namespace, broker: BundledBroker, vendor: VendorS
     process = subprocess.Popen([sys.executable, "-m", "bench.naive", broker.bootstrap, str(tmp / "naive.sqlite"),
                                 vendor.url, topics.orders, topics.results])
     try:
-        import sqlite3
-
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         deadline = time.monotonic() + 300
         while True:  # until the baseline applied the reference data
@@ -149,8 +150,6 @@ def consume_rate(bootstrap: str, topic: str) -> float:
 
 
 def append_rate(store: str, total: int = 20_000, per_save: int = 100) -> float:
-    from eventsourcing.domain import Aggregate
-
     class Probe(Aggregate):
         def __init__(self, n: int) -> None:
             self.n = n
@@ -165,8 +164,6 @@ def append_rate(store: str, total: int = 20_000, per_save: int = 100) -> float:
 
 
 def bench_replay(args: argparse.Namespace, tmp: Path, f: Figures) -> None:
-    from bench.replay_store import build_store
-
     store = str(tmp / "replay.sqlite")
     events = build_store(store, args.replay_events)
     out = subprocess.run([*COTERM, "replay"], env={**os.environ, "COTERM_STORE": store}, capture_output=True,

@@ -1,11 +1,13 @@
 """A store of many events for the replay figure, written in-process (no broker, no HTTP):
 the benchmark's workload through the real inbox, each vendor call recorded as a success."""
 
+import io
 from collections import namedtuple
 
 from aggregates import transfer_commands
 from bench import workload
 from processor.consume.inbox import Inbox
+from processor.log_setup import configure_logging
 from processor.store import open_store
 
 Record = namedtuple("Record", "offset value")
@@ -13,10 +15,6 @@ Record = namedtuple("Record", "offset value")
 
 def build_store(store: str, events: int, batch: int = 500) -> int:
     """Grow the store until it holds at least `events` events; returns how many it holds."""
-    import io
-
-    from processor.log_setup import configure_logging
-
     configure_logging(io.StringIO())  # the inbox's lines, rendered as in production, kept off the terminal
     app = open_store(store)
     inbox = Inbox(app)

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.utils import get_topic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from aggregates.transfer import Transfer
 from bench import workload
 from processor.dev.broker import free_port
 from processor.kafka_io import ensure_topics
@@ -151,10 +153,6 @@ class Coterm:
 
 
 def pairing_latencies_ms(app: Any, sent_at: dict[str, float], after: int) -> list[float]:
-    from eventsourcing.utils import get_topic
-
-    from aggregates.transfer import Transfer
-
     out = []
     start = after + 1
     while True:

@@ -8,16 +8,19 @@ so the store is what is measured). Peak memory is reported by tracemalloc.
 """
 
 import argparse
+import io
 import tempfile
 import time
 import tracemalloc
 import uuid
 from collections import namedtuple
+from datetime import datetime, timezone
 from typing import Any
 
 from contracts.parsing import parse_message
 from processor.consume.inbox import Inbox
 from processor.dev.demo_stream import build_stream
+from processor.log_setup import configure_logging
 from processor.outbox.dispatch import Outbox
 from processor.outbox.results import Outbound
 from processor.store import open_store
@@ -66,16 +69,10 @@ def bench_store(store: str, recs: list[Record], batch: int = 500) -> dict[str, A
 
 
 def time_now() -> Any:
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc)
 
 
 def main() -> None:
-    import io
-
-    from processor.log_setup import configure_logging
-
     configure_logging(io.StringIO())  # JSON lines rendered as in production, kept off the terminal
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=300)

@@ -32,8 +32,8 @@ from typing import Any
 import psycopg
 import structlog
 
-from aggregates.recorders import LEASES, Fence
 from processor.store import connect_postgres
+from storage.recorders import LEASES, Fence
 
 log = structlog.get_logger("coterm.leadership")
 LEASE_NAME = "outbox"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aggregates.recorders import Fenced
+from storage.recorders import Fenced
 from processor.outbox.leadership import Leadership
 from processor.store import open_store, store_env
 from tests.integration.conftest import postgres_store

@@ -23,6 +23,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from psycopg.sql import SQL, Identifier
 
 TABLE = "coterm_seen_messages"
 LEASES = "coterm_leases"
@@ -98,8 +99,6 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
 class PostgresSeenRecorder(PostgresProcessRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
-        from psycopg.sql import SQL, Identifier
-
         self.seen_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
         self.sql_create_statements.append(
             SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
@@ -119,8 +118,6 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
 
     @property
     def select_events_of_statement(self) -> Any:
-        from psycopg.sql import SQL, Identifier
-
         return SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} WHERE originator_id = ANY(%s) "
                    "ORDER BY originator_id, originator_version").format(
                        Identifier(self.datastore.schema), Identifier(self.events_table_name))
@@ -128,8 +125,6 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
     def create_table(self) -> None:
         super().create_table()
         if self.max_tracking_id(MIGRATED) is None:
-            from psycopg.sql import SQL, Identifier
-
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute(SQL(
                     "INSERT INTO {} SELECT convert_from(state, 'UTF8')::jsonb->>'message_id', 'legacy' FROM {}.{} "
