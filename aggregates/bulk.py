@@ -20,6 +20,37 @@ def bulk_request_id(bulk_id: str, customer_id: str, on: date | None = None) -> s
     return str(uuid5(NAMESPACE, "/" + "/".join(parts)))
 
 
+# customer_id -> product_id -> {"outcome", "reason_code", "detail", "on", "request_id"}: the
+# aggregate holds it, and the read model holds the same, built by the same functions below.
+Outcomes = dict[str, dict[str, dict[str, Any]]]
+
+
+def apply_decisions(outcomes: Outcomes, decisions: list[dict[str, Any]]) -> None:
+    """decision: {customer_id, request_id, products: {product_id: {outcome, reason_code, detail, on}}}"""
+    for decision in decisions:
+        mine = outcomes.setdefault(decision["customer_id"], {})
+        for product_id, outcome in decision["products"].items():
+            mine[product_id] = {**outcome, "request_id": decision["request_id"]}
+
+
+def cancel_scheduled(outcomes: Outcomes, requested_by: str, reason: str) -> None:
+    """A cancelled bulk decides nothing more: every product still scheduled is cancelled (keeping
+    the date it waited for and the request that scheduled it)."""
+    for products in outcomes.values():
+        for product_id, outcome in products.items():
+            if outcome["outcome"] == SCHEDULED:
+                products[product_id] = {**outcome, "outcome": CANCELLED,
+                                        "detail": f"cancelled by {requested_by}: {reason}"}
+
+
+def count_outcomes(outcomes: Outcomes) -> dict[str, int]:
+    counts = {MIGRATED: 0, REJECTED: 0, SCHEDULED: 0, CANCELLED: 0}
+    for products in outcomes.values():
+        for outcome in products.values():
+            counts[outcome["outcome"]] += 1
+    return counts
+
+
 class Bulk(Aggregate):
     class_version = 1
 
@@ -34,8 +65,7 @@ class Bulk(Aggregate):
         self.on = on
         self.status = "requested"  # -> deciding (something scheduled) -> finished | cancelled
         self.customers: list[str] = []
-        # customer_id -> product_id -> {"outcome", "reason_code", "detail", "on", "request_id"}
-        self.outcomes: dict[str, dict[str, dict[str, Any]]] = {}
+        self.outcomes: Outcomes = {}
         self.due: dict[str, dict[str, list[str]]] = {}  # ISO date -> customer_id -> product_ids
 
     @property
@@ -78,23 +108,16 @@ class Bulk(Aggregate):
         self._apply(decisions)
 
     def _apply(self, decisions: list[dict[str, Any]]) -> None:
-        # decision: {customer_id, request_id, products: {product_id: {outcome, reason_code, detail, on}}}
+        apply_decisions(self.outcomes, decisions)
         for decision in decisions:
-            mine = self.outcomes.setdefault(decision["customer_id"], {})
             for product_id, outcome in decision["products"].items():
-                mine[product_id] = {**outcome, "request_id": decision["request_id"]}
                 if outcome["outcome"] == SCHEDULED:
                     self.due.setdefault(outcome["on"], {}).setdefault(decision["customer_id"], []).append(product_id)
         self.status = "deciding" if self.due else self.status
 
     @event("Cancelled")
     def cancel(self, requested_by: str, reason: str, message_id: str) -> None:
-        for day, customers in self.due.items():
-            for customer_id, product_ids in customers.items():
-                for product_id in product_ids:
-                    self.outcomes[customer_id][product_id] = {"outcome": CANCELLED, "reason_code": None,
-                                                              "detail": f"cancelled by {requested_by}: {reason}",
-                                                              "on": day, "request_id": None}
+        cancel_scheduled(self.outcomes, requested_by, reason)
         self.due = {}
         self.status = "cancelled"
 
@@ -108,12 +131,8 @@ class Bulk(Aggregate):
         self.status = status
 
     def counts(self) -> dict[str, int]:
-        counts = {MIGRATED: 0, REJECTED: 0, CANCELLED: 0}
-        for products in self.outcomes.values():
-            for outcome in products.values():
-                if outcome["outcome"] in counts:
-                    counts[outcome["outcome"]] += 1
-        return counts
+        """Final outcomes, as `migration.bulk_finished` reports them."""
+        return {kind: n for kind, n in count_outcomes(self.outcomes).items() if kind != SCHEDULED}
 
     def scheduled(self) -> list[dict[str, Any]]:
         return [{"customer_id": c, "product_id": p, "on": day}

@@ -10,6 +10,7 @@ from aggregates import errors
 from aggregates.application import UnitOfWork, plain
 from aggregates.calendar import CALENDAR_ID, Calendar
 from aggregates.commands import _catalog, customer_holdings
+from aggregates.halves import Downgrade, Upgrade, target_of
 from aggregates.migration_rules import customer_refusals, product_refusals
 from aggregates.transfer_commands import subscription_of
 from aggregates.transfer_rules import transfer_refusals, vendor_request
@@ -63,8 +64,10 @@ def preview_transfer(uow: UnitOfWork, source_id: str, seats: int, target: dict[s
         if spec.get("term_months") is None:
             spec["term_months"] = source.term_months if source else None
     existing = subscription_of(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
-    down = {"subscription_id": source_id, "seats": seats, "customer_id": customer_id}
-    up = {"seats": seats, "customer_id": customer_id, "target": spec}
+    order = {"operation_id": "(preview)", "order_id": "(preview)", "customer_id": customer_id, "seats": seats,
+             "requested_by": "(preview)"}
+    down = Downgrade(**order, subscription_id=source_id)
+    up = Upgrade(**order, target=target_of(spec))
 
     def refused_on(day: date) -> list[errors.Refusal]:
         return transfer_refusals(down, up, source, existing, False, day)

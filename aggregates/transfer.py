@@ -12,6 +12,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from aggregates.errors import AlreadySent, DuplicateHalf, OperationClosed
+from aggregates.halves import Downgrade, Half, Upgrade, half_of
 from aggregates.ids import aggregate_id
 
 SIDES = ("downgrade", "upgrade")
@@ -39,14 +40,20 @@ class Transfer(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state.update(side=None, half=None, message_id=None)
 
+    @classmethod
+    def opened_by(cls, half: Half) -> "Transfer":
+        """The first word of an operation is one of its halves: the operation opens holding it."""
+        return cls(operation_id=half.operation_id, side=half.side, half=half.stored(), message_id=half.message_id)
+
     @event(Opened)
     def __init__(self, operation_id: str, side: str | None = None, half: dict[str, Any] | None = None,
                  message_id: str | None = None) -> None:
+        """`half`: stored values (`Half.stored()`); use `opened_by` to open with a half."""
         self.operation_id = operation_id
         self.status = "open"
-        self.halves: dict[str, dict[str, Any]] = {}
+        self.halves: dict[str, Half] = {}
         if side is not None and half is not None:
-            self.halves[side] = half
+            self.halves[side] = half_of(side, half)
             self.status = "waiting_for_pair"
         self.vendor_request: dict[str, Any] | None = None
         self.idempotency_key: str | None = None
@@ -58,33 +65,43 @@ class Transfer(Aggregate):
         self.sent_key: str | None = None  # and the Idempotency-Key it went under
 
     # -- halves ------------------------------------------------------------------------
-    def add_half(self, side: str, half: dict[str, Any], message_id: str) -> bool:
+    def add_half(self, half: Half) -> bool:
         """Record a half; True when this half completes the pair. Raises a non-final refusal."""
-        assert side in SIDES
+        side = half.side
         # Contract table order: DUPLICATE_HALF is checked before OPERATION_CLOSED.
         first = self.halves.get(side)
-        if first is not None and not _same_order(first, half):
+        if first is not None and not first.same_order(half):
             raise DuplicateHalf(
-                f"operation {self.operation_id} already has a {side} (order {first['order_id']})",
-                first_order_id=first["order_id"],
+                f"operation {self.operation_id} already has a {side} (order {first.order_id})",
+                first_order_id=first.order_id,
             )
         if self.status in CLOSED:
             raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
         if first is not None:
             return False  # the same order sent again under a new message_id: nothing changes
-        self._half_received(side=side, half=half, message_id=message_id)
+        self._half_received(side=side, half=half.stored(), message_id=half.message_id)
         return len(self.halves) == 2
 
     @event("HalfReceived")
     def _half_received(self, side: str, half: dict[str, Any], message_id: str) -> None:
-        self.halves[side] = half
+        self.halves[side] = half_of(side, half)
         if self.status == "open":
             self.status = "waiting_for_pair"
 
     @property
+    def downgrade(self) -> Downgrade | None:
+        half = self.halves.get("downgrade")
+        return half if isinstance(half, Downgrade) else None
+
+    @property
+    def upgrade(self) -> Upgrade | None:
+        half = self.halves.get("upgrade")
+        return half if isinstance(half, Upgrade) else None
+
+    @property
     def first_half_message_id(self) -> str | None:
-        earliest = min(self.halves.values(), key=lambda h: h["recorded_at"], default=None)
-        return earliest["message_id"] if earliest else None
+        earliest = min(self.halves.values(), key=lambda h: h.recorded, default=None)
+        return earliest.message_id if earliest else None
 
     def refuse(self, reason_code: str, detail: str, order_id: str | None, message_id: str) -> None:
         """Answer one message with a non-final refusal; the operation stays as it was."""
@@ -265,9 +282,4 @@ class Transfer(Aggregate):
 
     @property
     def first_recorded_at(self) -> datetime:
-        return min(datetime.fromisoformat(h["recorded_at"]) for h in self.halves.values())
-
-
-def _same_order(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    ignore = {"message_id", "occurred_at", "recorded_at"}
-    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+        return min(h.recorded for h in self.halves.values())

@@ -9,6 +9,7 @@ from aggregates import errors
 from aggregates.application import UnitOfWork, plain
 from aggregates.context import Context
 from aggregates.customer import Customer
+from aggregates.halves import ExistingSubscription, NewSubscription, half_of
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from aggregates.transfer_rules import (
@@ -47,18 +48,18 @@ def _transfer(uow: UnitOfWork, operation_id: str) -> Transfer:
     return uow.get(Transfer, Transfer.create_id(operation_id)) or uow.add(Transfer(operation_id=operation_id))
 
 
-def add_half(uow: UnitOfWork, ctx: Context, side: str, half: dict[str, Any]) -> Transfer:
-    """Record one half; when it completes the pair, decide and (maybe) request the vendor call."""
-    stamped = {**half, "message_id": ctx.message_id, "occurred_at": ctx.occurred_at.isoformat(),
-               "recorded_at": ctx.recorded_at.isoformat()}
-    operation_id = half["operation_id"]
-    transfer = uow.get(Transfer, Transfer.create_id(operation_id))
+def add_half(uow: UnitOfWork, ctx: Context, side: str, order: dict[str, Any]) -> Transfer:
+    """Record one half (`order`: the wire payload's values); when it completes the pair, decide
+    and (maybe) request the vendor call."""
+    half = half_of(side, {**order, "message_id": ctx.message_id, "occurred_at": ctx.occurred_at.isoformat(),
+                          "recorded_at": ctx.recorded_at.isoformat()})
+    transfer = uow.get(Transfer, Transfer.create_id(half.operation_id))
     if transfer is None:  # the first word of this operation: it opens holding this half
-        return uow.add(Transfer(operation_id=operation_id, side=side, half=stamped, message_id=ctx.message_id))
+        return uow.add(Transfer.opened_by(half))
     try:
-        paired = transfer.add_half(side, stamped, ctx.message_id)
+        paired = transfer.add_half(half)
     except errors.Refusal as refusal:
-        transfer.refuse(refusal.reason, refusal.detail, half["order_id"], ctx.message_id)
+        transfer.refuse(refusal.reason, refusal.detail, half.order_id, ctx.message_id)
         return transfer
     if paired:
         _decide_pair(uow, transfer, ctx)
@@ -66,12 +67,13 @@ def add_half(uow: UnitOfWork, ctx: Context, side: str, half: dict[str, Any]) -> 
 
 
 def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
-    down, up = transfer.halves["downgrade"], transfer.halves["upgrade"]
-    spec = up["target"]
+    down, up = transfer.downgrade, transfer.upgrade
+    assert down is not None and up is not None
+    spec = up.target
     on = transfer_date(down, up)
-    source = subscription_of(uow, down["subscription_id"])
-    target = subscription_of(uow, spec["subscription_id"]) if spec["kind"] == "existing_subscription" else None
-    taken = spec["kind"] == "new_subscription" and subscription_of(uow, spec["new_subscription_id"]) is not None
+    source = subscription_of(uow, down.subscription_id)
+    target = subscription_of(uow, spec.subscription_id) if isinstance(spec, ExistingSubscription) else None
+    taken = isinstance(spec, NewSubscription) and subscription_of(uow, spec.new_subscription_id) is not None
     try:
         check_transfer(down, up, source, target, taken, on)
     except errors.Refusal as refusal:
@@ -80,7 +82,7 @@ def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
         return
     assert source is not None
     request = vendor_request(transfer.operation_id, down, up, source, target, on)
-    transfer.request_vendor_call(request, up["requested_by"], ctx.message_id)
+    transfer.request_vendor_call(request, up.requested_by, ctx.message_id)
     _hold(uow, transfer, ctx.message_id)
 
 
@@ -235,14 +237,15 @@ def record_vendor_success(uow: UnitOfWork, operation_id: str, vendor_reference: 
 
 
 def _create_cotermed_target(uow: UnitOfWork, transfer: Transfer, source: Subscription, request: dict[str, Any], cause: str) -> None:
-    spec = transfer.halves["upgrade"]["target"]
+    spec = transfer.upgrade.target if transfer.upgrade else None
+    assert isinstance(spec, NewSubscription)
     target = request["target"]
     billing_start = date.fromisoformat(target["billing_start_date"])
     uow.add(
         Subscription(
-            subscription_id=target["subscription_id"], customer_id=source.customer_id, product_id=spec["product_id"],
-            plan_id=spec["plan_id"], billing_model=source.billing_model, management=source.management,
-            seats=request["seats"], term_months=spec["term_months"], start_date=source.start_date,
+            subscription_id=target["subscription_id"], customer_id=source.customer_id, product_id=spec.product_id,
+            plan_id=spec.plan_id, billing_model=source.billing_model, management=source.management,
+            seats=request["seats"], term_months=spec.term_months, start_date=source.start_date,
             end_date=source.end_date, subscription_key=new_target_key(transfer.operation_id),
             resource_count=source.resource_count, purchased_on=billing_start - timedelta(days=1),
             billing_start_date=billing_start, origin=f"transfer:{transfer.operation_id}", message_id=cause,

@@ -2,22 +2,24 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 from aggregates import errors
+from aggregates.halves import (
+    Downgrade,
+    ExistingSubscription,
+    NewSubscription,
+    Target,
+    Upgrade,
+)
 from aggregates.ids import subscription_key
 from aggregates.subscription import Subscription
 
 
-def utc_date(occurred_at: str) -> date:
-    """The UTC date of an ISO timestamp with offset: a half's business date."""
-    return datetime.fromisoformat(occurred_at).astimezone(timezone.utc).date()
-
-
-def transfer_date(down: dict[str, Any], up: dict[str, Any]) -> date:
+def transfer_date(down: Downgrade, up: Upgrade) -> date:
     """Rules are evaluated at the later half's date."""
-    return max(utc_date(down["occurred_at"]), utc_date(up["occurred_at"]))
+    return max(down.order_date, up.order_date)
 
 
 def _inactive(sub: Subscription | None, sub_id: str, role: str, on: date) -> errors.Refusal | None:
@@ -38,62 +40,62 @@ def _inactive(sub: Subscription | None, sub_id: str, role: str, on: date) -> err
 class Pair:
     """What the transfer rules look at: both halves, the subscriptions they name, the date."""
 
-    down: dict[str, Any]
-    up: dict[str, Any]
+    down: Downgrade
+    up: Upgrade
     source: Subscription | None
     target: Subscription | None  # the existing target, when the upgrade names one
     new_target_taken: bool  # the new subscription id already names a subscription
     on: date
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return self.up["target"]  # type: ignore[no-any-return]
+    def spec(self) -> Target:
+        return self.up.target
 
 
 Refusals = list[errors.Refusal]
 
 
 def _subscriptions_known(p: Pair) -> Refusals:
-    found = [r for r in [_inactive(p.source, p.down["subscription_id"], "source", p.on)] if r]
-    if p.spec["kind"] == "existing_subscription":
-        inactive = _inactive(p.target, p.spec["subscription_id"], "target", p.on)
+    found = [r for r in [_inactive(p.source, p.down.subscription_id, "source", p.on)] if r]
+    if isinstance(p.spec, ExistingSubscription):
+        inactive = _inactive(p.target, p.spec.subscription_id, "target", p.on)
         if inactive:
             found.append(inactive)
         elif p.source is not None and p.target is not None and p.target.subscription_id == p.source.subscription_id:
             found.append(errors.SubscriptionUnknown("the target is the source subscription itself"))
     elif p.new_target_taken:
         found.append(errors.SubscriptionUnknown(
-            f"new subscription id {p.spec['new_subscription_id']} already names a subscription"))
+            f"new subscription id {p.spec.new_subscription_id} already names a subscription"))
     return found
 
 
 def _one_customer(p: Pair, source: Subscription) -> Refusals:
-    customers = {p.down["customer_id"], p.up["customer_id"], source.customer_id} | (
+    customers = {p.down.customer_id, p.up.customer_id, source.customer_id} | (
         {p.target.customer_id} if p.target else set())
     if len(customers) == 1:
         return []
     return [errors.CustomerMismatch(
-        f"downgrade names {p.down['customer_id']}, upgrade {p.up['customer_id']}, source belongs to "
+        f"downgrade names {p.down.customer_id}, upgrade {p.up.customer_id}, source belongs to "
         f"{source.customer_id}" + (f", target to {p.target.customer_id}" if p.target else ""),
         customers=sorted(customers))]
 
 
 def _same_seats(p: Pair) -> Refusals:
-    if p.down["seats"] == p.up["seats"]:
+    if p.down.seats == p.up.seats:
         return []
-    return [errors.SeatCountMismatch(f"downgrade moves {p.down['seats']} seats, upgrade {p.up['seats']}",
-                                     downgrade_seats=p.down["seats"], upgrade_seats=p.up["seats"])]
+    return [errors.SeatCountMismatch(f"downgrade moves {p.down.seats} seats, upgrade {p.up.seats}",
+                                     downgrade_seats=p.down.seats, upgrade_seats=p.up.seats)]
 
 
 def _enough_seats(p: Pair, source: Subscription) -> Refusals:
     available = source.available_seats
-    if p.down["seats"] < available:
+    if p.down.seats < available:
         return []
     held = source.seats - available
     return [errors.InsufficientSeats(
-        f"moving {p.down['seats']} of {available} available seats would leave none: at least one seat stays"
+        f"moving {p.down.seats} of {available} available seats would leave none: at least one seat stays"
         + (f" ({source.seats} seats, {held} held by {len(source.in_flight)} transfer(s) in flight)" if held else ""),
-        seats=p.down["seats"], source_seats=source.seats, held_seats=held, available_seats=available,
+        seats=p.down.seats, source_seats=source.seats, held_seats=held, available_seats=available,
         held_by=list(source.in_flight))]
 
 
@@ -121,7 +123,7 @@ def _not_upsize_day(p: Pair, source: Subscription) -> Refusals:
 
 def _same_term(p: Pair, source: Subscription) -> Refusals:
     spec = p.spec
-    term = spec["term_months"] if spec["kind"] == "new_subscription" else (p.target.term_months if p.target else None)
+    term = spec.term_months if isinstance(spec, NewSubscription) else (p.target.term_months if p.target else None)
     if term is None or term == source.term_months:
         return []
     return [errors.TermLengthMismatch(f"target term is {term} months, source term {source.term_months}",
@@ -137,8 +139,8 @@ RULES: list[tuple[Callable[..., Refusals], bool]] = [
 
 
 def transfer_refusals(
-    down: dict[str, Any],
-    up: dict[str, Any],
+    down: Downgrade,
+    up: Upgrade,
     source: Subscription | None,
     target: Subscription | None,
     new_target_taken: bool,
@@ -157,8 +159,8 @@ def transfer_refusals(
 
 
 def check_transfer(
-    down: dict[str, Any],
-    up: dict[str, Any],
+    down: Downgrade,
+    up: Upgrade,
     source: Subscription | None,
     target: Subscription | None,
     new_target_taken: bool,
@@ -171,19 +173,19 @@ def check_transfer(
 
 
 def vendor_request(
-    operation_id: str, down: dict[str, Any], up: dict[str, Any], source: Subscription, target: Subscription | None, on: date
+    operation_id: str, down: Downgrade, up: Upgrade, source: Subscription, target: Subscription | None, on: date
 ) -> dict[str, Any]:
     """The one vendor call for the pair, as plain values (CONTRACT.md section 4)."""
-    seats = down["seats"]
-    spec = up["target"]
+    seats = down.seats
+    spec = up.target
     # The seats as they will stand when its turn comes, if every transfer ahead goes through (the
     # outbox builds the body again then, from the seats confirmed, and records it only if they differ).
     source_seats = source.projected_seats
-    if spec["kind"] == "new_subscription":
+    if isinstance(spec, NewSubscription):
         target_change: dict[str, Any] = {
             "kind": "new_subscription",
-            "subscription_id": spec["new_subscription_id"],
-            "plan_id": spec["plan_id"],
+            "subscription_id": spec.new_subscription_id,
+            "plan_id": spec.plan_id,
             "seats_before": 0,
             "seats_after": seats,
             "start_date": source.start_date.isoformat(),  # co-termed with the source

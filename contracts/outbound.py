@@ -118,8 +118,10 @@ DeadLetterReason = Literal[
 ]
 
 
-class DeadLetter(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# A message on the dead-letter topic (the stored record of one is `aggregates.inbox.DeadLetter`);
+# its JSON Schema keeps the title upstream teams know, DeadLetter. (A docstring would enter the schema.)
+class DeadLetterMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", title="DeadLetter")
 
     reason: DeadLetterReason
     error: str

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Envelope, ResultEnvelope
 from contracts.inbound import PAYLOAD_MODELS
-from contracts.outbound import RESULT_MODELS, DeadLetter
+from contracts.outbound import RESULT_MODELS, DeadLetterMessage
 from contracts.vendor import VendorTransferRequest, VendorTransferResponse
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -22,7 +22,7 @@ def _models() -> dict[str, type[BaseModel]]:
     models |= {f"inbound.{t}": m for t, m in PAYLOAD_MODELS.items()}
     models |= {f"result.{t}": m for t, m in RESULT_MODELS.items()}
     models |= {
-        "deadletter": DeadLetter,
+        "deadletter": DeadLetterMessage,
         "vendor.transfer_request": VendorTransferRequest,
         "vendor.transfer_response": VendorTransferResponse,
     }

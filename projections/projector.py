@@ -6,8 +6,15 @@ from datetime import date, datetime
 from typing import Any
 
 from aggregates.application import plain
-from aggregates.bulk import Bulk
+from aggregates.bulk import (
+    SCHEDULED,
+    Bulk,
+    apply_decisions,
+    cancel_scheduled,
+    count_outcomes,
+)
 from aggregates.customer import Customer, joined_bundle
+from aggregates.halves import Downgrade, half_of
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.migration_rules import window_opens
@@ -78,16 +85,15 @@ def _operation(rows: Rows, event: Any, position: int) -> None:
 
 
 def _half(doc: Doc, e: Any) -> None:
-    half = e.half
-    side = "downgrade" if "subscription_id" in half else "upgrade"
-    doc["halves"][side] = {k: half.get(k) for k in ("order_id", "message_id", "occurred_at", "recorded_at", "seats",
-                                                     "customer_id", "requested_by")}
-    doc["customer_id"] = doc["customer_id"] or half["customer_id"]
-    doc["seats"] = doc["seats"] or half["seats"]
-    if side == "downgrade":
-        doc["source_subscription_id"] = half["subscription_id"]
+    half = half_of(e.side, e.half)
+    doc["halves"][half.side] = {k: getattr(half, k) for k in ("order_id", "message_id", "occurred_at", "recorded_at",
+                                                               "seats", "customer_id", "requested_by")}
+    doc["customer_id"] = doc["customer_id"] or half.customer_id
+    doc["seats"] = doc["seats"] or half.seats
+    if isinstance(half, Downgrade):
+        doc["source_subscription_id"] = half.subscription_id
     else:
-        doc["target"] = half["target"]
+        doc["target"] = e.half["target"]  # as stored: the operation's page shows what was ordered
     if len(doc["halves"]) == 2:
         down, up = doc["halves"]["downgrade"], doc["halves"]["upgrade"]
         doc["pairing_latency_ms"] = _ms_between(down["recorded_at"], up["recorded_at"])
@@ -230,14 +236,6 @@ def _migration(rows: Rows, e: Any, position: int) -> None:
 
 
 # -- bulk migrations ------------------------------------------------------------------------------
-def _bulk_counts(customers: dict[str, dict[str, Doc]]) -> dict[str, int]:
-    counts = {"migrated": 0, "rejected": 0, "scheduled": 0, "cancelled": 0}
-    for products in customers.values():
-        for outcome in products.values():
-            counts[outcome["outcome"]] += 1
-    return counts
-
-
 def _bulk(rows: Rows, e: Any, position: int) -> None:
     row_id = e.originator_id.hex
     if isinstance(e, Bulk.Requested):
@@ -254,17 +252,10 @@ def _bulk(rows: Rows, e: Any, position: int) -> None:
             doc["customer_order"] = list(e.customers)
         else:
             entry["on"] = e.on.isoformat()
-        for decision in e.decisions:
-            mine = doc["customers"].setdefault(decision["customer_id"], {})
-            for product_id, outcome in decision["products"].items():
-                mine[product_id] = {**plain(outcome), "request_id": decision["request_id"]}
+        apply_decisions(doc["customers"], plain(e.decisions))
         entry["customers"] = len(e.decisions)
     elif isinstance(e, Bulk.Cancelled):
-        for products in doc["customers"].values():
-            for product_id, outcome in products.items():
-                if outcome["outcome"] == "scheduled":
-                    products[product_id] = {**outcome, "outcome": "cancelled",
-                                            "detail": f"cancelled by {e.requested_by}: {e.reason}"}
+        cancel_scheduled(doc["customers"], e.requested_by, e.reason)
         doc.update(status="cancelled", cancelled_by=e.requested_by, cancel_reason=e.reason)
         entry.update(by=e.requested_by, reason=e.reason)
     elif isinstance(e, Bulk.CancelRefused):
@@ -275,8 +266,8 @@ def _bulk(rows: Rows, e: Any, position: int) -> None:
     if isinstance(e, Bulk.Accepted | Bulk.ScheduledDecided):
         doc["status"] = "deciding"
     doc["history"].append(entry)
-    doc["counts"] = _bulk_counts(doc["customers"])
-    due = sorted(o["on"] for ps in doc["customers"].values() for o in ps.values() if o["outcome"] == "scheduled")
+    doc["counts"] = count_outcomes(doc["customers"])
+    due = sorted(o["on"] for ps in doc["customers"].values() for o in ps.values() if o["outcome"] == SCHEDULED)
     doc["next_due"] = due[0] if due else None
     doc["updated_at"] = _at(e)
     rows.put("bulks", row_id, doc, bulk_id=doc["bulk_id"], partner_id=doc["partner_id"], status=doc["status"],

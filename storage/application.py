@@ -3,7 +3,12 @@
 from typing import Any, ClassVar
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, ProcessRecorder
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    ProcessRecorder,
+    Tracking,
+)
 from eventsourcing.utils import get_topic
 
 from storage.recorders import RECORDERS, POPOSeenRecorder
@@ -41,6 +46,15 @@ class StoredApplication(Application):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
+
+    def insert_tracking_once(self, tracking: Tracking) -> None:
+        """Record a position of a follower (e.g. the outbox's); one already there (recorded by an
+        earlier leader, or by this one before a lost connection hid the answer) is no error."""
+        try:
+            self.process_recorder.insert_tracking(tracking)
+        except IntegrityError:
+            if (self.process_recorder.max_tracking_id(tracking.application_name) or 0) < tracking.notification_id:
+                raise
 
     def seen(self, message_ids: "list[str]") -> set[str]:
         """Which of these inbound message ids were recorded already."""

@@ -17,11 +17,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import structlog
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates import transfer_commands
 from aggregates.application import Orders
+from aggregates.halves import half_of
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from processor.metrics import VendorStats
@@ -125,7 +126,7 @@ class Outbox:
         self.read_at = last
         if last > self.results_at:
             self.results_at = last
-            _insert_tracking(self.app, Tracking(RESULTS_TRACKING, last))
+            self.app.insert_tracking_once(Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
         return len(notifications)
 
@@ -156,9 +157,10 @@ class Outbox:
         if isinstance(event, OPENS_WAIT):
             if event.half is None:
                 return
-            op = event.half["operation_id"]
+            half = half_of(event.side, event.half)
+            op = half.operation_id
             if op not in self.waiting and op not in self.calls:
-                self.waiting[op] = Waiting(notification_id, datetime.fromisoformat(event.half["recorded_at"]))
+                self.waiting[op] = Waiting(notification_id, half.recorded)
         elif isinstance(event, OPENS_CALL):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
@@ -178,7 +180,7 @@ class Outbox:
         low = min(open_ids) - 1 if open_ids else self.read_at
         if low > self.work_at:
             self.work_at = low
-            _insert_tracking(self.app, Tracking(WORK_TRACKING, low))
+            self.app.insert_tracking_once(Tracking(WORK_TRACKING, low))
 
     # -- vendor calls -----------------------------------------------------------------------
     def dispatch(self) -> int:
@@ -338,12 +340,3 @@ class Outbox:
             self.vendor.stop.set()  # calls in backoff give up; they stay requested in the store
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-
-def _insert_tracking(app: Orders, tracking: Tracking) -> None:
-    """Record an outbox position; one already there (recorded by an earlier leader, or by this
-    one before a lost connection hid the answer) is no error."""
-    try:
-        app.process_recorder.insert_tracking(tracking)
-    except IntegrityError:
-        if (app.process_recorder.max_tracking_id(tracking.application_name) or 0) < tracking.notification_id:
-            raise

@@ -12,7 +12,7 @@ from aggregates.migration import Migration
 from aggregates.transfer import Transfer
 from contracts.envelope import ResultEnvelope
 from contracts.outbound import RESULTS
-from contracts.outbound import DeadLetter as DeadLetterMessage
+from contracts.outbound import DeadLetterMessage
 
 
 @dataclass(frozen=True)

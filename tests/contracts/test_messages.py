@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.envelope import Envelope
-from contracts.outbound import RESULTS, DeadLetter
+from contracts.outbound import RESULTS, DeadLetterMessage
 from contracts.parsing import Inbound, Rejection, parse_message
 from contracts.schemas import SCHEMA_DIR, render
 from contracts.vendor import VendorTransferRequest
@@ -126,7 +126,7 @@ def test_parse_never_raises_on_arbitrary_payloads(type_: str, payload: dict) -> 
 
 
 def test_dead_letter_shape() -> None:
-    letter = DeadLetter(reason="INVALID_JSON", error="x", topic="orders.v1", partition=0, offset=7, original="AA==")
+    letter = DeadLetterMessage(reason="INVALID_JSON", error="x", topic="orders.v1", partition=0, offset=7, original="AA==")
     assert set(json.loads(letter.model_dump_json())) == {"reason", "error", "topic", "partition", "offset", "original"}
 
 

@@ -1,7 +1,12 @@
 """Stored history outlives the code: old event versions are upcast, not rewritten."""
 
+import dataclasses
 import json
+from datetime import date
 
+import pytest
+
+from aggregates.halves import NewSubscription, Upgrade, half_of
 from aggregates.transfer import Transfer
 from tests.world import World
 
@@ -24,3 +29,20 @@ def test_vendor_call_requested_v1_is_upcast_with_a_reason() -> None:
     event = world.app.mapper.to_domain_event(legacy)
     assert event.reason == "paired" and event.idempotency_key == "op"  # v1 -> v2 -> v3
     assert event.request["seats"] == 3
+
+
+def test_a_half_keeps_its_stored_shape_and_compares_as_an_order() -> None:
+    # Stored events hold plain values in the wire model's key order; the domain holds frozen values.
+    stored = {"operation_id": "op-1", "order_id": "o-2", "customer_id": "c-1", "seats": 3, "requested_by": "p",
+              "target": {"kind": "new_subscription", "new_subscription_id": "s-9", "product_id": "p-1",
+                         "plan_id": "plan-2", "term_months": 12},
+              "message_id": "m-1", "occurred_at": "2026-03-03T23:30:00-02:00", "recorded_at": "2026-03-04T01:30:01+00:00"}
+    half = half_of("upgrade", stored)
+    assert isinstance(half, Upgrade) and isinstance(half.target, NewSubscription)
+    assert json.dumps(half.stored()) == json.dumps(stored)
+    assert half.order_date == date(2026, 3, 4)  # the UTC date of occurred_at
+    again = half_of("upgrade", {**stored, "message_id": "m-7", "recorded_at": "2026-03-05T00:00:00+00:00"})
+    assert half.same_order(again)
+    assert not half.same_order(half_of("upgrade", {**stored, "seats": 4}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        half.seats = 4  # type: ignore[misc]
