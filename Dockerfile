@@ -4,7 +4,6 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY contracts contracts
-COPY storage storage
 COPY aggregates aggregates
 COPY processor processor
 COPY projections projections

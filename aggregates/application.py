@@ -13,7 +13,13 @@ from eventsourcing.application import (
     ProcessingEvent,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    ProcessRecorder,
+    Tracking,
+    Transcoding,
+)
 from eventsourcing.utils import get_topic
 
 from aggregates.calendar import Calendar
@@ -22,7 +28,6 @@ from aggregates.customer import Customer
 from aggregates.partner import Partner
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
-from storage.application import StoredApplication
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
@@ -32,21 +37,54 @@ class KeptConflicting(RuntimeError):
     """Other writers changed the same aggregates on every attempt."""
 
 
-class Orders(StoredApplication):
-    """All of coterm's history in one notification log, so read models and the outbox follow one sequence."""
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class Orders(Application):
+    """All of coterm's history in one notification log, so read models and the outbox follow one sequence.
+
+    The store comes by injection, the library's way: `PERSISTENCE_MODULE` names a factory
+    (`processor/store/factories.py` builds coterm's recorders; `processor.store.StoredOrders`
+    adds the cache that follows the log). Here only the library's interfaces are used; the
+    batched lookups of coterm's recorders (`existing`, `events_of`) are used when present."""
 
     name = "coterm"
-    # The cache (`StoredApplication`) is refreshed from the log at the start of each unit of work.
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n",
-           "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
+    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100, Partner: 100,  # type: ignore[dict-item]
                               Calendar: 100}
     # A transfer that ended leaves the cache: the room is better spent on the operations still open.
     leave_cache = frozenset(get_topic(c) for c in (Transfer.Completed, Transfer.Rejected, Transfer.Failed,
                                                    Transfer.Expired, Transfer.Cancelled))
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process recorder: it stores Kafka positions (tracking records) atomically with events.
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    def refresh_cache(self) -> None:
+        """Bring cached aggregates up to date before a unit of work: nothing to do here, where the
+        library's cache fast-forwards each aggregate it hands out (`processor.store.StoredOrders`
+        does it in bulk from the log instead)."""
 
     def unit_of_work(self) -> "UnitOfWork":
         self.refresh_cache()
@@ -55,7 +93,7 @@ class Orders(StoredApplication):
     def decide(self, change: Callable[["UnitOfWork"], T], attempts: int = 5, fence: Any = None) -> T:
         """Run `change` on fresh state and commit it; when another writer got there first
         (a version conflict), look again. Exceptions from `change` pass through uncommitted.
-        `fence`: a lease the transaction must find still held (`storage.recorders.Fence`), or it records nothing."""
+        `fence`: a lease the transaction must find still held (`processor.store.recorders.Fence`), or it records nothing."""
         for attempt in range(attempts):
             uow = self.unit_of_work()
             try:
@@ -108,8 +146,8 @@ class UnitOfWork:
         """Learn in one query which of these aggregates do not exist, so that looking them up
         later costs nothing (a cached aggregate exists; the rest are asked about together)."""
         todo = [aggregate_id for aggregate_id, cached in self._not_held(aggregate_ids) if cached is None]
-        if todo:
-            existing = self._app.recorder.existing(todo)  # type: ignore[attr-defined]
+        if todo and hasattr(self._app.recorder, "existing"):  # else each is looked up when asked for
+            existing = self._app.recorder.existing(todo)
             for aggregate_id in todo:
                 if aggregate_id not in existing:
                     self._aggregates[aggregate_id] = None
@@ -125,10 +163,10 @@ class UnitOfWork:
                 todo.append(aggregate_id)
             else:
                 self._aggregates[aggregate_id] = _of_class(cls, aggregate_id, cached)
-        if not todo:
+        if not todo or not hasattr(self._app.recorder, "events_of"):  # else each is loaded when asked for
             return
         built: dict[UUID, Aggregate] = {}
-        for stored in self._app.recorder.events_of(todo):  # type: ignore[attr-defined]
+        for stored in self._app.recorder.events_of(todo):
             event = self._app.mapper.to_domain_event(stored)
             built[stored.originator_id] = event.mutate(built.get(stored.originator_id))  # type: ignore[assignment]
         cache = self._app.repository.cache

@@ -9,7 +9,7 @@ from aggregates.ids import aggregate_id
 
 
 class InboundMessage(Aggregate):
-    """Legacy, kept so old stores replay: before `coterm_seen_messages` (storage/recorders.py),
+    """Legacy, kept so old stores replay: before `coterm_seen_messages` (processor/store/recorders.py),
     one of these recorded each message whose envelope parsed. Nothing records new ones; the
     table, when created, copies their ids."""
 

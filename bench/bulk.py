@@ -23,7 +23,7 @@ from typing import Any
 from aggregates.bulk import Bulk
 from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
-from processor.store import open_store
+from processor.store.opening import open_store
 
 Record = namedtuple("Record", "offset value")
 BULK_DAY = date(2026, 11, 2)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from bench import workload
 from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
-from processor.store import open_store
+from processor.store.opening import open_store
 from tests.hostile import stream
 
 Record = namedtuple("Record", "offset value")

@@ -45,7 +45,7 @@ from bench.running import (
     percentile,
 )
 from processor.dev.broker import BundledBroker
-from processor.store import open_store
+from processor.store.opening import open_store
 
 
 @dataclass

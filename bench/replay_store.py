@@ -8,7 +8,7 @@ from aggregates import transfer_commands
 from bench import workload
 from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
-from processor.store import open_store
+from processor.store.opening import open_store
 
 Record = namedtuple("Record", "offset value")
 

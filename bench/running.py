@@ -20,7 +20,7 @@ from aggregates.transfer import Transfer
 from bench import workload
 from processor.dev.broker import free_port
 from processor.kafka_io import ensure_topics
-from processor.store import open_store
+from processor.store.opening import open_store
 
 PARTITIONS = 3
 COTERM = [sys.executable, "-m", "processor.cli.coterm"]

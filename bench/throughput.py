@@ -23,7 +23,7 @@ from processor.dev.demo_stream import build_stream
 from processor.log_setup import configure_logging
 from processor.outbox.dispatch import Outbox
 from processor.outbox.results import Outbound
-from processor.store import open_store
+from processor.store.opening import open_store
 
 Record = namedtuple("Record", "offset value")
 

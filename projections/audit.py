@@ -10,6 +10,8 @@ from typing import Any, TextIO
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.sqlite import SQLiteFactory
 
 from aggregates.application import Orders
 from aggregates.bulk import Bulk
@@ -84,8 +86,7 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     fresh = Projection(app, prefix="rp")
     stop_at = live.position if verify else (app.process_recorder.max_notification_id() or 0)
     env = dict(app.env)
-    shared = env.get("PERSISTENCE_MODULE") in ("eventsourcing.sqlite", "eventsourcing.postgres") and \
-        ":memory:" not in env.get("SQLITE_DBNAME", "")
+    shared = isinstance(app.factory, SQLiteFactory | PostgresFactory) and ":memory:" not in env.get("SQLITE_DBNAME", "")
     if not shared or workers < 2:
         # Big pages: a row that many events change is read and written once a page, not once an event.
         read = fresh.run_to_end(stop_at=stop_at, page=50_000)

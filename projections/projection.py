@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import get_topic
 
 from aggregates.application import Orders
@@ -22,7 +23,7 @@ def read_models(app: Orders, prefix: str = "rm", create: bool = True) -> SQLiteR
     """`create` False: the tables exist (made under `open_store`'s lock); PostgreSQL fails one of
     two sessions running the same CREATE at once."""
     datastore = app.factory.datastore  # type: ignore[attr-defined]
-    cls = PostgresReadModels if app.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" else SQLiteReadModels
+    cls = PostgresReadModels if isinstance(app.factory, PostgresFactory) else SQLiteReadModels
     recorder = cls(datastore, prefix=prefix)
     if create:
         recorder.create_table()

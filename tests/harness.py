@@ -13,7 +13,7 @@ from aggregates.application import Orders
 from processor.consume.runner import run
 from processor.kafka_io import ensure_topics, read_topic
 from processor.settings import Settings
-from processor.store import open_store
+from processor.store.opening import open_store
 
 POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

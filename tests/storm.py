@@ -40,7 +40,7 @@ from aggregates.bulk import bulk_request_id
 from processor.dev.broker import BundledBroker, free_port
 from processor.dev.vendor_sim import VendorSimulator
 from processor.kafka_io import ensure_topics, read_topic
-from processor.store import open_store
+from processor.store.opening import open_store
 
 POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6

@@ -11,6 +11,8 @@ from aggregates.customer import Customer
 from aggregates.migration import Migration
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
+from processor.store.factories import MEMORY
+from processor.store.stored_orders import StoredOrders
 
 _ids = count(1)
 
@@ -20,8 +22,8 @@ def at(day: str, time: str = "10:00:00") -> datetime:
 
 
 class World:
-    def __init__(self) -> None:
-        self.app = Orders(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    def __init__(self, app: Orders | None = None) -> None:
+        self.app = app or StoredOrders(env={"PERSISTENCE_MODULE": MEMORY})
         self.now = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
 
     def _run(self, day: str, handler: Any, *args: Any, **kwargs: Any) -> Any:

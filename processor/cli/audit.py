@@ -14,7 +14,7 @@ from processor.settings import Settings, SettingsError
 
 
 def _open_existing_store() -> Any:
-    from processor.store import open_store
+    from processor.store.opening import open_store
 
     settings = Settings.from_env()
     if "://" not in settings.store and not Path(settings.store).exists():

@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from processor.consume.runner import run
     from processor.dev.broker import BundledBroker
     from processor.log_setup import configure_logging
-    from processor.store import open_store
+    from processor.store.opening import open_store
     from projections.projection import Projection
 
     settings = Settings.from_env()

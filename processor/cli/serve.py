@@ -14,7 +14,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from processor.orders_out import orders_out
-    from processor.store import open_store
+    from processor.store.opening import open_store
     from projections.api import create_app
     from projections.staff import Staff, StaffError
 

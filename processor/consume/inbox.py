@@ -13,10 +13,11 @@ import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from aggregates import commands, errors
-from aggregates.application import Orders, UnitOfWork
+from aggregates.application import UnitOfWork
 from aggregates.inbox import DeadLetter
 from contracts.parsing import Inbound, Rejection, parse_message
 from processor.consume import translate
+from processor.store.stored_orders import StoredOrders
 
 log = structlog.get_logger("coterm.inbox")
 MAX_ATTEMPTS = 20  # for a single message; a batch splits in halves after its second conflict
@@ -49,7 +50,7 @@ class InboxStats:
 
 
 class Inbox:
-    def __init__(self, app: Orders, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, app: StoredOrders, clock: Callable[[], datetime] = utc_now) -> None:
         self.app = app
         self.clock = clock
         self.stats = InboxStats()

@@ -12,7 +12,6 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from aggregates.application import Orders
 from processor.consume.bulk_barrier import BulkBarrier
 from processor.consume.inbox import Inbox
 from processor.kafka_io import (
@@ -25,6 +24,7 @@ from processor.kafka_io import (
 )
 from processor.outbox.process import OutboxProcess, SharedStatus
 from processor.settings import Settings, SettingsError
+from processor.store.stored_orders import StoredOrders
 
 log = structlog.get_logger("coterm.runner")
 StoreUnavailable = (OperationalError, InterfaceError)
@@ -44,7 +44,7 @@ class Progress:
     lag: dict[tuple[str, int], int | None] = field(default_factory=dict)  # (topic, partition) -> behind
 
 
-def run(app: Orders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
+def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
         on_progress: Callable[[Progress, Inbox, SharedStatus], None] | None = None,
         followers: Sequence[Callable[..., int]] = (), log_path: str | None = None,
         metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None) -> int:

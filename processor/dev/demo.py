@@ -32,7 +32,7 @@ from processor.log_setup import configure_logging
 from processor.orders_out import KafkaOrders
 from processor.outbox.process import SharedStatus
 from processor.settings import Settings
-from processor.store import open_store
+from processor.store.opening import open_store
 from projections.api import create_app
 from projections.projection import Projection
 from projections.staff import Staff, hash_token

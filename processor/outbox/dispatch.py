@@ -21,7 +21,6 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
 from aggregates import transfer_commands
-from aggregates.application import Orders
 from aggregates.halves import half_of
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
@@ -29,6 +28,7 @@ from processor.metrics import VendorStats
 from processor.outbox.results import OUTBOUND, Outbound, outbound_of
 from processor.outbox.topic_ends import Ends, Measurements
 from processor.outbox.vendor_client import Stopped, VendorClient, VendorOutcome
+from processor.store.stored_orders import StoredOrders
 
 log = structlog.get_logger("coterm.outbox")
 
@@ -77,7 +77,7 @@ class Outbox:
     the lease as far as it knows, asked before each new vendor call. `topic_ends` and
     `store_positions` measure the orders topic and what the store applied of it, for expiry."""
 
-    def __init__(self, app: Orders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
+    def __init__(self, app: StoredOrders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
                  clock: Callable[[], datetime], vendor_stats: VendorStats | None = None, workers: int = 32,
                  topic_ends: Callable[[], Ends | None] | None = None,
                  store_positions: Callable[[list[int]], dict[int, int]] | None = None,

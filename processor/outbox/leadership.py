@@ -32,8 +32,8 @@ from typing import Any
 import psycopg
 import structlog
 
-from processor.store import connect_postgres
-from storage.recorders import LEASES, Fence
+from processor.store.opening import connect_postgres, is_postgres
+from processor.store.recorders import LEASES, Fence
 
 log = structlog.get_logger("coterm.leadership")
 LEASE_NAME = "outbox"
@@ -50,7 +50,7 @@ EVENTS_TABLE = "coterm_events"
 class Leadership:
     def __init__(self, store_env: dict[str, str], ttl_s: float = TTL_S, renew_s: float = RENEW_S) -> None:
         self.env = store_env
-        self.shared = store_env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        self.shared = is_postgres(store_env)
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -33,7 +33,7 @@ from processor.outbox.leadership import Leadership
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.vendor_client import VendorClient
 from processor.settings import Settings
-from processor.store import open_store, store_env
+from processor.store.opening import open_store, store_env
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent

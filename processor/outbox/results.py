@@ -11,8 +11,7 @@ from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.transfer import Transfer
 from contracts.envelope import ResultEnvelope
-from contracts.outbound import RESULTS
-from contracts.outbound import DeadLetterMessage
+from contracts.outbound import RESULTS, DeadLetterMessage
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def test_operator_errors_are_one_line_and_exit_2_never_a_traceback(tmp_path: Pat
          "--output"),
         (["export", "--since", "2020-01-02", "--until", "2020-01-01"], {"COTERM_STORE": store}, "is not after"),
     ]
-    from processor.store import open_store
+    from processor.store.opening import open_store
 
     open_store(store).close()  # exists: the export cases fail on their own argument, not on the store
     for args, env, says in cases:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aggregates import bulk_commands
 from aggregates.inbox import DeadLetter
-from processor.store import open_store
+from processor.store.opening import open_store
 from projections.staff import Staff
 from tests import seed
 from tests.http_server import call, serving

@@ -73,7 +73,7 @@ def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor:
 
 
 def test_serve_metrics_and_readiness_are_open_even_with_a_staff_file(tmp_path: Path) -> None:
-    from processor.store import open_store
+    from processor.store.opening import open_store
     from projections.staff import Staff
     from tests import seed
     from tests.http_server import serving

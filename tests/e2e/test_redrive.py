@@ -19,7 +19,7 @@ CUSTOMER = {"customer_id": "late", "partner_id": "partner-1", "name": "Late Ltd"
 
 def test_dead_letters_are_listed_redriven_once_and_processed_like_new(broker: BundledBroker, vendor: VendorSimulator,
                                                                      tmp_path: Path) -> None:
-    from processor.store import open_store
+    from processor.store.opening import open_store
     from projections.staff import Staff
 
     s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)

@@ -8,7 +8,7 @@ import pytest
 from aggregates.application import Orders
 from processor.dev.broker import BundledBroker
 from processor.dev.vendor_sim import VendorSimulator
-from processor.store import open_store
+from processor.store.opening import open_store
 from tests.harness import POSTGRES_URL, Scenario
 
 

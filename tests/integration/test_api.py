@@ -11,7 +11,7 @@ import pytest
 
 from aggregates import bulk_commands, commands
 from aggregates.transfer import Transfer
-from processor.store import open_store
+from processor.store.opening import open_store
 from projections.staff import Staff, StaffError, hash_token
 from tests import seed
 from tests.http_server import call, serving

@@ -25,7 +25,7 @@ from contracts.parsing import parse_message
 from processor.consume.inbox import Inbox
 from processor.dev.vendor_sim import VendorSimulator
 from processor.log_setup import configure_logging
-from processor.store import open_store
+from processor.store.opening import open_store
 from projections.projection import Projection
 from projections.staff import Staff
 from tests import seed

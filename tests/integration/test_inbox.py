@@ -65,7 +65,7 @@ def test_many_batches_record_their_message_ids_and_positions_together(app) -> No
 
 
 def test_a_message_id_seen_on_another_partition_changes_nothing(app, store) -> None:  # type: ignore[no-untyped-def]
-    from processor.store import open_store
+    from processor.store.opening import open_store
 
     first = _half(0, "op-x")
     again = Record(7, first.value)  # the same message, redelivered on another partition
@@ -83,7 +83,7 @@ def test_a_message_id_seen_on_another_partition_changes_nothing(app, store) -> N
 def test_each_process_sees_what_another_wrote_through_its_cache(app, store) -> None:  # type: ignore[no-untyped-def]
     from aggregates import commands
     from aggregates.subscription import Subscription
-    from processor.store import open_store
+    from processor.store.opening import open_store
     from tests.seed import customer_with_subscriptions
 
     customer_with_subscriptions(app)

@@ -13,7 +13,7 @@ from tests.integration.conftest import _postgres_available
 from tests.storm import run_storm
 
 
-@pytest.mark.alone
+@pytest.mark.storm
 def test_a_small_kill_storm_loses_nothing_and_calls_the_vendor_once_per_completed_transfer(tmp_path) -> None:  # type: ignore[no-untyped-def]
     problem = _postgres_available()
     if problem:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from storage.recorders import Fenced
 from processor.outbox.leadership import Leadership
-from processor.store import open_store, store_env
+from processor.store.opening import open_store, store_env
+from processor.store.recorders import Fenced
 from tests.integration.conftest import postgres_store
 from tests.waiting import seconds_until
 from tests.world import at
@@ -83,7 +83,7 @@ def test_a_writer_stuck_on_its_client_while_holding_the_insert_lock_is_ended(pg_
     import psycopg
 
     from aggregates import commands
-    from processor.store import connect_postgres
+    from processor.store.opening import connect_postgres
 
     env = store_env(pg_store)
     app = open_store(pg_store)

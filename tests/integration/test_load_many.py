@@ -7,7 +7,7 @@ import pytest
 from aggregates import commands
 from aggregates.customer import Customer
 from aggregates.subscription import Subscription
-from processor.store import open_store
+from processor.store.opening import open_store
 from tests import seed
 
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-OPEN = "import sys; from processor.store import open_store; open_store(sys.argv[1]).close()"
+OPEN = "import sys; from processor.store.opening import open_store; open_store(sys.argv[1]).close()"
 
 
 def test_processes_opening_a_fresh_store_together_all_succeed(store: str) -> None:

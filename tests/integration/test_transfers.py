@@ -131,7 +131,7 @@ def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Sce
     import threading
 
     from processor.consume.runner import run
-    from processor.store import open_store
+    from processor.store.opening import open_store
 
     seed_reference_data(scenario)
     scenario.process()  # reference data first: the halves below land on other partitions

@@ -196,6 +196,3 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def events_of(self, aggregate_ids: Iterable[UUID]) -> list[StoredEvent]:
         return [e for i in aggregate_ids for e in self.select_events(i)]
 
-
-# Named to the library's factories by topic (PROCESS_RECORDER_TOPIC); POPO's takes none.
-RECORDERS = {"eventsourcing.sqlite": SQLiteSeenRecorder, "eventsourcing.postgres": PostgresSeenRecorder}

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 import psycopg
 from psycopg import sql
 
-from aggregates.application import Orders
 from processor.settings import SettingsError, store_problem
+from processor.store.factories import POSTGRES, SQLITE
+from processor.store.stored_orders import StoredOrders
 from projections.projection import read_models
 
 
@@ -28,7 +29,7 @@ def store_env(store: str) -> dict[str, str]:
             raise SettingsError(f"COTERM_STORE={store!r} names no database")
         query = parse_qs(url.query)
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": POSTGRES,
             "POSTGRES_DBNAME": unquote(url.path.lstrip("/")),
             "POSTGRES_HOST": url.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(url.port or 5432),
@@ -46,22 +47,26 @@ def store_env(store: str) -> dict[str, str]:
     problem = store_problem(store)
     if problem:
         raise SettingsError(f"COTERM_STORE={store!r}: {problem}")
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
+    return {"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(Path(store)), "SQLITE_LOCK_TIMEOUT": "30"}
+
+
+def is_postgres(env: dict[str, str]) -> bool:
+    return env["PERSISTENCE_MODULE"] == POSTGRES
 
 
 OPEN_ATTEMPTS = 5
 
 
-def open_store(store: str) -> Orders:
+def open_store(store: str) -> StoredOrders:
     """The application on its store, with every table (events, tracking, read models) created."""
     env = store_env(store)
     for attempt in range(1, OPEN_ATTEMPTS + 1):
-        app: Orders | None = None
+        app: StoredOrders | None = None
         try:
             with _ddl_lock(env):
-                if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres" and env["POSTGRES_SCHEMA"] != "public":
+                if is_postgres(env) and env["POSTGRES_SCHEMA"] != "public":
                     _create_schema(env)
-                app = Orders(env=env)
+                app = StoredOrders(env=env)
                 read_models(app)
             return app
         except Exception as error:  # noqa: BLE001 - any driver error means "cannot open", said plainly
@@ -87,7 +92,7 @@ _DDL_LOCK_KEY = 0x636F7465726D  # "coterm"
 
 @contextmanager
 def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
-    if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
+    if is_postgres(env):
         with connect_postgres(env) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK_KEY,))  # released when the session closes
             yield
