@@ -5,7 +5,7 @@ them, as events recorded before these classes held them); the domain reads attri
 is stamped with the message that carried it: `message_id`, `occurred_at`, `recorded_at`.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
@@ -50,7 +50,11 @@ class _Half:
     recorded_at: str
 
     def stored(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+        # A dataclass's __dict__ holds its fields in their order: 1 us, where asdict's deep copy takes 10.
+        values = dict(self.__dict__)
+        if "target" in values:
+            values["target"] = dict(values["target"].__dict__)
+        return values
 
     def same_order(self, other: "Half") -> bool:
         """The same order, whichever message carried it (a re-sent order under a new message id)."""
