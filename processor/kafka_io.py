@@ -27,9 +27,11 @@ log = structlog.get_logger("coterm.kafka")
 class ResumeFromStore(ConsumerRebalanceListener):
     """On assignment, seek to the positions recorded in the store, not Kafka's committed offsets."""
 
-    def __init__(self, consumer: KafkaConsumer, resume_position: Callable[[str, int], int | None]) -> None:
+    def __init__(self, consumer: KafkaConsumer, resume_position: Callable[[str, int], int | None],
+                 on_assigned: Callable[[int], None] = lambda held: None) -> None:
         self.consumer = consumer
         self.resume_position = resume_position
+        self.on_assigned = on_assigned  # how many partitions this member holds now (0 included)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
@@ -39,6 +41,7 @@ class ResumeFromStore(ConsumerRebalanceListener):
             else:
                 self.consumer.seek(tp, offset)
         log.info("partitions.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        self.on_assigned(len(assigned))
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions.revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
@@ -153,7 +156,7 @@ def commit_positions(consumer: KafkaConsumer, positions: dict[Any, int]) -> None
         log.warning("kafka.commit_failed", error=str(error))
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, timeout_s: float = 30.0,
+def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int, timeout_s: float = 30.0,
                   **options: Any) -> None:
     """Create missing topics; safe to call from several processes at once."""
     deadline = time.monotonic() + timeout_s

@@ -62,6 +62,19 @@ def vendor_metrics(values: Any, pending: int) -> Iterator[Metric]:
     yield GaugeMetricFamily("coterm_vendor_calls_pending", "Vendor calls requested and not yet answered", value=pending)
 
 
+def partition_metrics(check: Any) -> Iterator[Metric]:
+    """The orders topic's partitions, as configured and as the broker has them, and how many this
+    processor holds: 0 held means the group has more members than partitions."""
+    if check is None:
+        return
+    yield GaugeMetricFamily("coterm_orders_partitions_configured", "COTERM_TOPIC_PARTITIONS", value=check.configured)
+    if check.partitions is not None:
+        yield GaugeMetricFamily("coterm_orders_partitions", "Partitions of the orders topic", value=check.partitions)
+    if check.held is not None:
+        yield GaugeMetricFamily("coterm_orders_partitions_held", "Partitions of the orders topic this processor "
+                                "holds (0: it stands idle)", value=check.held)
+
+
 class RunCollector:
     """What one `coterm run` reports, read at scrape time."""
 
@@ -82,6 +95,7 @@ class RunCollector:
             if behind is not None:  # not fetched from yet: unknown, not zero
                 lag.add_metric([topic, str(partition)], behind)
         yield lag
+        yield from partition_metrics(self.progress.partitions)
         yield GaugeMetricFamily("coterm_halves_waiting", "Transfer halves waiting for their pair",
                                 value=self.status.waiting_halves.value)
         yield from vendor_metrics(self.status.vendor, self.status.pending_calls.value)

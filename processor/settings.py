@@ -64,6 +64,8 @@ class Settings(BaseModel):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
+    # Partitions of the topics coterm creates: at most this many processors of one group consume.
+    topic_partitions: int = Field(6, ge=1, le=10_000)
 
     @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
     @classmethod
@@ -134,13 +136,34 @@ class Settings(BaseModel):
             raw = {name: env[f"COTERM_{name.upper()}"].strip() for name in cls.model_fields
                    if env.get(f"COTERM_{name.upper()}", "").strip()}
         try:
-            return cls(**raw)
+            settings = cls(**raw)
         except ValidationError as error:
             first = error.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "?"
             shown = "(hidden)" if "password" in field else repr(raw.get(field, ""))
             message = first["msg"].removeprefix("Value error, ")
             raise SettingsError(f"COTERM_{field.upper()}={shown}: {_plain(message)}") from None
+        problem = settings.sasl_problem()
+        if problem:
+            raise SettingsError(problem)
+        return settings
+
+    def sasl_problem(self) -> str | None:
+        """SASL settings that cannot work, said before a client tries (it would only report that no
+        broker answered)."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        if sasl and not mechanism:
+            return (f"COTERM_KAFKA_SECURITY_PROTOCOL={protocol} needs COTERM_KAFKA_SASL_MECHANISM "
+                    "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if mechanism and not sasl:
+            return (f"COTERM_KAFKA_SASL_MECHANISM={mechanism} needs COTERM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+                    f"or SASL_SSL (it is {protocol or 'unset'})")
+        missing = [name for name, value in (("COTERM_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                                            ("COTERM_KAFKA_SASL_PASSWORD", self.kafka_sasl_password)) if not value]
+        if mechanism and missing:
+            return f"COTERM_KAFKA_SASL_MECHANISM={mechanism} needs {' and '.join(missing)}"
+        return None
 
 
 class _EnvReader(BaseSettings):

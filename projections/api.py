@@ -36,15 +36,18 @@ def _utc_now() -> datetime:
 
 
 def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_s: float = 30.0,
-               orders: OrdersOut | None = None, clock: Callable[[], datetime] = _utc_now) -> FastAPI:
+               orders: OrdersOut | None = None, clock: Callable[[], datetime] = _utc_now,
+               store_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
     """`orders`: where placed orders go (no broker: start buttons greyed, POSTs 503); `clock`: the
-    wall clock that dates placed orders (their `occurred_at`) and the forms' what-ifs."""
+    wall clock that dates placed orders (their `occurred_at`) and the forms' what-ifs;
+    `store_problem`: a reason `/readyz` answers 503 (e.g. the store file was replaced)."""
     projection = Projection(app)
     queries = Queries(app, projection.tables)
     registry = CollectorRegistry()
     ctx = Api(app=app, staff=staff, projection=projection, queries=queries,
               orders=orders or NoBroker(), clock=clock, registry=registry,
-              readiness=Readiness(lambda: ctx.head(), lambda: projection.caught_up_at, ready_max_lag_s))
+              readiness=Readiness(lambda: ctx.head(), lambda: projection.caught_up_at, ready_max_lag_s,
+                                  extra=store_problem))
     registry.register(ReadModelCollector(queries, ctx.head, lambda: projection.position))
     stop = threading.Event()
 

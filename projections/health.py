@@ -16,8 +16,12 @@ class Readiness:
     """`/readyz`: the store answers and the read models were at the store's head within `max_lag_s`."""
 
     def __init__(self, head: Callable[[], int], caught_up_at: Callable[[], float], max_lag_s: float,
-                 extra: Callable[[], str | None] = lambda: None) -> None:
+                 extra: Callable[[], str | None] = lambda: None,
+                 warnings: Callable[[], list[str]] = lambda: []) -> None:
+        """`extra`: a reason not to be ready; `warnings`: what an operator should know while ready
+        (e.g. a processor that holds no partition), shown in the body."""
         self.head, self.caught_up_at, self.max_lag_s, self.extra = head, caught_up_at, max_lag_s, extra
+        self.warnings = warnings
 
     def check(self, timeout_s: float = STORE_ANSWER_S) -> tuple[bool, dict[str, Any]]:
         # A database that stops answering would hold the probe for as long as the driver waits
@@ -47,7 +51,11 @@ class Readiness:
         problem = self.extra()
         if problem:
             return False, {"ready": False, "store_position": head, "reason": problem}
-        return True, {"ready": True, "store_position": head, "read_models_caught_up_s_ago": round(age, 1)}
+        body: dict[str, Any] = {"ready": True, "store_position": head, "read_models_caught_up_s_ago": round(age, 1)}
+        warnings = self.warnings()
+        if warnings:
+            body["warnings"] = warnings
+        return True, body
 
 
 class ReadModelCollector:

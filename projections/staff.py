@@ -57,6 +57,30 @@ class StaffFile(BaseModel):
     roles: dict[str, list[str]] = {}
     users: list[StaffUser] = []
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "StaffFile":
+        """What pydantic's types cannot see: names and tokens that clash, roles and privileges
+        misspelled (found here, not by a 403 later). No message repeats a token."""
+        for role, privileges in self.roles.items():
+            unknown = [p for p in privileges if p not in PRIVILEGES]
+            if unknown:
+                raise ValueError(f"role {role!r} grants unknown privilege {unknown[0]!r} (known: {', '.join(PRIVILEGES)})")
+        known = {**DEFAULT_ROLES, **self.roles}
+        names: set[str] = set()
+        digests: dict[str, str] = {}
+        for user in self.users:
+            if user.name in names:
+                raise ValueError(f"two users are named {user.name!r}")
+            names.add(user.name)
+            unknown = [r for r in user.roles if r not in known]
+            if unknown:
+                raise ValueError(f"user {user.name!r} has unknown role {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            digest = user.token_sha256 or hash_token(str(user.token))
+            if digest in digests:
+                raise ValueError(f"users {digests[digest]!r} and {user.name!r} have the same token")
+            digests[digest] = user.name
+        return self
+
 
 class StaffError(ValueError):
     pass
@@ -75,8 +99,10 @@ class Staff:
             return cls(StaffFile.model_validate(json.loads(Path(path).read_text())))
         except OSError as error:
             raise StaffError(f"COTERM_STAFF_FILE={path!r} cannot be read: {error.strerror}") from None
-        except (ValueError, ValidationError) as error:
-            raise StaffError(f"COTERM_STAFF_FILE={path!r} is not a valid staff file: {error}") from None
+        except ValidationError as error:
+            raise StaffError(f"COTERM_STAFF_FILE={path!r} is not a valid staff file: {_first_problem(error)}") from None
+        except ValueError as error:  # not JSON
+            raise StaffError(f"COTERM_STAFF_FILE={path!r} is not JSON: {error}") from None
 
     @property
     def enabled(self) -> bool:
@@ -92,3 +118,13 @@ class Staff:
 
     def privileges(self, user: StaffUser) -> set[str]:
         return {p for role in user.roles for p in self.roles.get(role, [])}
+
+
+def _first_problem(error: ValidationError) -> str:
+    """One line naming where and what, never the value (it may be a token)."""
+    first = error.errors(include_input=False, include_url=False)[0]
+    where = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]).replace(".[", "[")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "string_too_short" and where.endswith("token"):
+        message = "a token must be at least 16 characters"
+    return f"{where}: {message}" if where else message

@@ -41,9 +41,10 @@ class Scenario:
             topic_orders=f"orders-{self.tag}", topic_results=f"results-{self.tag}",
             topic_deadletter=f"deadletter-{self.tag}", group_id=f"coterm-{self.tag}",
             pairing_timeout_s=self.pairing_timeout_s, vendor_max_attempts=self.vendor_max_attempts,
+            topic_partitions=3,
         )
         ensure_topics(self.bootstrap, [self.settings.topic_orders, self.settings.topic_results,
-                                       self.settings.topic_deadletter])
+                                       self.settings.topic_deadletter], partitions=3)
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
 
     def with_settings(self, **changes: Any) -> None:
@@ -55,7 +56,7 @@ class Scenario:
                 "COTERM_TOPIC_ORDERS": s.topic_orders, "COTERM_TOPIC_RESULTS": s.topic_results,
                 "COTERM_TOPIC_DEADLETTER": s.topic_deadletter, "COTERM_GROUP_ID": s.group_id,
                 "COTERM_PAIRING_TIMEOUT_S": str(s.pairing_timeout_s),
-                "COTERM_VENDOR_MAX_ATTEMPTS": str(s.vendor_max_attempts)}
+                "COTERM_VENDOR_MAX_ATTEMPTS": str(s.vendor_max_attempts), "COTERM_TOPIC_PARTITIONS": str(s.topic_partitions)}
 
     # -- input ------------------------------------------------------------------------------
     def send(self, type_: str, payload: dict[str, Any], key: str | None = None, partition: int | None = None,

@@ -6,13 +6,14 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from processor.cli import audit as cli_audit
 from processor.cli import preview as cli_preview
 from processor.cli import publish as cli_publish
 from processor.cli import redrive as cli_redrive
 from processor.cli import serve as cli_serve
+from processor.cli import staff as cli_staff
 from processor.settings import Settings, SettingsError
 
 # Each command imports what it needs inside itself: the store, Kafka and the web stack cost
@@ -75,7 +76,8 @@ def _metrics_server(host: str, port: int, app: Any, projection: Any, max_lag_s: 
     def start(inbox: Any, progress: Any, outbox: Any) -> MetricsServer:
         collector = RunCollector(inbox, progress, outbox.status, head, lambda: projection.position)
         readiness = Readiness(head, lambda: projection.caught_up_at, max_lag_s,
-                              extra=lambda: None if outbox.process.is_alive() else "the outbox process is not running")
+                              extra=lambda: None if outbox.process.is_alive() else "the outbox process is not running",
+                              warnings=lambda: progress.partitions.warnings() if progress.partitions else [])
         try:
             server = MetricsServer(host, port, collector, readiness).start()
         except OSError as error:
@@ -90,7 +92,10 @@ def cmd_vendor_sim(args: argparse.Namespace) -> int:
     from processor.dev.vendor_sim import Faults, VendorSimulator
 
     faults = Faults(fail_rate=args.fail_rate, fail_first=args.fail_first, reject_plans=args.reject_plan or [])
-    sim = VendorSimulator(args.port, faults, host=args.host)
+    try:
+        sim = VendorSimulator(args.port, faults, host=args.host)
+    except OSError as error:
+        raise SettingsError(f"--host {args.host} --port {args.port}: cannot listen there: {error.strerror}") from None
     stop = _stop_on_signals()
     sim.start()
     print(f"vendor simulator listening on {sim.url}", flush=True)
@@ -105,8 +110,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.serve:
         from processor.cli.serve import _check_port_free
 
-        if not 0 <= args.port <= 65535:
-            raise SettingsError(f"--port {args.port}: a TCP port is 0-65535")
         _check_port_free(args.host, args.port)  # before a minute of demo, not after it
     return run_demo(customers=args.customers, seed=args.seed, as_json=args.json,
                     serve=(args.host, args.port) if args.serve else None)
@@ -131,6 +134,23 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0-65535)")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A mistake on the command line is one line on standard error and exit 2, not the usage block."""
+
+    def error(self, message: str) -> "NoReturn":
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -141,7 +161,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coterm", description="Event-sourced order processor for "
+    parser = OneLineParser(prog="coterm", description="Event-sourced order processor for "
                                      "usage-based migrations and partial seat transfers.")
     parser.add_argument("--version", action="version", version=f"coterm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,15 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     cli_preview.add_parser(sub)
     cli_redrive.add_parser(sub, _timestamp)
     cli_publish.add_parser(sub)
+    cli_staff.add_parser(sub)
     return parser
 
 
 def _add_processing(sub: Any) -> None:
-    """run, demo, vendor-sim, serve, hash-token."""
+    """run, demo, vendor-sim, serve."""
     run = sub.add_parser("run", help="consume orders from Kafka until SIGTERM/SIGINT (or idle)")
     run.add_argument("--until-idle", type=_positive(float), metavar="S",
                      help="exit 0 once S seconds pass with no input, no pending vendor call and no result to publish")
-    run.add_argument("--metrics-port", type=int, metavar="PORT",
+    run.add_argument("--metrics-port", type=_port, metavar="PORT",
                      help="serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
@@ -173,11 +194,11 @@ def _add_processing(sub: Any) -> None:
                       "simulator running behind the dashboard, to start migrations, partial upgrades and bulk "
                       "migrations yourself (until Ctrl-C)")
     demo.add_argument("--host", default="127.0.0.1", help="with --serve: the dashboard's address")
-    demo.add_argument("--port", type=int, default=8000, help="with --serve: the dashboard's port (default 8000)")
+    demo.add_argument("--port", type=_port, default=8000, help="with --serve: the dashboard's port (default 8000)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("vendor-sim", help="run the vendor API simulator")
-    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--port", type=_port, default=8080)
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--fail-rate", type=_positive(float), default=0.0, help="share of attempts answered 503")
     sim.add_argument("--fail-first", type=int, default=0, help="answer the first N attempts of every key with 503")
@@ -186,12 +207,10 @@ def _add_processing(sub: Any) -> None:
 
     serve = sub.add_parser("serve", help="query API and operations dashboard over the store")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--create-store", action="store_true", help="start on a new, empty SQLite store when "
+                       "COTERM_STORE names none (without it, a missing file is an error: likely a typo)")
     serve.set_defaults(func=cli_serve.cmd_serve)
-
-    token = sub.add_parser("hash-token", help="print the SHA-256 of a staff token read from standard input, "
-                           "for a staff file that holds no credential")
-    token.set_defaults(func=cli_serve.cmd_hash_token)
 
 
 def _add_audit(sub: Any) -> None:

@@ -1,8 +1,11 @@
 """`coterm serve`: the query API, staff actions and dashboard over the store."""
 
 import argparse
+import os
 import socket
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from processor.settings import Settings, SettingsError
 
@@ -24,6 +27,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StaffError as error:
         raise SettingsError(str(error)) from None
     _check_port_free(args.host, args.port)
+    sqlite = "://" not in settings.store
+    if sqlite and not Path(settings.store).exists() and not args.create_store:
+        raise SettingsError(f"COTERM_STORE={settings.store!r} does not exist (a typo? `coterm serve --create-store` "
+                            "starts on a new, empty store)")
     app = open_store(settings.store)
     if not staff.enabled:
         print("coterm: COTERM_STAFF_FILE is unset: reads are open to anyone who reaches this port, "
@@ -34,8 +41,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "(their buttons are greyed; POSTs answer 503)", file=sys.stderr)
     print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s, orders=orders), host=args.host, port=args.port, log_level="warning")
+    replaced = _replaced_file(settings.store) if sqlite else (lambda: None)
+    uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s, orders=orders, store_problem=replaced),
+                host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _replaced_file(path: str) -> Callable[[], str | None]:
+    """A SQLite file removed or replaced under a running serve (say, `coterm demo` run again) would
+    leave it serving the old file's data while saying ready: readiness says so instead."""
+    opened = os.stat(path)
+
+    def problem() -> str | None:
+        try:
+            now = os.stat(path)
+        except OSError:
+            return f"the store file {path} was removed after coterm serve opened it: restart coterm serve"
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            return f"the store file {path} was replaced after coterm serve opened it: restart coterm serve"
+        return None
+
+    return problem
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -46,13 +72,3 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as error:
             raise SettingsError(f"--host {host} --port {port}: cannot listen there: {error.strerror}") from None
 
-
-def cmd_hash_token(args: argparse.Namespace) -> int:
-    """The SHA-256 a staff file may hold instead of the token (read from stdin: not in shell history)."""
-    from projections.staff import hash_token
-
-    token = sys.stdin.readline().strip()
-    if len(token) < 16:
-        raise SettingsError("a staff token is at least 16 characters; give it on standard input")
-    print(hash_token(token))
-    return 0

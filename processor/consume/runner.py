@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 
 from processor.consume.bulk_barrier import BulkBarrier
 from processor.consume.inbox import Inbox
+from processor.consume.partitions import PartitionCheck
 from processor.kafka_io import (
     ResumeFromStore,
     caught_up,
@@ -42,6 +43,7 @@ class Progress:
     caught_up: bool = False
     idle_for_s: float = 0.0
     lag: dict[tuple[str, int], int | None] = field(default_factory=dict)  # (topic, partition) -> behind
+    partitions: PartitionCheck | None = None
 
 
 def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
@@ -55,9 +57,12 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
     status = outbox.status
     inbox = Inbox(app)
     consumer = make_consumer(bootstrap, settings.group_id, **settings.kafka_options())
-    consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position))
+    check = PartitionCheck(settings.topic_orders, settings.topic_partitions,
+                           partitions=len(consumer.partitions_for_topic(settings.topic_orders) or ()) or None)
+    check.say()
+    progress = Progress(partitions=check)
+    consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position, check.assigned))
     barrier = BulkBarrier(consumer)
-    progress = Progress()
     last_input = time.monotonic()
     last_followed = 0.0
     server = None
@@ -105,6 +110,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
 def _ensure_topics(settings: Settings, bootstrap: str) -> None:
     try:
         ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
+                      partitions=settings.topic_partitions,
                       timeout_s=settings.kafka_connect_timeout_s, **settings.kafka_options())
     except KafkaError as error:  # an operator's setting, not a bug: one line, exit 2
         raise SettingsError(f"COTERM_KAFKA_BOOTSTRAP={bootstrap!r}: no Kafka broker answered within "

@@ -59,7 +59,8 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
         say(f"  store     {store} (SQLite); logs in {DEMO_DIR / 'coterm.log'}")
         settings = Settings(kafka_bootstrap=broker.bootstrap, store=store, vendor_url=vendor.url,
                             pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
-        ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter])
+        ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
+                      partitions=settings.topic_partitions)
         watch = _Watch()
         app, stop = open_store(store), threading.Event()
         projection = Projection(app)  # read models for `coterm serve`, kept current as in `coterm run`
@@ -69,20 +70,7 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
         started = time.monotonic()
         worker.start()
         try:
-            _publish(broker.bootstrap, settings.topic_orders, stream.reference)
-            watch.wait_for(len(stream.reference), "reference data")
-            _publish(broker.bootstrap, settings.topic_orders, stream.orders)
-            done = len(stream.reference) + len(stream.orders)
-            watch.wait_for(done, "orders", settle_s=PAIRING_TIMEOUT_S + 2)
-            say(f"\nBulk migrations on {TODAY + timedelta(days=1)}: " + ", ".join(BULKS) + "; then the business "
-                f"date moves on ({len(LATER_DAYS)} clock.tick messages, up to {TODAY + timedelta(days=LATER_DAYS[-1])})")
-            _publish(broker.bootstrap, settings.topic_orders, stream.bulk)
-            done += len(stream.bulk)
-            watch.wait_for(done, "bulk migrations")
-            for message in stream.later:  # one by one: each business day's decisions before the next
-                _publish(broker.bootstrap, settings.topic_orders, [message])
-                done += 1
-                watch.wait_for(done, "business days", quiet=True)
+            _play(stream, broker.bootstrap, settings.topic_orders, watch)
             if serve is not None:
                 _summary(_read_all(broker.bootstrap, settings.topic_results),
                          _read_all(broker.bootstrap, settings.topic_deadletter), vendor, watch, time.monotonic() - started)
@@ -104,6 +92,24 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
     if as_json:
         print(json.dumps({**summary, "store": store}, indent=2), flush=True)
     return 0
+
+
+def _play(stream: Any, bootstrap: str, topic: str, watch: "_Watch") -> None:
+    """The stream in its acts, each waited for: reference data, orders, bulks, later business days."""
+    _publish(bootstrap, topic, stream.reference)
+    watch.wait_for(len(stream.reference), "reference data")
+    _publish(bootstrap, topic, stream.orders)
+    done = len(stream.reference) + len(stream.orders)
+    watch.wait_for(done, "orders", settle_s=PAIRING_TIMEOUT_S + 2)
+    say(f"\nBulk migrations on {TODAY + timedelta(days=1)}: " + ", ".join(BULKS) + "; then the business "
+        f"date moves on ({len(LATER_DAYS)} clock.tick messages, up to {TODAY + timedelta(days=LATER_DAYS[-1])})")
+    _publish(bootstrap, topic, stream.bulk)
+    done += len(stream.bulk)
+    watch.wait_for(done, "bulk migrations")
+    for message in stream.later:  # one by one: each business day's decisions before the next
+        _publish(bootstrap, topic, [message])
+        done += 1
+        watch.wait_for(done, "business days", quiet=True)
 
 
 def _serve_live(settings: Settings, store: str, host: str, port: int) -> None:

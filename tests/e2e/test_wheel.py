@@ -53,7 +53,8 @@ def test_the_installed_wheel_serves_the_dashboard_docs_and_schemas(tmp_path: Pat
     assert schemas.returncode == 0 and int(schemas.stdout) >= 20, schemas.stderr
 
     port = free_port()
-    server = subprocess.Popen([str(python), "-m", "processor.cli.coterm", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+    server = subprocess.Popen([str(python), "-m", "processor.cli.coterm", "serve", "--port", str(port),
+                               "--create-store"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
