@@ -10,7 +10,8 @@ COPY projections projections
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 coterm
+RUN useradd --create-home --uid 10001 coterm \
+ && mkdir -p /var/lib/coterm/staff && chown coterm:coterm /var/lib/coterm/staff
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER coterm

@@ -19,7 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from projections.health import Readiness
+from projections.health import Readiness, ReadinessCollector
 
 VENDOR_RESULTS = ("success", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE")
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -120,6 +120,7 @@ class MetricsServer:
     def __init__(self, host: str, port: int, collector: Any, readiness: Readiness) -> None:
         registry = CollectorRegistry()
         registry.register(collector)
+        registry.register(ReadinessCollector(readiness))
         handler = _handler(registry, readiness)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True

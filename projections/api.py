@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregates.application import Orders
 from projections import auth
-from projections.health import Readiness, ReadModelCollector
+from projections.health import Readiness, ReadinessCollector, ReadModelCollector
 from projections.projection import Projection
 from projections.queries import BadQuery, Queries
 from projections.routes import bulk, customers, deadletters, operations, ops
@@ -49,6 +49,7 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
               readiness=Readiness(lambda: ctx.head(), lambda: projection.caught_up_at, ready_max_lag_s,
                                   extra=store_problem))
     registry.register(ReadModelCollector(queries, ctx.head, lambda: projection.position))
+    registry.register(ReadinessCollector(ctx.readiness))
     stop = threading.Event()
 
     def follow() -> None:

@@ -58,6 +58,17 @@ class Readiness:
         return True, body
 
 
+class ReadinessCollector:
+    """`coterm_ready`: what `/readyz` would answer, as a metric (for alerting from Prometheus)."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        ready, _ = self.readiness.check()
+        yield GaugeMetricFamily("coterm_ready", "1 when /readyz answers 200", value=int(ready))
+
+
 class ReadModelCollector:
     """What the read models say, for `coterm serve`'s `/metrics`: operations by status and
     reason, dead letters by reason, and how far the read models trail the store."""

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from processor.cli.coterm import build_parser
-from projections.staff import Staff
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -45,29 +44,62 @@ def test_urls_name_services_of_the_stack_on_the_ports_they_listen_on() -> None:
     processor = SERVICES["processor"]["environment"]
     host, port = processor["COTERM_KAFKA_BOOTSTRAP"].split(":")
     assert host in SERVICES and f"INTERNAL://{host}:{port}" in SERVICES[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    store = re.match(r"postgresql://(\w+):(\w+)@([\w-]+):(\d+)/(\w+)", processor["COTERM_STORE"])
-    assert store is not None
+    store = re.match(r"postgresql://(\w+):(\$\{\w+:\?[^}]*\})@([\w-]+):(\d+)/(\w+)$", processor["COTERM_STORE"])
+    assert store is not None, processor["COTERM_STORE"]  # the password comes from .env, required, no default
     user, password, pg_host, _, database = store.groups()
-    assert pg_host in SERVICES and SERVICES[pg_host]["environment"] == {"POSTGRES_PASSWORD": password,
-                                                                       "POSTGRES_DB": database} and user == "postgres"
+    assert pg_host in SERVICES and SERVICES[pg_host]["environment"] == {
+        "POSTGRES_USER": user, "POSTGRES_PASSWORD": password, "POSTGRES_DB": database}
     assert SERVICES["dashboard"]["environment"]["COTERM_STORE"] == processor["COTERM_STORE"]
     vendor = re.match(r"http://([\w-]+):(\d+)$", processor["COTERM_VENDOR_URL"])
     assert vendor is not None and vendor.group(1) in SERVICES
     assert SERVICES[vendor.group(1)]["command"][-1] == vendor.group(2)  # --port
 
 
-def test_the_staff_file_coterm_loads_is_mounted_and_valid() -> None:
-    dashboard = SERVICES["dashboard"]
+def test_the_first_start_writes_the_staff_file_the_dashboard_loads() -> None:
+    dashboard, init = SERVICES["dashboard"], SERVICES["staff-init"]
     path = dashboard["environment"]["COTERM_STAFF_FILE"]
-    mounts = {target: source for source, target, *_ in (v.split(":") for v in dashboard["volumes"])}
-    assert path in mounts, f"COTERM_STAFF_FILE={path} is not mounted"
-    staff = Staff.load(str(ROOT / mounts[path]))
-    assert staff.enabled and staff.config is not None
-    assert all(u.token is None and u.token_sha256 for u in staff.config.users)  # the example holds no credential
+    command = init["command"]
+    assert command[1:3] == ["staff", "add"] and command[command.index("--file") + 1] == path
+    assert "--if-absent" in command  # a restart of the stack changes nothing
+    build_parser().parse_args(command[1:])
+
+    def volume_of(service: dict) -> dict[str, str]:  # type: ignore[type-arg]
+        return {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+
+    directory = str(Path(path).parent)
+    assert volume_of(init)[directory] == volume_of(dashboard)[directory] in COMPOSE["volumes"]
+    assert dashboard["volumes"][0].endswith(":ro")  # the dashboard only reads it
+    assert dashboard["depends_on"]["staff-init"] == {"condition": "service_completed_successfully"}
+    assert f"mkdir -p {directory} && chown coterm:coterm {directory}" in (ROOT / "Dockerfile").read_text()
+
+
+def test_nothing_has_a_default_password_and_only_loopback_ports_are_published() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name, service in SERVICES.items():
+        for variable, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in variable:
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {variable} has a default"
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+    assert "ports" not in SERVICES["postgres"]
+    assert "coterm@" not in text and ":coterm@" not in text  # no password written in the file
+    example = (ROOT / "deploy" / "env.example").read_text()
+    for variable in set(re.findall(r"\$\{(\w+):\?", text)):
+        assert f"\n{variable}=\n" in "\n" + example, f"{variable} is not in deploy/env.example"
+
+
+def test_partitions_agree_between_compose_and_coterm() -> None:
+    from processor.settings import Settings
+
+    partitions = Settings.model_fields["topic_partitions"].default
+    assert int(SERVICES["processor"]["environment"]["COTERM_TOPIC_PARTITIONS"]) == partitions == 6
+    assert int(SERVICES["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == partitions
 
 
 def test_health_checks_ask_the_ports_the_commands_listen_on() -> None:
     for name, service in COTERM_SERVICES.items():
+        if service.get("restart") == "no":
+            continue  # a one-shot step has nothing to check
         check = " ".join(service["healthcheck"]["test"])
         port = re.search(r"127\.0\.0\.1:(\d+)/", check)
         assert port is not None, name
@@ -80,9 +112,13 @@ def test_health_checks_ask_the_ports_the_commands_listen_on() -> None:
 
 def test_dependencies_wait_for_health_and_everything_restarts() -> None:
     for name, service in SERVICES.items():
-        assert service.get("restart") == "unless-stopped", name
+        one_shot = service.get("restart") == "no"  # staff-init: runs once at start
+        assert service.get("restart") == "unless-stopped" or one_shot, name
         for dependency, condition in (service.get("depends_on") or {}).items():
-            assert condition == {"condition": "service_healthy"} and "healthcheck" in SERVICES[dependency], name
+            if SERVICES[dependency].get("restart") == "no":
+                assert condition == {"condition": "service_completed_successfully"}, name
+            else:
+                assert condition == {"condition": "service_healthy"} and "healthcheck" in SERVICES[dependency], name
 
 
 def test_the_dockerfile_installs_the_package_and_runs_as_an_unprivileged_user() -> None:
