@@ -280,3 +280,17 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "Z"
+
+
+def test_the_readme_audit_example_works_on_a_demo_store(demo_dir: Path, tmp_path: Path) -> None:
+    readme = (Path(ROOT) / "README.md").read_text()
+    block = readme.split("## Audit", 1)[1].split("\n\n", 3)[2]
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert lines[0] == "export COTERM_STORE=var/demo/coterm.sqlite"
+    env = {"COTERM_STORE": str(demo_dir / "var/demo/coterm.sqlite")}
+    for line in lines[1:]:
+        args = line.split()
+        assert args[0] == ".venv/bin/coterm", line
+        done = coterm(*args[1:], env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, (line, done.stderr[-500:])
+    assert (tmp_path / "audit.jsonl").stat().st_size > 0
