@@ -110,12 +110,14 @@ class Orders(Application):
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
 
     def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None,
-               seen: "list[tuple[str, str]] | None" = None, fence: Any = None) -> int:
-        """Record every change of the unit, the position it came from and the message ids it
-        saw, in one transaction. On failure the unit's aggregates leave the cache."""
+               seen: "list[tuple[str, str]] | None" = None, fence: Any = None,
+               traces: "list[tuple[str, str]] | None" = None) -> int:
+        """Record every change of the unit, the position it came from, the message ids it saw and
+        their trace contexts, in one transaction. On failure the unit's aggregates leave the cache.
+        (`seen`, `fence` and `traces` go to the recorder; the library's own ignore them.)"""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
         try:
-            processing.collect_events(*uow.changed(), seen=seen or [], fence=fence)
+            processing.collect_events(*uow.changed(), seen=seen or [], fence=fence, traces=traces or [])
             if not processing.events and tracking is None and not seen:
                 return 0
             self._record(processing)

@@ -105,7 +105,8 @@ class KafkaPublisher:
 
     def publish(self, messages: list[Outbound]) -> None:
         futures = [
-            self.producer.send(self.topics[m.kind], key=m.key.encode() if m.key else None, value=fit(m).value)
+            self.producer.send(self.topics[m.kind], key=m.key.encode() if m.key else None, value=fit(m).value,
+                               headers=list(m.headers) or None)
             for m in messages
         ]
         self.producer.flush()

@@ -32,6 +32,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from processor import tracing
     from processor.consume.runner import run
     from processor.dev.broker import BundledBroker
     from processor.log_setup import configure_logging
@@ -42,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not settings.vendor_url:
         raise SettingsError("COTERM_VENDOR_URL is not set: `coterm run` needs the vendor API (try `coterm vendor-sim`)")
     configure_logging()
+    tracing.configure()  # on only with OTEL_EXPORTER_OTLP_ENDPOINT
     stop = _stop_on_signals()
     app = open_store(settings.store)
     broker = None

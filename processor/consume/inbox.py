@@ -16,6 +16,7 @@ from aggregates import commands, errors
 from aggregates.application import UnitOfWork
 from aggregates.inbox import DeadLetter
 from contracts.parsing import Inbound, Rejection, parse_message
+from processor import tracing
 from processor.consume import translate
 from processor.store.stored_orders import StoredOrders
 
@@ -39,6 +40,7 @@ class Batch:
     partition: int
     seen: set[str]
     new: list[tuple[str, str]] = field(default_factory=list)  # (message_id, topic:partition:offset)
+    traces: list[tuple[str, str]] = field(default_factory=list)  # (message_id, traceparent): tracing on
     latest: commands.Context | None = None  # the applied message with the latest business date
 
 
@@ -80,7 +82,7 @@ class Inbox:
             batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
             uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
             try:
-                lines = [self._apply(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
+                lines = [self._traced(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
                 if batch.latest is not None:  # once per batch: one Calendar write at most, not one per message
                     translate.reach_date(uow, batch.latest)
             except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
@@ -88,10 +90,12 @@ class Inbox:
                 if len(todo) == 1:
                     uow, lines = self._quarantine(topic, partition, todo[0], error)
                     batch.new.clear()
+                    batch.traces.clear()
                 else:
                     return self._one_by_one(topic, partition, todo)
             try:
-                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1), seen=batch.new)
+                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1), seen=batch.new,
+                                traces=batch.traces)
             except IntegrityError as conflict:
                 log.warning("batch.conflicted", topic=topic, partition=partition, attempt=attempt, size=len(todo),
                             error=str(conflict)[:300])
@@ -120,6 +124,24 @@ class Inbox:
         uow = self.app.unit_of_work()
         line = {"topic": topic, "partition": partition, "offset": record.offset, "message_id": None, "type": None}
         return uow, [self._dead_letter(uow, record, line, "INVALID_PAYLOAD", f"processing failed: {error!r}"[:1000])]
+
+    def _traced(self, uow: UnitOfWork, batch: Batch, record: Any, parsed: Inbound | Rejection) -> dict[str, Any]:
+        """`_apply` in a span continuing the record's trace; the span's context is recorded with the
+        message, for the outbox to continue when it carries out what the message decided."""
+        if not tracing.on():
+            return self._apply(uow, batch, record, parsed)
+        envelope = parsed.envelope
+        with tracing.span("coterm.apply", tracing.from_headers(getattr(record, "headers", None)), tracing.CONSUMER, **{
+                "messaging.system": "kafka", "messaging.destination.name": batch.topic,
+                "messaging.destination.partition.id": str(batch.partition), "messaging.kafka.offset": record.offset,
+                "coterm.message_id": str(envelope.message_id) if envelope else None,
+                "coterm.message_type": envelope.type if envelope else None}) as current:
+            line = self._apply(uow, batch, record, parsed)
+            if current is not None:
+                current.set_attribute("coterm.outcome", line["outcome"])
+                if line["outcome"] != "duplicate" and line["message_id"]:
+                    batch.traces.append((line["message_id"], str(tracing.traceparent(current))))
+        return line
 
     def _apply(self, uow: UnitOfWork, batch: Batch, record: Any, parsed: Inbound | Rejection) -> dict[str, Any]:
         envelope = parsed.envelope

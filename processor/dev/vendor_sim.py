@@ -42,6 +42,7 @@ class VendorState:
         # key on one subscription while the first is open is an overlap (CONTRACT.md, 1.2).
         self.open_on: dict[str, set[str]] = {}
         self.overlaps: list[dict[str, Any]] = []
+        self.traceparents: dict[str, list[str]] = {}  # key -> the `traceparent` of each attempt that sent one
 
     def record(self, key: str | None, raw: bytes, complete: bool = True, sender: str | None = None) -> None:
         """Every attempt as received; `complete` False: the body stopped short of its Content-Length."""
@@ -124,6 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             key, sender = self.headers.get("Idempotency-Key"), self.headers.get("X-Coterm-Sender")
+            if self.headers.get("traceparent"):
+                with state.lock:
+                    state.traceparents.setdefault(key or "", []).append(self.headers["traceparent"])
             if state.faults.hang_s > 0:  # outside the lock: other calls hang too, each on its own
                 state.record(key, body, sender=sender)
                 time.sleep(state.faults.hang_s)

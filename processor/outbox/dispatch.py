@@ -24,6 +24,7 @@ from aggregates import transfer_commands
 from aggregates.halves import half_of
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
+from processor import tracing
 from processor.metrics import VendorStats
 from processor.outbox.results import OUTBOUND, Outbound, outbound_of
 from processor.outbox.topic_ends import Ends, Measurements
@@ -58,6 +59,7 @@ class Call:
     notification_id: int
     key: str  # Idempotency-Key: the operation id, or a new one for a retry the vendor had refused
     target_id: str  # the target subscription (a new one is created when the vendor confirms)
+    cause: str = ""  # the message that requested it: the vendor call continues its trace
 
 
 FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may follow
@@ -121,7 +123,7 @@ class Outbox:
             return 0
         last = notifications[-1].id
         if outgoing:
-            self.publisher.publish(outgoing)
+            self.publisher.publish(tracing.published(outgoing, self.app.traces_of))
             self.published += len(outgoing)
         self.read_at = last
         if last > self.results_at:
@@ -164,7 +166,8 @@ class Outbox:
         elif isinstance(event, OPENS_CALL):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
-            self.calls[op] = Call(notification_id, event.idempotency_key, event.request["target"]["subscription_id"])
+            self.calls[op] = Call(notification_id, event.idempotency_key, event.request["target"]["subscription_id"],
+                                  event.message_id)
             self.to_send[op] = None
             self.to_check.add(op)
         elif isinstance(event, CLOSES):
@@ -261,7 +264,8 @@ class Outbox:
                 self.to_send.pop(op, None)
                 self.waits_for.pop(op, None)
                 self.in_flight[op] = None
-                self.pool.submit(self._send, op, turn.body, call.key if call is not None else op)
+                self.pool.submit(self._send, op, turn.body, call.key if call is not None else op,
+                                 call.cause if call is not None else "")
                 sent += 1
         return sent
 
@@ -275,11 +279,12 @@ class Outbox:
         return [op for op, started in self.in_flight.items()
                 if started is not None and now - started >= SENT_AFTER_S and op not in self.marked]
 
-    def _send(self, op: str, request: dict[str, Any], key: str) -> None:
+    def _send(self, op: str, request: dict[str, Any], key: str, cause: str) -> None:
         assert self.vendor is not None
         self.in_flight[op] = time.monotonic()
         try:
-            self.finished.put((op, self.vendor.send(request, key, self.may_send)))
+            trace = tracing.parent(self.app.traces_of([cause]).get(cause)) if tracing.on() and cause else None
+            self.finished.put((op, self.vendor.send(request, key, self.may_send, trace=trace)))
         except Stopped:
             self.finished.put((op, None))
         except Exception as error:  # noqa: BLE001 - a worker must always report back, or the call is lost here

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
+from processor import tracing
 from processor.consume.inbox import utc_now
 from processor.kafka_io import KafkaPublisher
 from processor.log_setup import configure_logging
@@ -136,6 +137,7 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
+    tracing.configure()  # a process of its own: its spans need their own exporter
     _follow(settings, bootstrap, status, parent_pid)
 
 

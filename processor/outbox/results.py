@@ -20,6 +20,8 @@ class Outbound:
     key: str | None
     value: bytes
     type: str
+    cause: str | None = None  # the inbound message_id it answers: its trace is continued (`tracing`)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def _cause(message_id: str) -> UUID:
@@ -42,7 +44,7 @@ def _result(event: Any, type_: str, key: str, payload: dict[str, Any]) -> Outbou
         causation_id=cause,
         payload=RESULTS[type_].dump_python(body, mode="json"),
     )
-    return Outbound("result", key, envelope.model_dump_json().encode(), type_)
+    return Outbound("result", key, envelope.model_dump_json().encode(), type_, cause=event.message_id)
 
 
 def _refused(e: Any) -> Outbound:
@@ -98,7 +100,7 @@ def _bulk_finished(e: Any) -> Outbound:
 def _dead_letter(e: Any) -> Outbound:
     letter = DeadLetterMessage(reason=e.reason, error=e.error, topic=e.topic, partition=e.partition,
                                offset=e.offset, original=e.original)
-    return Outbound("deadletter", e.message_id, letter.model_dump_json().encode(), e.reason)
+    return Outbound("deadletter", e.message_id, letter.model_dump_json().encode(), e.reason, cause=e.message_id)
 
 
 OUTBOUND: dict[type, Callable[[Any], Outbound]] = {

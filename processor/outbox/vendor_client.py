@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from processor import tracing
+
 
 @dataclass(frozen=True)
 class VendorOutcome:
@@ -51,18 +53,24 @@ class VendorClient:
         self.sender = sender
 
     def send(self, request: dict[str, Any], key: str | None = None,
-             may_send: Callable[[], bool] = lambda: True) -> VendorOutcome:
+             may_send: Callable[[], bool] = lambda: True, trace: Any = None) -> VendorOutcome:
         """`key`: the Idempotency-Key (default: the operation id, CONTRACT.md section 4).
         `may_send`: asked before every attempt; False (the leadership lapsed, e.g. the process
         was paused while the call waited for a worker or a backoff) stops it: it stays requested
-        in the store and the current leader sends it."""
+        in the store and the current leader sends it. `trace`: the trace context each attempt's
+        span continues (`tracing`), sent to the vendor as `traceparent`."""
         body = json.dumps(request, sort_keys=True).encode()
         started = time.monotonic()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
             if not may_send():
                 raise Stopped()
-            status, text = self._post(body, key or request["operation_id"])
+            with tracing.span("coterm.vendor_call", trace, tracing.CLIENT, **{
+                    "http.request.method": "POST", "url.full": self.url, "coterm.operation_id": request["operation_id"],
+                    "coterm.attempt": attempt}) as current:
+                status, text = self._post(body, key or request["operation_id"], tracing.traceparent(current))
+                if current is not None and status is not None:
+                    current.set_attribute("http.response.status_code", status)
             elapsed = int((time.monotonic() - started) * 1000)
             if status is not None and (200 <= status < 300 or status == 409):
                 # Done (or done before): asking again would only repeat the answer.
@@ -80,10 +88,12 @@ class VendorClient:
         return VendorOutcome(False, self.max_attempts, elapsed, reason_code="VENDOR_UNAVAILABLE",
                              detail=f"no answer after {self.max_attempts} attempts; last: {last}")
 
-    def _post(self, body: bytes, operation_id: str) -> tuple[int | None, str]:
+    def _post(self, body: bytes, operation_id: str, traceparent: str | None = None) -> tuple[int | None, str]:
         headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
         if self.sender:
             headers["X-Coterm-Sender"] = self.sender
+        if traceparent:
+            headers["traceparent"] = traceparent
         for fresh in (False, True):  # a kept-alive connection the server closed meanwhile: reconnect once
             conn = self._connection(fresh)
             try:

@@ -27,6 +27,7 @@ from psycopg.sql import SQL, Identifier
 
 TABLE = "coterm_seen_messages"
 LEASES = "coterm_leases"
+TRACES = "coterm_message_traces"  # an applied message's trace context, while tracing is on (`processor.tracing`)
 LEGACY_TOPIC = "aggregates.inbox:InboundMessage.Received"
 MIGRATED = "coterm.seen_messages.v1"  # a tracking record: the legacy ids were copied
 
@@ -49,10 +50,16 @@ def seen_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
     return list(kwargs.get("seen") or ())
 
 
+def trace_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (message_id, traceparent) pairs a commit carries (`Orders.commit(..., traces=...)`)."""
+    return list(kwargs.get("traces") or ())
+
+
 class SQLiteSeenRecorder(SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (message_id TEXT PRIMARY KEY, position TEXT) WITHOUT ROWID"]
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (message_id TEXT PRIMARY KEY, position TEXT) WITHOUT ROWID",
+                f"CREATE TABLE IF NOT EXISTS {TRACES} (message_id TEXT PRIMARY KEY, traceparent TEXT NOT NULL) WITHOUT ROWID"]
 
     def create_table(self) -> None:
         super().create_table()
@@ -66,10 +73,16 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         rows = seen_rows(kwargs)
         if rows:
             c.executemany(f"INSERT INTO {TABLE} (message_id, position) VALUES (?, ?)", rows)
+        traces = trace_rows(kwargs)
+        if traces:
+            c.executemany(f"INSERT OR IGNORE INTO {TRACES} (message_id, traceparent) VALUES (?, ?)", traces)
         return super()._insert_events(c, stored_events, **kwargs)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         return {r[0] for r in self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids))}
+
+    def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
+        return dict(self._select_in(f"SELECT message_id, traceparent FROM {TRACES} WHERE message_id IN", list(message_ids)))
 
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         found = self._select_in(f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 "
@@ -102,6 +115,13 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         self.seen_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
         self.sql_create_statements.append(
             SQL("CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, position TEXT)").format(self.seen_table))
+        self.traces_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TRACES))
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (message_id TEXT PRIMARY KEY, traceparent TEXT NOT NULL)").format(self.traces_table))
+        self.insert_traces_statement = SQL("INSERT INTO {} (message_id, traceparent) VALUES (%s, %s) "
+                                           "ON CONFLICT DO NOTHING").format(self.traces_table)
+        self.select_traces_statement = SQL("SELECT message_id, traceparent FROM {} WHERE message_id = ANY(%s)").format(
+            self.traces_table)
         self.leases_table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(LEASES))
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL, "
@@ -147,11 +167,20 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
             # INSERT can be the INSERT's ("the last operation didn't produce records").
             with curs.connection.cursor() as seen:
                 seen.executemany(self.insert_seen_statement, rows)
+        traces = trace_rows(kwargs)
+        if traces:
+            with curs.connection.cursor() as traced:
+                traced.executemany(self.insert_traces_statement, traces)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.select_seen_statement, (list(message_ids),), prepare=True)
             return {row["message_id"] for row in curs.fetchall()}
+
+    def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.select_traces_statement, (list(message_ids),), prepare=True)
+            return {row["message_id"]: row["traceparent"] for row in curs.fetchall()}
 
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
         with self.datastore.transaction(commit=False) as curs:
@@ -172,6 +201,7 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def __init__(self) -> None:
         super().__init__()
         self._seen: dict[str, str] = {}
+        self._traces: dict[str, str] = {}
 
     def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._assert_uniqueness(stored_events, **kwargs)
@@ -183,7 +213,13 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def _update_table(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
         ids = super()._update_table(stored_events, **kwargs)
         self._seen.update(seen_rows(kwargs))
+        for message_id, traceparent in trace_rows(kwargs):
+            self._traces.setdefault(message_id, traceparent)
         return ids
+
+    def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
+        with self._database_lock:
+            return {i: self._traces[i] for i in message_ids if i in self._traces}
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self._database_lock:

@@ -56,6 +56,10 @@ class StoredOrders(Orders):
         """Which of these inbound message ids were recorded already."""
         return self.recorder.seen(message_ids) if message_ids else set()  # type: ignore[attr-defined]
 
+    def traces_of(self, message_ids: "list[str]") -> dict[str, str]:
+        """The `traceparent` recorded with each of these inbound messages (when tracing was on)."""
+        return self.recorder.traces_of(message_ids) if message_ids else {}  # type: ignore[attr-defined]
+
     def insert_tracking_once(self, tracking: Tracking) -> None:
         """Record a position of a follower (e.g. the outbox's); one already there (recorded by an
         earlier leader, or by this one before a lost connection hid the answer) is no error."""
