@@ -116,13 +116,14 @@ class Orders(Application):
         their trace contexts, in one transaction. On failure the unit's aggregates leave the cache.
         (`seen`, `fence` and `traces` go to the recorder; the library's own ignore them.)"""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
+        changed = uow.changed()  # collecting takes their pending events: name them first
         try:
-            processing.collect_events(*uow.changed(), seen=seen or [], fence=fence, traces=traces or [])
+            processing.collect_events(*changed, seen=seen or [], fence=fence, traces=traces or [])
             if not processing.events and tracking is None and not seen:
                 return 0
             self._record(processing)
         except BaseException:
-            uow.discard()
+            uow.discard(changed)
             raise
         self._take_snapshots(processing)
         return len(processing.events)
@@ -195,14 +196,16 @@ class UnitOfWork:
             found.append((aggregate_id, cached))
         return found
 
-    def discard(self) -> None:
-        """Evict every aggregate this unit touched from the application's cache: the unit
-        failed, and its aggregates may hold changes that were never recorded."""
+    def discard(self, changed: "list[Aggregate] | None" = None) -> None:
+        """The unit failed: evict the aggregates it changed from the application's cache (they
+        hold changes that were never recorded; default: those with pending events). The ones it
+        only read stay: the next unit brings them current from the log. (Evicting those too made
+        every version conflict of the outbox rebuild hundreds of subscriptions from the store.)"""
         cache = self._app.repository.cache
         if cache is not None:
-            for aggregate_id in self._aggregates:
+            for aggregate in self.changed() if changed is None else changed:
                 try:
-                    cache.get(aggregate_id, evict=True)
+                    cache.get(aggregate.id, evict=True)
                 except KeyError:
                     pass
         self._aggregates.clear()

@@ -40,6 +40,7 @@ from bench.running import (
     ResultWatcher,
     Topics,
     VendorSim,
+    cpu_seconds,
     pairing_latencies_ms,
     peak_rss_mb,
     percentile,
@@ -70,12 +71,14 @@ def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: Vendor
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         coterm.wait_applied()
         before = coterm.events()
+        cpu = cpu_seconds(coterm.process.pid)
         started = time.time()
         topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
         watcher.wait_completed(args.transfers, 600, coterm.alive)
         elapsed = watcher.last_completed_ms / 1000 - started
         coterm.wait_applied()
         f.put("coterm transfers/s", args.transfers / elapsed)
+        f.put("coterm CPU ms/transfer", (cpu_seconds(coterm.process.pid) - cpu) * 1000 / args.transfers)
         f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
         if args.steady_seconds:
             n = int(args.steady_rate * args.steady_seconds)
@@ -125,10 +128,12 @@ def bench_naive(args: argparse.Namespace, broker: BundledBroker, vendor: VendorS
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the naive baseline did not apply the reference data")
             time.sleep(0.1)
+        cpu = cpu_seconds(process.pid)
         started = time.time()
         topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
         watcher.wait_completed(args.transfers, 600, lambda: process.poll() is None)
         f.put("naive transfers/s", args.transfers / (watcher.last_completed_ms / 1000 - started))
+        f.put("naive CPU ms/transfer", (cpu_seconds(process.pid) - cpu) * 1000 / args.transfers)
     finally:
         watcher.stop.set()
         process.terminate()

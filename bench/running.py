@@ -115,6 +115,16 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process and its live children (`coterm run`'s outbox process) have used."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = 0
+    for p in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # -- coterm ------------------------------------------------------------------------------------
 class Coterm:
     def __init__(self, bootstrap: str, store: str, vendor_url: str, topics: Topics, log: Path) -> None:

@@ -37,7 +37,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from processor.dev.broker import BundledBroker
     from processor.log_setup import configure_logging
     from processor.store.opening import open_store
-    from projections.projection import Projection
 
     settings = Settings.from_env()
     if not settings.vendor_url:
@@ -57,27 +56,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "positions; offsets below them are treated as applied. Use a fresh COTERM_STORE with it.",
                   file=sys.stderr)
     try:
-        projection = Projection(app)
         metrics = None
         if args.metrics_port is not None:
-            metrics = _metrics_server(args.metrics_host, args.metrics_port, app, projection, settings.ready_max_lag_s)
-        return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, followers=[projection.catch_up],
-                   metrics=metrics)
+            metrics = _metrics_server(args.metrics_host, args.metrics_port, app, settings.ready_max_lag_s)
+        # The read models are kept by the outbox process: this one's core goes to the orders.
+        return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, metrics=metrics, read_models=True)
     finally:
         app.close()
         if broker:
             broker.stop()
 
 
-def _metrics_server(host: str, port: int, app: Any, projection: Any, max_lag_s: float) -> Callable[..., Any]:
+def _metrics_server(host: str, port: int, app: Any, max_lag_s: float) -> Callable[..., Any]:
     from processor.metrics import MetricsServer, Readiness, RunCollector
 
     def head() -> int:
         return app.process_recorder.max_notification_id() or 0
 
     def start(inbox: Any, progress: Any, outbox: Any) -> MetricsServer:
-        collector = RunCollector(inbox, progress, outbox.status, head, lambda: projection.position)
-        readiness = Readiness(head, lambda: projection.caught_up_at, max_lag_s,
+        status = outbox.status  # the outbox process keeps the read models and says how far they are
+        collector = RunCollector(inbox, progress, status, head, lambda: status.read_model_position.value)
+        readiness = Readiness(head, lambda: status.read_models_caught_up_at.value, max_lag_s,
                               extra=lambda: None if outbox.process.is_alive() else "the outbox process is not running",
                               warnings=lambda: progress.partitions.warnings() if progress.partitions else [])
         try:

@@ -49,11 +49,12 @@ class Progress:
 def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.Event, until_idle_s: float | None = None,
         on_progress: Callable[[Progress, Inbox, SharedStatus], None] | None = None,
         followers: Sequence[Callable[..., int]] = (), log_path: str | None = None,
-        metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None) -> int:
+        metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None, read_models: bool = False) -> int:
     """`log_path`: where the outbox process writes its log lines (default: standard error).
-    `metrics`: starts a metrics server over this run's counters; it has `stop()`."""
+    `metrics`: starts a metrics server over this run's counters; it has `stop()`. `read_models`:
+    the outbox process keeps the read models current (`followers` run in this loop instead)."""
     _ensure_topics(settings, bootstrap)
-    outbox = OutboxProcess(settings, bootstrap, log_path).start()
+    outbox = OutboxProcess(settings, bootstrap, log_path, read_models).start()
     status = outbox.status
     inbox = Inbox(app)
     consumer = make_consumer(bootstrap, settings.group_id, **settings.kafka_options())

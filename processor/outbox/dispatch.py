@@ -28,6 +28,7 @@ from processor import tracing
 from processor.metrics import VendorStats
 from processor.outbox.results import OUTBOUND, Outbound, outbound_of
 from processor.outbox.topic_ends import Ends, Measurements
+from processor.outbox.turns import WaitsFor
 from processor.outbox.vendor_client import Stopped, VendorClient, VendorOutcome
 from processor.store.stored_orders import StoredOrders
 
@@ -98,7 +99,7 @@ class Outbox:
         self.in_flight: dict[str, float | None] = {}  # op -> monotonic time a worker handed it to the vendor
         self.marked: set[str] = set()  # in flight long enough to be recorded `sent`
         self.to_send: dict[str, None] = {}  # requested calls not yet handed to the vendor, in decision order
-        self.waits_for: dict[str, list[str]] = {}  # calls whose turn has not come: the transfers ahead of them
+        self.waits_for = WaitsFor()  # calls whose turn has not come, and the transfers ahead of them
         self.to_check: set[str] = set()  # calls whose turn may have come: new ones, and those behind a closed one
         self._turns_checked = 0.0
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
@@ -141,18 +142,12 @@ class Outbox:
         return total
 
     def _keep_cached(self, notification: Any, event: Any) -> None:
-        """The consumer's process writes the transfers this one completes: build them in the
-        cache from the events read here, rather than reconstruct each one from the store."""
+        """Keep the transfers this process holds current from the events read here. Transfers are
+        not cached as they open: a burst of thousands would push the subscriptions out of the
+        cache; each round loads the transfers it needs in one query (`dispatch`)."""
         cache = self.app.repository.cache
-        if cache is None or self.app.repository.fastforward:
-            return
-        if isinstance(event, Transfer.Opened):
-            try:
-                cache.get(event.originator_id)
-            except KeyError:
-                cache.put(event.originator_id, event.mutate(None))
-            return
-        self.app.fast_forward_cached(notification, event)
+        if cache is not None and not self.app.repository.fastforward:
+            self.app.fast_forward_cached(notification, event)
 
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)
@@ -174,7 +169,7 @@ class Outbox:
             self.waiting.pop(op, None)
             self.calls.pop(op, None)
             self.to_send.pop(op, None)
-            self.waits_for.pop(op, None)
+            self.waits_for.drop(op)
             self._freed(op)
 
     def _save_low_water(self) -> None:
@@ -209,6 +204,9 @@ class Outbox:
         def change(uow: Any) -> None:
             turns.clear()
             uow.prefetch(new_targets)
+            # The round's transfers in one query, not one each (those the cache lacks: a burst of
+            # thousands of decided calls outgrows it).
+            uow.load_many(Transfer, [Transfer.create_id(op) for op in [*done, *candidates, *slow]])
             self._record(uow, done)
             for op in candidates:
                 turns[op] = transfer_commands.take_turn(uow, op)
@@ -254,15 +252,15 @@ class Outbox:
         for op, turn in turns.items():
             if turn is None:  # answered or closed meanwhile
                 self.to_send.pop(op, None)
-                self.waits_for.pop(op, None)
+                self.waits_for.drop(op)
             elif turn.body is None:
                 if self.waits_for.get(op) != turn.waits_for:
                     log.info("vendor.call_waits", operation_id=op, waits_for=turn.waits_for)
-                self.waits_for[op] = turn.waits_for
+                self.waits_for.wait(op, turn.waits_for)
             elif self.may_send():
                 call = self.calls.get(op)
                 self.to_send.pop(op, None)
-                self.waits_for.pop(op, None)
+                self.waits_for.drop(op)
                 self.in_flight[op] = None
                 self.pool.submit(self._send, op, turn.body, call.key if call is not None else op,
                                  call.cause if call is not None else "")
@@ -271,7 +269,7 @@ class Outbox:
 
     def _freed(self, op: str) -> None:
         """An answered or closed call: the calls that waited for it may go now."""
-        self.to_check.update(waiting for waiting, ahead in self.waits_for.items() if op in ahead)
+        self.to_check.update(self.waits_for.behind_of(op))
 
     def _slow_calls(self, now: float) -> list[str]:
         """Calls with a fixed body handed to the vendor at least SENT_AFTER_S ago and not yet

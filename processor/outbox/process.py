@@ -35,10 +35,13 @@ from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.vendor_client import VendorClient
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
+from projections.projection import Projection
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
 EXPIRY_EVERY_S = 1.0
+OUTBOX_CACHE_SIZE = 20_000
+READ_MODEL_SLICE = 2000  # notifications projected per round while the outbox has work
 
 
 @dataclass
@@ -54,6 +57,8 @@ class SharedStatus:
     outbox_position: Any  # the last store notification the outbox has read
     leading: Any  # this outbox holds the leadership: it sends the vendor calls
     vendor: Any  # `metrics.VendorStats.values`, copied after every round
+    read_model_position: Any  # the read models' position, when this process keeps them
+    read_models_caught_up_at: Any  # time.monotonic() when they last reached the store's head
 
     @classmethod
     def create(cls) -> "SharedStatus":
@@ -66,7 +71,8 @@ class SharedStatus:
                    busy=value("b", False), worked_at=value("d", 0.0),
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
                    waiting_turn=value("q", 0),
-                   outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS))
+                   outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS),
+                   read_model_position=value("q", 0), read_models_caught_up_at=value("d", 0.0))
 
 
 class Flag:
@@ -91,8 +97,10 @@ class Flag:
 class OutboxProcess:
     """Starts, watches and stops the outbox process of one `coterm run`."""
 
-    def __init__(self, settings: Settings, bootstrap: str, log_path: str | None) -> None:
-        self.args = (settings, bootstrap, log_path)
+    def __init__(self, settings: Settings, bootstrap: str, log_path: str | None, read_models: bool = False) -> None:
+        """`read_models`: this process also keeps the read models current (`coterm run`): the
+        consumer's process then spends its core on the orders alone."""
+        self.args = (settings, bootstrap, log_path, read_models)
         self.status = SharedStatus.create()
         self.process: Any = None
 
@@ -130,7 +138,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status: SharedStatus,
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_models: bool, status: SharedStatus,
                 parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
@@ -138,11 +146,15 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, status
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
     tracing.configure()  # a process of its own: its spans need their own exporter
-    _follow(settings, bootstrap, status, parent_pid)
+    _follow(settings, bootstrap, status, parent_pid, read_models)
 
 
-def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int) -> None:
-    app = open_store(settings.store)
+def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
+    # Room for every subscription and the transfers at their turn during a burst of thousands of
+    # decided calls: each miss is an aggregate rebuilt from the store. Transfers leave the cache
+    # when they end, and waiting halves are not cached here, so it does not grow with them.
+    app = open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE)
+    projection = Projection(app) if read_models else None
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     ends = TopicEnds(bootstrap, settings.topic_orders, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
@@ -172,6 +184,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     log.info("outbox.stepped_down", reason="the lease is not held")
                     outbox.close()  # another instance leads now: its outbox owns the calls
                     outbox = None
+                worked += _project(projection, status, bounded=bool(worked))
             except KafkaError as error:
                 # Nothing was marked published: the same results go out once Kafka answers.
                 log.warning("results.publish_failed", error=str(error))
@@ -188,6 +201,8 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     finally:
         if outbox is not None:
             outbox.close()
+        if projection is not None and os.getppid() == parent_pid:
+            _project(projection, status, bounded=False)  # a stopping `run` leaves its read models current
         leadership.release()
         ends.close()
         publisher.close()
@@ -203,6 +218,22 @@ def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
     worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
     outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
     return worked + (outbox.expire() if expire else 0)
+
+
+def _project(projection: Projection | None, status: SharedStatus, bounded: bool) -> int:
+    """Keep the read models current: a bounded slice while the outbox has work (a long catch-up
+    would delay results and calls), to the end when it has none."""
+    if projection is None:
+        return 0
+    done = 0
+    while done < (READ_MODEL_SLICE if bounded else 50_000):
+        read = projection.catch_up(limit=5000 if not bounded else READ_MODEL_SLICE)
+        if not read:
+            break
+        done += read
+    status.read_model_position.value = projection.position
+    status.read_models_caught_up_at.value = projection.caught_up_at
+    return done
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats) -> None:

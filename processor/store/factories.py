@@ -1,10 +1,12 @@
 """The library's infrastructure factories, building coterm's process recorders: what
 `PERSISTENCE_MODULE` names (`store_env`), so the application gets them by injection."""
 
+from typing import Any
+
 from eventsourcing.persistence import ProcessRecorder
 from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresFactory
-from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
 
 from processor.store.recorders import (
     POPOSeenRecorder,
@@ -13,8 +15,24 @@ from processor.store.recorders import (
 )
 
 
+class _NormalSyncPool(SQLiteConnectionPool):
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        # WAL with synchronous=NORMAL: a commit no longer waits for the disk (fsync at checkpoints).
+        # A crash of the process loses nothing; a power cut may lose the last commits, which coterm
+        # re-applies from Kafka (their positions went with them) and re-sends under the same
+        # Idempotency-Key, so their effects still happen once.
+        connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+
 class SQLiteStore(SQLiteFactory):
     process_recorder_class = SQLiteSeenRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        if not self.datastore.pool.is_sqlite_memory_mode:
+            self.datastore.pool.__class__ = _NormalSyncPool  # the library's pool, with one setting added
 
 
 class PostgresStore(PostgresFactory):

@@ -57,9 +57,12 @@ def is_postgres(env: dict[str, str]) -> bool:
 OPEN_ATTEMPTS = 5
 
 
-def open_store(store: str) -> StoredOrders:
-    """The application on its store, with every table (events, tracking, read models) created."""
+def open_store(store: str, cache_size: int | None = None) -> StoredOrders:
+    """The application on its store, with every table (events, tracking, read models) created.
+    `cache_size`: aggregates its cache holds (default `StoredOrders.env`'s)."""
     env = store_env(store)
+    if cache_size is not None:
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(cache_size)
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         app: StoredOrders | None = None
         try:
