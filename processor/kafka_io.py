@@ -69,7 +69,10 @@ def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsume
         # loses or repeats nothing (`make bench-group` has the figures).
         max_poll_interval_ms=10_000,
         max_poll_records=500,
-        fetch_max_wait_ms=200,
+        # A fetch of a partition with nothing new waits this long before it answers, and the
+        # bundled broker answers no earlier when a record arrives meanwhile: pairing latency p50
+        # at 200 transfers/s fell from 49 to 16 ms when this went from 200 to 50 ms.
+        fetch_max_wait_ms=50,
     )
 
 
