@@ -81,6 +81,7 @@ def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: Vendor
         f.put("coterm CPU ms/transfer", (cpu_seconds(coterm.process.pid) - cpu) * 1000 / args.transfers)
         f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
         if args.steady_seconds:
+            coterm.wait_settled()  # the burst's results and read models first: latency in steady state
             n = int(args.steady_rate * args.steady_seconds)
             mark = coterm.events()
             sent = topics.publish(workload.transfers(tag, n, args.customers, args.subscriptions, first=args.transfers),

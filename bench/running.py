@@ -21,6 +21,7 @@ from bench import workload
 from processor.dev.broker import free_port
 from processor.kafka_io import ensure_topics
 from processor.store.opening import open_store
+from projections.projection import read_models
 
 PARTITIONS = 3
 COTERM = [sys.executable, "-m", "processor.cli.coterm"]
@@ -146,6 +147,23 @@ class Coterm:
         while any((recorder.max_tracking_id(f"{self.topics.orders}:{p}") or 0) < end for p, end in self.topics.ends.items()):
             if time.monotonic() > deadline or not self.alive():
                 raise RuntimeError(f"coterm did not apply its input in time; its log ends:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def wait_settled(self, timeout_s: float = 300, quiet_s: float = 1.0) -> None:
+        """Until the store's head has not moved for `quiet_s` and the read models have reached it:
+        what a burst left behind is done (outcomes recorded, results out, read models current), so
+        a phase after it measures steady state, not the burst's tail."""
+        deadline = time.monotonic() + timeout_s
+        recorder, tables = self.app.process_recorder, read_models(self.app)
+        head, since = -1, time.monotonic()
+        while True:
+            now = recorder.max_notification_id() or 0
+            if now != head:
+                head, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s and (tables.max_tracking_id("rm.projection") or 0) >= head:
+                return
+            if time.monotonic() > deadline or not self.alive():
+                raise RuntimeError(f"coterm did not settle in time; its log ends:\n{self.tail()}")
             time.sleep(0.1)
 
     def tail(self) -> str:
