@@ -41,7 +41,7 @@ log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
 EXPIRY_EVERY_S = 1.0
 OUTBOX_CACHE_SIZE = 20_000
-READ_MODEL_SLICE = 2000  # notifications projected per round while the outbox has work
+READ_MODEL_SLICE = 2000  # notifications projected per round of the outbox process
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     log.info("outbox.stepped_down", reason="the lease is not held")
                     outbox.close()  # another instance leads now: its outbox owns the calls
                     outbox = None
-                worked += _project(projection, status, bounded=bool(worked))
+                worked += _project(projection, status)
             except KafkaError as error:
                 # Nothing was marked published: the same results go out once Kafka answers.
                 log.warning("results.publish_failed", error=str(error))
@@ -202,7 +202,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         if outbox is not None:
             outbox.close()
         if projection is not None and os.getppid() == parent_pid:
-            _project(projection, status, bounded=False)  # a stopping `run` leaves its read models current
+            _catch_up_before_stopping(projection, status)
         leadership.release()
         ends.close()
         publisher.close()
@@ -220,20 +220,25 @@ def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
     return worked + (outbox.expire() if expire else 0)
 
 
-def _project(projection: Projection | None, status: SharedStatus, bounded: bool) -> int:
-    """Keep the read models current: a bounded slice while the outbox has work (a long catch-up
-    would delay results and calls), to the end when it has none."""
+def _catch_up_before_stopping(projection: Projection, status: SharedStatus) -> None:
+    """A stopping `run` leaves its read models current."""
+    try:
+        while _project(projection, status):
+            pass
+    except Exception as error:  # noqa: BLE001 - the store went away: the next start projects on from there
+        log.warning("read_models.final_catch_up_failed", error=f"{type(error).__name__}: {error}"[:300])
+
+
+def _project(projection: Projection | None, status: SharedStatus) -> int:
+    """Keep the read models current, one slice per round: a long catch-up (a restart, a burst)
+    must not hold up the round that would take over the lead (a storm saw a paused leader go
+    10 s without a successor while the others' outboxes projected thousands of events)."""
     if projection is None:
         return 0
-    done = 0
-    while done < (READ_MODEL_SLICE if bounded else 50_000):
-        read = projection.catch_up(limit=5000 if not bounded else READ_MODEL_SLICE)
-        if not read:
-            break
-        done += read
+    read = projection.catch_up(limit=READ_MODEL_SLICE)
     status.read_model_position.value = projection.position
     status.read_models_caught_up_at.value = projection.caught_up_at
-    return done
+    return read
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats) -> None:
