@@ -61,6 +61,9 @@ class Leadership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.acquired_at: float | None = None  # monotonic, for the takeover time in logs and tests
+        # Whether this instance knows who leads: a store of its own (SQLite), or it has asked the
+        # lease table once. Until then an outbox that does not lead may only not lead *yet*.
+        self.asked = not self.shared
         self._warned = False
 
     # -- what the outbox asks ------------------------------------------------------------------
@@ -107,6 +110,7 @@ class Leadership:
             asked_at = time.monotonic()
             try:
                 self._renew_or_acquire(asked_at)
+                self.asked = True
                 self._watch_writers()
             except Exception as error:  # noqa: BLE001 - a lost database: not leading, try again
                 if self._epoch is not None:

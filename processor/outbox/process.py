@@ -195,7 +195,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     outbox.close()
                     outbox = None
                 status.stop.wait(1.0)
-            _report(status, outbox, worked, vendor_stats)
+            _report(status, outbox, worked, vendor_stats, knows_leader=leadership.asked)
             if not worked:
                 status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
     finally:
@@ -241,7 +241,7 @@ def _project(projection: Projection | None, status: SharedStatus) -> int:
     return read
 
 
-def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats) -> None:
+def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats, knows_leader: bool) -> None:
     if worked:
         status.worked_at.value = time.monotonic()
         status.vendor[:] = vendor_stats.values
@@ -256,4 +256,6 @@ def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: Vendor
     status.waiting_halves.value = len(outbox.waiting) if outbox is not None else 0
     status.waiting_turn.value = len(outbox.waits_for) if outbox is not None else 0
     status.leading.value = outbox is not None
-    status.ready.value = True
+    # Ready (for `--until-idle`) once it leads or knows another does: an outbox that has not yet
+    # asked for the lease would otherwise look idle while decided calls wait in the store.
+    status.ready.value = outbox is not None or knows_leader

@@ -19,6 +19,7 @@ from projections.submit import NoBroker, OrdersUnavailable
 from tests import seed
 from tests.harness import Scenario
 from tests.http_server import call, serving
+from tests.waiting import wait_for
 
 ADMIN, SUPPORT, MIGRATOR = "admin-token-0123456789", "support-token-0123456789", "migrator-token-0123456789"
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)  # c1-s1 ends 2027-01-04: in its renewal window
@@ -161,8 +162,10 @@ def _one_order_per_key(api: str, world: Scenario) -> None:
     other = call(api + "/api/transfers", "POST", TRANSFER, token=MIGRATOR, key="double-click")
     assert other[0] == 403  # keys are per user; and carol may not place transfers anyway
     world.process()
-    status, op = call(f"{api}/api/operations/{first[1]['operation_id']}", token=ADMIN)
-    assert op["status"] == "completed" and op["seats"] == 3
+    # The API's read models follow the store on their own thread (about once a second): wait for them.
+    op = wait_for(lambda: (o := call(f"{api}/api/operations/{first[1]['operation_id']}", token=ADMIN)[1])
+                  and o["status"] == "completed" and o, 15, "the operation completed in the API's read model")
+    assert op["seats"] == 3
     assert len(world.results_for(first[1]["operation_id"])) == 1
 
 
