@@ -106,21 +106,24 @@ class ResultWatcher(threading.Thread):
             time.sleep(0.05)
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and its live children (`coterm run` and its outbox process)."""
+    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
+
 def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory of a process and its children (`coterm run` and its outbox process)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    """Peak resident memory of a process and its children."""
     total = 0
-    for p in [pid, *map(int, children)]:
+    for p in _tree(pid):
         status = Path(f"/proc/{p}/status").read_text()
         total += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
     return total / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process and its live children (`coterm run`'s outbox process) have used."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    """User + system CPU a process and its live children have used."""
     ticks = 0
-    for p in [pid, *map(int, children)]:
+    for p in _tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")

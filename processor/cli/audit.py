@@ -14,10 +14,11 @@ from processor.settings import Settings, SettingsError
 
 
 def _open_existing_store() -> Any:
-    from processor.store.opening import open_store
+    from processor.store.opening import open_store, sqlite_path
 
     settings = Settings.from_env()
-    if "://" not in settings.store and not Path(settings.store).exists():
+    path = sqlite_path(settings.store)
+    if path is not None and not path.exists():
         raise SettingsError(f"COTERM_STORE={settings.store!r} does not exist: nothing to audit")
     return open_store(settings.store)
 

@@ -5,7 +5,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from processor.settings import Settings, SettingsError
 
@@ -17,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from processor.orders_out import orders_out
-    from processor.store.opening import open_store
+    from processor.store.opening import open_store, sqlite_path
     from projections.api import create_app
     from projections.staff import Staff, StaffError
 
@@ -27,8 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StaffError as error:
         raise SettingsError(str(error)) from None
     _check_port_free(args.host, args.port)
-    sqlite = "://" not in settings.store
-    if sqlite and not Path(settings.store).exists() and not args.create_store:
+    path = sqlite_path(settings.store)
+    if path is not None and not path.exists() and not args.create_store:
         raise SettingsError(f"COTERM_STORE={settings.store!r} does not exist (a typo? `coterm serve --create-store` "
                             "starts on a new, empty store)")
     app = open_store(settings.store)
@@ -41,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "(their buttons are greyed; POSTs answer 503)", file=sys.stderr)
     print(f"coterm: dashboard on http://{args.host}:{args.port}/  (API docs at /docs, OpenAPI at /openapi.json)",
           file=sys.stderr, flush=True)
-    replaced = _replaced_file(settings.store) if sqlite else (lambda: None)
+    replaced = _replaced_file(settings.store) if path is not None else (lambda: None)
     uvicorn.run(create_app(app, staff, ready_max_lag_s=settings.ready_max_lag_s, orders=orders, store_problem=replaced),
                 host=args.host, port=args.port, log_level="warning")
     return 0

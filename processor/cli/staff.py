@@ -17,15 +17,16 @@ from processor.settings import SettingsError
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
     """A new user with a fresh token: the token goes to standard output once, its hash to the file."""
-    from projections.staff import DEFAULT_ROLES, Staff, StaffError, hash_token
+    from projections.staff import Staff, StaffError, hash_token
 
     path = args.file or os.environ.get("COTERM_STAFF_FILE", "").strip()
     if not path:
         raise SettingsError("coterm staff add needs --file or COTERM_STAFF_FILE: the staff file to write")
     document: dict[str, Any] = {"roles": {}, "users": []}
+    staff = Staff(None)
     if Path(path).exists():
         try:
-            Staff.load(path)  # the whole file checked first: never add to a file serve would refuse
+            staff = Staff.load(path)  # the whole file checked first: never add to a file serve would refuse
         except StaffError as error:
             raise SettingsError(str(error)) from None
         document = json.loads(Path(path).read_text())
@@ -34,10 +35,9 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
             print(f"coterm: {path} already has a user {args.name!r}; nothing changed", file=sys.stderr)
             return 0
         raise SettingsError(f"{path} already has a user {args.name!r} (a new token for it: remove it first)")
-    known = {**DEFAULT_ROLES, **document.get("roles", {})}
-    unknown = [role for role in args.role if role not in known]
+    unknown = [role for role in args.role if role not in staff.roles]
     if unknown:
-        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(sorted(known))})")
+        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(sorted(staff.roles))})")
     token = secrets.token_urlsafe(24)
     document.setdefault("users", []).append({"name": args.name, "token_sha256": hash_token(token), "roles": args.role})
     _write(Path(path), document)

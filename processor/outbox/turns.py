@@ -34,6 +34,3 @@ class WaitsFor:
     def behind_of(self, op: str) -> set[str]:
         """The calls that waited for `op` (answered or closed now): their turn may have come."""
         return set(self.behind.get(op, ()))
-
-    def items(self) -> list[tuple[str, list[str]]]:
-        return list(self.ahead.items())

@@ -16,6 +16,13 @@ from processor.store.factories import POSTGRES, SQLITE
 from processor.store.stored_orders import StoredOrders
 from projections.projection import read_models
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def sqlite_path(store: str) -> Path | None:
+    """The file a SQLite store location names (None: a PostgreSQL URL)."""
+    return None if store.startswith(POSTGRES_SCHEMES) else Path(store)
+
 
 def store_env(store: str) -> dict[str, str]:
     """eventsourcing's environment for a store location.
@@ -23,7 +30,7 @@ def store_env(store: str) -> dict[str, str]:
     A `?schema=NAME` query on a PostgreSQL URL keeps coterm's tables in that schema
     (created if missing), so that several stores can share one database.
     """
-    if store.startswith(("postgresql://", "postgres://")):
+    if sqlite_path(store) is None:
         url = urlparse(store)
         if not url.path.strip("/"):
             raise SettingsError(f"COTERM_STORE={store!r} names no database")
