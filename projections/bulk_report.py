@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aggregates.bulk import Bulk
+from projections.plain_events import aggregate_events
 from projections.projector import Rows, project
 
 CSV_COLUMNS = ("bulk_id", "customer_id", "product_id", "outcome", "reason_code", "date", "request_id",
@@ -54,6 +55,6 @@ def bulk_doc_from_store(app: Any, bulk_id: str) -> dict[str, Any] | None:
     read model needs to be current): what `coterm export --bulk` reports."""
     aggregate_id = Bulk.create_id(bulk_id)
     rows = Rows(lambda table, row_id: None)
-    for event in app.events.get(aggregate_id):
+    for event in aggregate_events(app, aggregate_id):
         project(rows, event, event.originator_version)
     return rows.get("bulks", aggregate_id.hex)

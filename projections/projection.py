@@ -1,7 +1,6 @@
 """Keep the read models current by pulling the store's notification log (both stores),
 each batch written with its position in one transaction."""
 
-import json
 import time
 from typing import Any
 
@@ -11,6 +10,8 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import get_topic
 
 from aggregates.application import Orders
+from projections.doc_json import load
+from projections.plain_events import PlainEvents
 from projections.projector import PROJECTORS, TABLE_OF, Rows, project
 from projections.recorders import PostgresReadModels, SQLiteReadModels
 
@@ -42,6 +43,7 @@ class Projection:
         self.share = share
         self.name = f"{prefix}.projection" if share is None else f"{prefix}.projection.{share[0]}of{share[1]}"
         self.caught_up_at = 0.0  # time.monotonic() when a catch-up last found nothing left (readiness)
+        self.plain = PlainEvents(app.mapper)
 
     @property
     def position(self) -> int:
@@ -52,9 +54,8 @@ class Projection:
         start = self.position
         if stop_at is not None and start >= stop_at:
             return 0
-        notifications = self.app.process_recorder.select_notifications(
-            start=start + 1, limit=limit, stop=stop_at, topics=TOPICS)
-        if not notifications:
+        rows_read = self.plain.rows(self.app.process_recorder, start + 1, limit, stop_at, TOPICS)
+        if not rows_read:
             self.caught_up_at = time.monotonic()
             # No projected event ahead; move the position over events we don't project.
             last = self.app.process_recorder.max_notification_id() or 0
@@ -63,16 +64,17 @@ class Projection:
                 self._write(Rows(self._load), end)
             return 0
         rows = Rows(self._load)
-        mine = notifications
+        mine = rows_read
         if self.share is not None:  # decided before decoding: the other shares' events cost nothing here
             k, n = self.share
-            mine = [e for e in notifications if e.originator_id.int % n == k]
-        events = [self.app.mapper.to_domain_event(n) for n in mine]
+            mine = [r for r in rows_read if int(r[1], 16) % n == k]
+        event = self.plain.event
+        events = [event(topic, row_id, version, state) for _, row_id, version, topic, state in mine]
         self._preload(rows, events)
-        for notification, event in zip(mine, events, strict=True):
-            project(rows, event, notification.id)
-        self._write(rows, notifications[-1].id)
-        return len(notifications)
+        for (position, *_), e in zip(mine, events, strict=True):
+            project(rows, e, position)
+        self._write(rows, rows_read[-1][0])
+        return len(rows_read)
 
     def run_to_end(self, stop_at: int | None = None, page: int = 5000) -> int:
         total = 0
@@ -99,15 +101,15 @@ class Projection:
         for event in events:
             table = TABLE_OF.get(type(event))
             if table is not None:
-                wanted.setdefault(table, set()).add(event.originator_id.hex)
+                wanted.setdefault(table, set()).add(event.row_id)
         for table, ids in wanted.items():
             listed = sorted(ids)
             for i in range(0, len(listed), 500):
                 part = listed[i : i + 500]
                 found = self.tables.fetch(f"SELECT id, doc FROM {self.tables.table(table)} WHERE id IN "
                                           f"({','.join('?' * len(part))})", part)
-                rows.preload(table, part, {r["id"]: json.loads(r["doc"]) for r in found})
+                rows.preload(table, part, {r["id"]: load(r["doc"]) for r in found})
 
     def _load(self, table: str, row_id: str) -> dict[str, Any] | None:
         found = self.tables.fetch(f"SELECT doc FROM {self.tables.table(table)} WHERE id = ?", [row_id])
-        return json.loads(found[0]["doc"]) if found else None
+        return load(found[0]["doc"]) if found else None

@@ -1,11 +1,13 @@
-"""Domain events -> read-model documents. Pure: the same events always give the same rows."""
+"""Stored events -> read-model documents. Pure: the same events always give the same rows.
+
+The events are as `projections.plain_events` decodes them: dates and times are the ISO text
+they are stored as, which is what a document shows, so nothing is parsed only to be printed."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from aggregates.application import plain
 from aggregates.bulk import (
     SCHEDULED,
     Bulk,
@@ -49,7 +51,7 @@ class Rows:
 
 
 def _at(event: Any) -> str:
-    return event.timestamp.isoformat()
+    return event.timestamp  # type: ignore[no-any-return]
 
 
 def _ms_between(a: str, b: str) -> int:
@@ -59,14 +61,14 @@ def _ms_between(a: str, b: str) -> int:
 # -- operations (transfers) ---------------------------------------------------------------------
 def _put_operation(rows: Rows, event: Any, doc: Doc) -> None:
     doc["updated_at"] = _at(event)
-    rows.put("operations", event.originator_id.hex, doc, operation_id=doc["operation_id"], customer_id=doc["customer_id"],
+    rows.put("operations", event.row_id, doc, operation_id=doc["operation_id"], customer_id=doc["customer_id"],
              status=doc["status"], reason_code=doc.get("reason_code"), seq=doc["seq"], first_at=doc["created_at"],
              updated_at=doc["updated_at"], pairing_latency_ms=doc.get("pairing_latency_ms"),
              vendor_latency_ms=doc.get("vendor_latency_ms"))
 
 
 def _operation(rows: Rows, event: Any, position: int) -> None:
-    row_id = event.originator_id.hex
+    row_id = event.row_id
     if isinstance(event, Transfer.Opened):
         doc: Doc = {"operation_id": event.operation_id, "status": "waiting_for_pair", "customer_id": None,
                     "halves": {}, "seats": None, "source_subscription_id": None, "target": None,
@@ -105,11 +107,11 @@ def _refused(doc: Doc, e: Any) -> None:
 
 
 def _rejected(doc: Doc, e: Any) -> None:
-    doc.update(status="rejected", reason_code=e.reason_code, detail=e.detail, facts=plain(e.facts))
+    doc.update(status="rejected", reason_code=e.reason_code, detail=e.detail, facts=e.facts)
 
 
 def _requested(doc: Doc, e: Any) -> None:
-    doc.update(status="paired", reason_code=None, detail=None, retryable=False, vendor_request=plain(e.request))
+    doc.update(status="paired", reason_code=None, detail=None, retryable=False, vendor_request=e.request)
     doc["vendor_rounds"] += 1
     if e.reason != "paired":
         doc["actions"].append({"action": "retry", "by": e.requested_by, "why": e.reason, "at": _at(e),
@@ -119,7 +121,7 @@ def _requested(doc: Doc, e: Any) -> None:
 def _sent(doc: Doc, e: Any) -> None:
     doc["status"] = "sent"
     if e.request is not None:  # v2: the body as sent, seats as confirmed when its turn came
-        doc["vendor_request"] = plain(e.request)
+        doc["vendor_request"] = e.request
 
 
 def _completed(doc: Doc, e: Any) -> None:
@@ -153,7 +155,7 @@ assert not CLOSED - {"completed", "rejected", "failed", "cancelled", "expired"}
 
 # -- customers, subscriptions, migrations, dead letters ------------------------------------------
 def _customer(rows: Rows, e: Any, position: int) -> None:
-    row_id = e.originator_id.hex
+    row_id = e.row_id
     if isinstance(e, Customer.Registered):
         doc: Doc = {k: getattr(e, k) for k in ("customer_id", "partner_id", "name", "channel", "distributor_id",
                                                  "data_complete")}
@@ -181,12 +183,12 @@ def _window_opens(doc: Doc) -> str | None:
 
 
 def _subscription(rows: Rows, e: Any, position: int) -> None:
-    row_id = e.originator_id.hex
+    row_id = e.row_id
     if isinstance(e, Subscription.Purchased):
-        doc: Doc = plain({k: getattr(e, k) for k in (
+        doc: Doc = {k: getattr(e, k) for k in (
             "subscription_id", "customer_id", "product_id", "plan_id", "billing_model", "management", "seats",
             "term_months", "start_date", "end_date", "subscription_key", "resource_count", "purchased_on",
-            "billing_start_date", "origin")})
+            "billing_start_date", "origin")}
         doc["upsized_on"] = []
         doc["in_flight"] = []  # transfers decided and not yet answered for good, in decision order
     else:
@@ -196,7 +198,7 @@ def _subscription(rows: Rows, e: Any, position: int) -> None:
         if isinstance(e, Subscription.Resized):
             doc["seats"] = e.seats
             if e.seats > e.previous_seats:
-                doc["upsized_on"].append(e.on.isoformat())
+                doc["upsized_on"].append(e.on)
         elif isinstance(e, Subscription.MigratedToUsageBased):
             doc.update(billing_model="usage_based", migrated_by=e.request_id)
         elif isinstance(e, Subscription.SeatsTransferredOut):
@@ -219,16 +221,16 @@ def _leaves_line(doc: Doc, operation_id: str) -> None:
 
 
 def _migration(rows: Rows, e: Any, position: int) -> None:
-    row_id = e.originator_id.hex
+    row_id = e.row_id
     if isinstance(e, Migration.Requested):
         doc: Doc = {"request_id": e.request_id, "customer_id": e.customer_id, "decisions": []}
     else:
         doc = rows.get("migrations", row_id) or {}
         if not doc:
             return
-        doc["decisions"].append(plain({"on": e.on, "product_ids": e.product_ids, "requested_by": e.requested_by,
+        doc["decisions"].append({"on": e.on, "product_ids": e.product_ids, "requested_by": e.requested_by,
                                        "migrated": e.migrated, "bundle": e.bundle, "rejected": e.rejected,
-                                       "message_id": e.message_id, "at": _at(e)}))
+                                       "message_id": e.message_id, "at": _at(e)})
     outcome = None
     if doc["decisions"]:
         outcome = "completed" if doc["decisions"][-1]["migrated"] else "rejected"
@@ -237,9 +239,9 @@ def _migration(rows: Rows, e: Any, position: int) -> None:
 
 # -- bulk migrations ------------------------------------------------------------------------------
 def _bulk(rows: Rows, e: Any, position: int) -> None:
-    row_id = e.originator_id.hex
+    row_id = e.row_id
     if isinstance(e, Bulk.Requested):
-        doc: Doc = {"bulk_id": e.bulk_id, **plain(e.request), "on": e.on.isoformat(), "status": "requested",
+        doc: Doc = {"bulk_id": e.bulk_id, **e.request, "on": e.on, "status": "requested",
                     "requested_at": _at(e), "message_id": e.message_id, "seq": position, "customer_order": [],
                     "customers": {}, "history": [], "next_due": None}
     else:
@@ -251,8 +253,8 @@ def _bulk(rows: Rows, e: Any, position: int) -> None:
         if isinstance(e, Bulk.Accepted):
             doc["customer_order"] = list(e.customers)
         else:
-            entry["on"] = e.on.isoformat()
-        apply_decisions(doc["customers"], plain(e.decisions))
+            entry["on"] = e.on
+        apply_decisions(doc["customers"], e.decisions)
         entry["customers"] = len(e.decisions)
     elif isinstance(e, Bulk.Cancelled):
         cancel_scheduled(doc["customers"], e.requested_by, e.reason)
@@ -276,16 +278,16 @@ def _bulk(rows: Rows, e: Any, position: int) -> None:
 
 def _dead_letter(rows: Rows, e: Any, position: int) -> None:
     if isinstance(e, DeadLetter.Redriven):
-        found = rows.get("deadletters", e.originator_id.hex)
+        found = rows.get("deadletters", e.row_id)
         if found is not None:
             found["redriven"] = {"by": e.by, "why": e.why, "new_message_id": e.new_message_id,
                                  "corrected": e.corrected, "at": _at(e)}
-            rows.put("deadletters", e.originator_id.hex, found, reason=found["reason"], seq=found.get("seq", position))
+            rows.put("deadletters", e.row_id, found, reason=found["reason"], seq=found.get("seq", position))
         return
     doc = {"reason": e.reason, "error": e.error, "topic": e.topic, "partition": e.partition, "offset": e.offset,
-           "message_id": e.message_id, "type": e.type, "at": _at(e), "id": e.originator_id.hex, "seq": position,
+           "message_id": e.message_id, "type": e.type, "at": _at(e), "id": e.row_id, "seq": position,
            "redriven": None}
-    rows.put("deadletters", e.originator_id.hex, doc, reason=e.reason, seq=position)
+    rows.put("deadletters", e.row_id, doc, reason=e.reason, seq=position)
 
 
 BULK_EVENTS = (Bulk.Requested, Bulk.Accepted, Bulk.ScheduledDecided, Bulk.Cancelled, Bulk.CancelRefused, Bulk.Finished)

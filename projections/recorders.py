@@ -5,7 +5,6 @@ row's JSON document. A batch of row changes and the notification position it cam
 are written in one transaction, so a projection can stop, resume, be dropped and rebuilt.
 """
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,6 +12,8 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL
+
+from projections.doc_json import dump
 
 # table -> indexed columns (besides id and doc); types are portable between SQLite and PostgreSQL
 TABLES: dict[str, dict[str, str]] = {
@@ -29,10 +30,6 @@ TABLES: dict[str, dict[str, str]] = {
 INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id"],
            "customers": ["customer_id"], "migrations": ["customer_id"],
            "bulks": ["bulk_id", "seq"]}
-
-
-def dump(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))  # byte-stable for replay --verify
 
 
 def _column(value: Any) -> Any:

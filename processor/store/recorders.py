@@ -23,6 +23,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 TABLE = "coterm_seen_messages"
@@ -97,6 +98,19 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
                                then=" ORDER BY originator_id, originator_version")
         return [StoredEvent(originator_id=UUID(hex=r[0]), originator_version=r[1], topic=r[2], state=r[3]) for r in rows]
 
+    def select_rows(self, start: int, limit: int, stop: int | None,
+                    topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
+        """`select_notifications` as plain tuples (position, aggregate id in hex, version, topic,
+        state): what the read models take (`projections.plain_events`), without a `Notification`
+        and a `UUID` made per row only to be taken apart again."""
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                     f"WHERE rowid >= ? AND rowid <= ? AND topic IN ({','.join('?' * len(topics))}) "
+                     "ORDER BY rowid LIMIT ?")
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None  # tuples, not `sqlite3.Row`s
+            c.execute(statement, [start, stop if stop is not None else 2**62, *topics, limit])
+            return c.fetchall()  # type: ignore[no-any-return]
+
     def _select_in(self, statement: str, values: list[str], then: str = "", chunk: int = 500) -> list[Any]:
         """The rows of `statement` IN (values) `then`, asked `chunk` values at a time (SQLite
         caps the number of parameters in one statement)."""
@@ -137,6 +151,13 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                 Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
     @property
+    def select_rows_statement(self) -> Any:
+        return SQL("SELECT notification_id, replace(originator_id::text, '-', ''), originator_version, topic, state "
+                   "FROM {}.{} WHERE notification_id >= %s AND notification_id <= %s AND topic = ANY(%s) "
+                   "ORDER BY notification_id LIMIT %s").format(
+                       Identifier(self.datastore.schema), Identifier(self.events_table_name))
+
+    @property
     def select_events_of_statement(self) -> Any:
         return SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} WHERE originator_id = ANY(%s) "
                    "ORDER BY originator_id, originator_version").format(
@@ -171,6 +192,14 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         if traces:
             with curs.connection.cursor() as traced:
                 traced.executemany(self.insert_traces_statement, traces)
+
+    def select_rows(self, start: int, limit: int, stop: int | None,
+                    topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
+        """As `SQLiteSeenRecorder.select_rows`: the library's selection, as plain tuples."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.select_rows_statement, (start, stop if stop is not None else 2**62, list(topics), limit),
+                         prepare=True)
+            return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         with self.datastore.transaction(commit=False) as curs:
