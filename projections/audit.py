@@ -20,6 +20,7 @@ from aggregates.migration import Migration
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from projections.projection import Projection, read_models
+from projections.rebuild import can_rebuild, id_ranges, rebuild
 from projections.recorders import TABLES
 from projections.timeline import aggregate_state, event_record
 
@@ -78,7 +79,7 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
 
     With `verify`, the rebuild stops where the live read models are and compares them
     row by row, byte for byte. On a database file or server, `workers` processes share the
-    rebuild, each taking the aggregates whose id falls to it.
+    rebuild, each taking a range of aggregate ids (`projections.rebuild`).
     """
     live = Projection(app, prefix="rm")
     fresh_tables = read_models(app, prefix="rp")
@@ -87,14 +88,17 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     stop_at = live.position if verify else (app.process_recorder.max_notification_id() or 0)
     env = dict(app.env)
     shared = isinstance(app.factory, SQLiteFactory | PostgresFactory) and ":memory:" not in env.get("SQLITE_DBNAME", "")
-    if not shared or workers < 2:
-        # Big pages: a row that many events change is read and written once a page, not once an event.
+    if not can_rebuild(app):
+        # The library's own recorders (in memory) read only in log order: big pages, so a row
+        # many events change is read and written once a page, not once an event.
         read = fresh.run_to_end(stop_at=stop_at, page=50_000)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            read = max(pool.map(_replay_share, [env] * workers, range(workers), [workers] * workers,
-                                [stop_at] * workers))
+        if not shared or workers < 2:
+            read = rebuild(app, fresh.tables, stop_at)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                read = sum(pool.map(_replay_share, [env] * workers, id_ranges(workers), [stop_at] * workers))
         if stop_at > fresh.position:
             fresh.tables.insert_tracking(Tracking(fresh.name, stop_at))
     report: dict[str, Any] = {"events_read": read, "position": fresh.position, "differences": []}
@@ -103,12 +107,12 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     return report
 
 
-def _replay_share(env: dict[str, str], k: int, n: int, stop_at: int) -> int:
+def _replay_share(env: dict[str, str], id_range: tuple[str, str | None], stop_at: int) -> int:
     # In a worker process, on the same store, whose tables the caller made: creating them
     # again from two workers at once fails on PostgreSQL ("tuple concurrently updated").
     app = Orders(env={**env, "CREATE_TABLE": "n"})
     try:
-        return Projection(app, prefix="rp", share=(k, n), create=False).run_to_end(stop_at=stop_at, page=50_000)
+        return rebuild(app, read_models(app, prefix="rp", create=False), stop_at, id_range)
     finally:
         app.close()
 

@@ -31,13 +31,15 @@ class PlainEvents:
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
         self.transcodings = getattr(mapper.transcoder, "names", {})
-        self._classes: dict[str, type] = {}
+        self._classes: dict[str, tuple[type, int]] = {}  # topic -> (class, class_version)
 
     def event(self, topic: str, row_id: str, version: int, data: bytes) -> Any:
         """`row_id`: the aggregate id as 32 hex digits, which the read models key rows by."""
-        cls = self._classes.get(topic)
-        if cls is None:
-            cls = self._classes[topic] = resolve_topic(topic)
+        known = self._classes.get(topic)
+        if known is None:
+            cls = resolve_topic(topic)
+            known = self._classes[topic] = (cls, getattr(cls, "class_version", 1))
+        cls, class_version = known
         if self.mapper.cipher:
             data = self.mapper.cipher.decrypt(data)
         if self.mapper.compressor:
@@ -47,15 +49,15 @@ class PlainEvents:
         # every value costs as much as the decoding itself.
         typed = data.count(b'"_type_"')
         stamp = state.get("timestamp")
-        if type(stamp) is dict and stamp.get("_type_") == "datetime_iso" and len(stamp) == 2:
+        if type(stamp) is dict and len(stamp) == 2 and stamp.get("_type_") == "datetime_iso":
             state["timestamp"] = stamp["_data_"]
             typed -= 1
-        if typed > 0:
+        if typed:
             self._untype(state)
         state["row_id"] = row_id
         state["originator_version"] = version
         stored_version = state.pop("class_version", 1)
-        while stored_version < getattr(cls, "class_version", 1):
+        while stored_version < class_version:
             getattr(cls, f"upcast_v{stored_version}_v{stored_version + 1}")(state)
             stored_version += 1
         event = object.__new__(cls)

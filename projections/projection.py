@@ -32,16 +32,13 @@ def read_models(app: Orders, prefix: str = "rm", create: bool = True) -> SQLiteR
 
 
 class Projection:
-    """`share` (k, n): project only the aggregates whose id is k modulo n, under a position of
-    its own. Every row is made from the events of one aggregate, so n processes can rebuild
-    the read models together (`audit.replay`)."""
+    """The read models kept current in the log's order, under a position (`coterm replay`
+    rebuilds them in aggregate order instead: `projections.rebuild`)."""
 
-    def __init__(self, app: Orders, prefix: str = "rm", share: tuple[int, int] | None = None,
-                 create: bool = True) -> None:
+    def __init__(self, app: Orders, prefix: str = "rm", create: bool = True) -> None:
         self.app = app
         self.tables = read_models(app, prefix, create)
-        self.share = share
-        self.name = f"{prefix}.projection" if share is None else f"{prefix}.projection.{share[0]}of{share[1]}"
+        self.name = f"{prefix}.projection"
         self.caught_up_at = 0.0  # time.monotonic() when a catch-up last found nothing left (readiness)
         self.plain = PlainEvents(app.mapper)
 
@@ -64,14 +61,10 @@ class Projection:
                 self._write(Rows(self._load), end)
             return 0
         rows = Rows(self._load)
-        mine = rows_read
-        if self.share is not None:  # decided before decoding: the other shares' events cost nothing here
-            k, n = self.share
-            mine = [r for r in rows_read if int(r[1], 16) % n == k]
         event = self.plain.event
-        events = [event(topic, row_id, version, state) for _, row_id, version, topic, state in mine]
+        events = [event(topic, row_id, version, state) for _, row_id, version, topic, state in rows_read]
         self._preload(rows, events)
-        for (position, *_), e in zip(mine, events, strict=True):
+        for (position, *_), e in zip(rows_read, events, strict=True):
             project(rows, e, position)
         self._write(rows, rows_read[-1][0])
         return len(rows_read)

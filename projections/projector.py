@@ -16,7 +16,6 @@ from aggregates.bulk import (
     count_outcomes,
 )
 from aggregates.customer import Customer, joined_bundle
-from aggregates.halves import Downgrade, half_of
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
 from aggregates.migration_rules import window_opens
@@ -48,6 +47,15 @@ class Rows:
     def put(self, table: str, row_id: str, doc: Doc, **columns: Any) -> None:
         self._cache[(table, row_id)] = doc
         self.changed.setdefault(table, {})[row_id] = {"doc": doc, **columns}
+
+    def take(self, row_id: str) -> "Rows":
+        """The rows with this id, moved out into new `Rows` (`projections.rebuild`)."""
+        taken = Rows(self._load)
+        for table, changes in self.changed.items():
+            if row_id in changes:
+                taken.changed.setdefault(table, {})[row_id] = changes.pop(row_id)
+                taken._cache[(table, row_id)] = self._cache.pop((table, row_id))
+        return taken
 
 
 def _at(event: Any) -> str:
@@ -87,15 +95,17 @@ def _operation(rows: Rows, event: Any, position: int) -> None:
 
 
 def _half(doc: Doc, e: Any) -> None:
-    half = half_of(e.side, e.half)
-    doc["halves"][half.side] = {k: getattr(half, k) for k in ("order_id", "message_id", "occurred_at", "recorded_at",
-                                                               "seats", "customer_id", "requested_by")}
-    doc["customer_id"] = doc["customer_id"] or half.customer_id
-    doc["seats"] = doc["seats"] or half.seats
-    if isinstance(half, Downgrade):
-        doc["source_subscription_id"] = half.subscription_id
+    half = e.half  # `Half.stored()` values; the stamps default to "" as in `aggregates.halves`
+    doc["halves"][e.side] = {"order_id": half["order_id"], "message_id": half.get("message_id", ""),
+                             "occurred_at": half.get("occurred_at", ""), "recorded_at": half.get("recorded_at", ""),
+                             "seats": half["seats"], "customer_id": half["customer_id"],
+                             "requested_by": half["requested_by"]}
+    doc["customer_id"] = doc["customer_id"] or half["customer_id"]
+    doc["seats"] = doc["seats"] or half["seats"]
+    if e.side == "downgrade":
+        doc["source_subscription_id"] = half["subscription_id"]
     else:
-        doc["target"] = e.half["target"]  # as stored: the operation's page shows what was ordered
+        doc["target"] = half["target"]  # as stored: the operation's page shows what was ordered
     if len(doc["halves"]) == 2:
         down, up = doc["halves"]["downgrade"], doc["halves"]["upgrade"]
         doc["pairing_latency_ms"] = _ms_between(down["recorded_at"], up["recorded_at"])

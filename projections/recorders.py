@@ -82,15 +82,22 @@ class ReadModelTables:
     def write(self, rows: dict[str, dict[str, dict[str, Any]]], tracking: Tracking) -> None:
         """The rows of one batch and the position they came from, in one transaction."""
         with self.datastore.transaction(commit=True) as cursor:
-            # Tables and rows in one fixed order: two processes projecting overlapping slices
-            # (several `coterm run`, `coterm serve`) then wait for each other instead of
-            # deadlocking on PostgreSQL's row locks; the later one's tracking insert fails.
-            for name in sorted(rows):
-                changes = rows[name]
-                if changes:
-                    cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, changes[i])
-                                                               for i in sorted(changes)])
+            self._upsert(cursor, rows)
             self._insert_tracking(cursor, tracking)
+
+    def write_rows(self, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Rows without a position: a rebuild's, whose position is recorded when it has ended."""
+        with self.datastore.transaction(commit=True) as cursor:
+            self._upsert(cursor, rows)
+
+    def _upsert(self, cursor: Any, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+        # Tables and rows in one fixed order: two processes projecting overlapping slices
+        # (several `coterm run`, `coterm serve`) then wait for each other instead of
+        # deadlocking on PostgreSQL's row locks; the later one's tracking insert fails.
+        for name in sorted(rows):
+            changes = rows[name]
+            if changes:
+                cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, changes[i]) for i in sorted(changes)])
 
     def fetch(self, statement: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as cursor:

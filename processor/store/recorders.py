@@ -111,6 +111,18 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
             c.execute(statement, [start, stop if stop is not None else 2**62, *topics, limit])
             return c.fetchall()  # type: ignore[no-any-return]
 
+    def select_rows_by_aggregate(self, after: tuple[str, int], below: str | None, stop: int, topics: Sequence[str],
+                                 limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """As `select_rows`, in aggregate order: the events after (aggregate id, version) of the
+        aggregates below `below` (hex ids), at positions up to `stop` (`projections.rebuild`)."""
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                     "WHERE (originator_id, originator_version) > (?, ?) AND originator_id < ? AND rowid <= ? "
+                     f"AND topic IN ({','.join('?' * len(topics))}) ORDER BY originator_id, originator_version LIMIT ?")
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            c.execute(statement, [*after, below or "g", stop, *topics, limit])  # "g" sorts after every hex id
+            return c.fetchall()  # type: ignore[no-any-return]
+
     def _select_in(self, statement: str, values: list[str], then: str = "", chunk: int = 500) -> list[Any]:
         """The rows of `statement` IN (values) `then`, asked `chunk` values at a time (SQLite
         caps the number of parameters in one statement)."""
@@ -158,6 +170,13 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                        Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
     @property
+    def select_rows_by_aggregate_statement(self) -> Any:
+        return SQL("SELECT notification_id, replace(originator_id::text, '-', ''), originator_version, topic, state "
+                   "FROM {}.{} WHERE (originator_id, originator_version) > (%s, %s) AND originator_id <= %s "
+                   "AND notification_id <= %s AND topic = ANY(%s) ORDER BY originator_id, originator_version LIMIT %s"
+                   ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+
+    @property
     def select_events_of_statement(self) -> Any:
         return SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} WHERE originator_id = ANY(%s) "
                    "ORDER BY originator_id, originator_version").format(
@@ -199,6 +218,15 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self.select_rows_statement, (start, stop if stop is not None else 2**62, list(topics), limit),
                          prepare=True)
+            return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
+
+    def select_rows_by_aggregate(self, after: tuple[str, int], below: str | None, stop: int, topics: Sequence[str],
+                                 limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """As `SQLiteSeenRecorder.select_rows_by_aggregate`."""
+        last = int(below, 16) - 1 if below else 2**128 - 1  # the highest id in range: `<=` keeps to the index
+        params = (UUID(hex=after[0].ljust(32, "0")), after[1], UUID(int=last), stop, list(topics), limit)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.select_rows_by_aggregate_statement, params, prepare=True)
             return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:

@@ -55,7 +55,7 @@ def test_stored_dates_stay_text_and_other_transcodings_decode_as_the_library_doe
         "detail": '{"_type_":"datetime_iso","_data_":"not a date"}',
     })
     plain = PlainEvents(app.mapper)
-    plain._classes["t"] = _Transfer
+    plain._classes["t"] = (_Transfer, _Transfer.class_version)
     event = plain.event("t", "ab" * 16, 4, state)
     assert isinstance(event, _Transfer)
     assert event.timestamp == "2026-03-03T10:00:00+00:00"
