@@ -4,7 +4,7 @@ import json
 import multiprocessing
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from datetime import datetime
 from typing import Any, TextIO
 from uuid import UUID
@@ -82,29 +82,41 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     rebuild, each taking a range of aggregate ids (`projections.rebuild`).
     """
     live = Projection(app, prefix="rm")
-    fresh_tables = read_models(app, prefix="rp")
-    fresh_tables.drop()
-    fresh = Projection(app, prefix="rp")
     stop_at = live.position if verify else (app.process_recorder.max_notification_id() or 0)
     env = dict(app.env)
     shared = isinstance(app.factory, SQLiteFactory | PostgresFactory) and ":memory:" not in env.get("SQLITE_DBNAME", "")
     if not can_rebuild(app):
         # The library's own recorders (in memory) read only in log order: big pages, so a row
         # many events change is read and written once a page, not once an event.
-        read = fresh.run_to_end(stop_at=stop_at, page=50_000)
+        read = _fresh(app).run_to_end(stop_at=stop_at, page=50_000)
+    elif not shared or workers < 2:
+        read = rebuild(app, _fresh(app).tables, stop_at)
     else:
-        if not shared or workers < 2:
-            read = rebuild(app, fresh.tables, stop_at)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                read = sum(pool.map(_replay_share, [env] * workers, id_ranges(workers), [stop_at] * workers))
-        if stop_at > fresh.position:
-            fresh.tables.insert_tracking(Tracking(fresh.name, stop_at))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # A worker starts by importing coterm (half a second): it does so while the old
+            # tables are dropped, which takes as long on a big store.
+            started = [pool.submit(_started) for _ in range(workers)]
+            _fresh(app)
+            wait(started)
+            read = sum(pool.map(_replay_share, [env] * workers, id_ranges(workers), [stop_at] * workers))
+    fresh = Projection(app, prefix="rp", create=False)
+    if stop_at > fresh.position:
+        fresh.tables.insert_tracking(Tracking(fresh.name, stop_at))
     report: dict[str, Any] = {"events_read": read, "position": fresh.position, "differences": []}
     if verify:
         report["differences"] = compare(live, fresh)
     return report
+
+
+def _fresh(app: Orders) -> Projection:
+    """The `rp_*` tables, dropped and made again."""
+    read_models(app, prefix="rp").drop()
+    return Projection(app, prefix="rp")
+
+
+def _started() -> None:
+    """Nothing: importing this module is the work (`replay`)."""
 
 
 def _replay_share(env: dict[str, str], id_range: tuple[str, str | None], stop_at: int) -> int:
