@@ -118,7 +118,12 @@ class Orders(Application):
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
         changed = uow.changed()  # collecting takes their pending events: name them first
         try:
-            processing.collect_events(*changed, seen=seen or [], fence=fence, traces=traces or [])
+            # What `processing.collect_events` does, without its isinstance checks against
+            # runtime protocols: on Python 3.11 they took 3-5% of each process (py-spy).
+            for aggregate in changed:
+                processing.events.extend(aggregate.collect_events())
+                processing.aggregates[aggregate.id] = aggregate
+            processing.saved_kwargs.update(seen=seen or [], fence=fence, traces=traces or [])
             if not processing.events and tracking is None and not seen:
                 return 0
             self._record(processing)

@@ -16,6 +16,7 @@ Starts the bundled broker and the vendor simulator (its own process), then:
 """
 
 import argparse
+import contextlib
 import os
 import re
 import sqlite3
@@ -37,6 +38,7 @@ from bench.running import (
     COTERM,
     PARTITIONS,
     Coterm,
+    Profiles,
     ResultWatcher,
     Topics,
     VendorSim,
@@ -73,8 +75,9 @@ def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: Vendor
         before = coterm.events()
         cpu = cpu_seconds(coterm.process.pid)
         started = time.time()
-        topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
-        watcher.wait_completed(args.transfers, 600, coterm.alive)
+        with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
+            topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
+            watcher.wait_completed(args.transfers, 600, coterm.alive)
         elapsed = watcher.last_completed_ms / 1000 - started
         coterm.wait_applied()
         f.put("coterm transfers/s", args.transfers / elapsed)
@@ -189,6 +192,8 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=100_000, help="halves left waiting for the RSS figure")
     parser.add_argument("--replay-events", type=int, default=200_000)
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy (installed apart) samples coterm's processes during the burst into DIR")
     parser.add_argument("--quick", action="store_true", help="no latency, waiting, replay or limit phases")
     args = parser.parse_args()
     if args.quick:

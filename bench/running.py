@@ -4,6 +4,7 @@ process, per-run topics, a watcher of results, `coterm run` as a child, latency 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,3 +204,46 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+
+
+# -- profiles (`bench.pipeline --profile DIR`) ---------------------------------------------------
+class Profiles:
+    """py-spy attached to each of coterm's processes (not the resource tracker) while a phase runs;
+    each writes `DIR/<process>.raw` (collapsed stacks) and its heaviest functions are printed."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid, self.out, self.spies = pid, out, {}  # type: ignore[var-annotated]
+
+    def __enter__(self) -> "Profiles":
+        self.out.mkdir(parents=True, exist_ok=True)
+        for p in _tree(self.pid):
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+            if b"resource_tracker" in cmdline:
+                continue
+            name = "consumer" if p == self.pid else "outbox"
+            self.spies[name] = subprocess.Popen(
+                [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "--pid", str(p), "--rate", "200", "--format", "raw", "--nonblocking",
+                 "--output", str(self.out / f"{name}.raw")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for name, spy in self.spies.items():
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+            print(f"\nprofile of coterm's {name} process ({self.out / f'{name}.raw'}), inclusive share:")
+            for share, function in heaviest(self.out / f"{name}.raw"):
+                print(f"  {share:5.1f}%  {function}")
+
+
+def heaviest(raw: Path, top: int = 25) -> list[tuple[float, str]]:
+    """The functions on the most sampled stacks of a py-spy raw file, each counted once a stack."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        total += int(n)
+        for function in {frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0]
+                         for frame in stack.split(";")}:
+            counts[function] = counts.get(function, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return [(100 * n / max(total, 1), function) for function, n in ranked]

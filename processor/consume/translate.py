@@ -77,10 +77,8 @@ def new_ids(message: Inbound) -> list[UUID]:
 
 def log_context(message: Inbound) -> dict[str, str]:
     """The business ids a log line about this message is bound to."""
-    fields = {}
-    for name in ("operation_id", "customer_id", "request_id", "subscription_id", "product_id", "bulk_id",
-                 "partner_id"):
-        value = getattr(message.payload, name, None)
-        if value is not None:
-            fields[name] = value
-    return fields
+    values = getattr(message.payload, "__dict__", {})  # the fields: `getattr` with a default is slow on a model
+    return {name: values[name] for name in _LOGGED if values.get(name) is not None}
+
+
+_LOGGED = ("operation_id", "customer_id", "request_id", "subscription_id", "product_id", "bulk_id", "partner_id")

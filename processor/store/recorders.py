@@ -103,9 +103,9 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         """`select_notifications` as plain tuples (position, aggregate id in hex, version, topic,
         state): what the read models take (`projections.plain_events`), without a `Notification`
         and a `UUID` made per row only to be taken apart again."""
+        among = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""  # no topics: every event
         statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
-                     f"WHERE rowid >= ? AND rowid <= ? AND topic IN ({','.join('?' * len(topics))}) "
-                     "ORDER BY rowid LIMIT ?")
+                     f"WHERE rowid >= ? AND rowid <= ? {among}ORDER BY rowid LIMIT ?")
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # tuples, not `sqlite3.Row`s
             c.execute(statement, [start, stop if stop is not None else 2**62, *topics, limit])
@@ -165,7 +165,7 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
     @property
     def select_rows_statement(self) -> Any:
         return SQL("SELECT notification_id, replace(originator_id::text, '-', ''), originator_version, topic, state "
-                   "FROM {}.{} WHERE notification_id >= %s AND notification_id <= %s AND topic = ANY(%s) "
+                   "FROM {}.{} WHERE notification_id >= %s AND notification_id <= %s AND (topic = ANY(%s) OR %s) "
                    "ORDER BY notification_id LIMIT %s").format(
                        Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
@@ -216,8 +216,8 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                     topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
         """As `SQLiteSeenRecorder.select_rows`: the library's selection, as plain tuples."""
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self.select_rows_statement, (start, stop if stop is not None else 2**62, list(topics), limit),
-                         prepare=True)
+            curs.execute(self.select_rows_statement, (start, stop if stop is not None else 2**62, list(topics),
+                                                      not topics, limit), prepare=True)
             return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
     def select_rows_by_aggregate(self, after: tuple[str, int], below: str | None, stop: int, topics: Sequence[str],
@@ -289,3 +289,9 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def events_of(self, aggregate_ids: Iterable[UUID]) -> list[StoredEvent]:
         return [e for i in aggregate_ids for e in self.select_events(i)]
 
+
+    def select_rows(self, start: int, limit: int, stop: int | None,
+                    topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
+        """As `SQLiteSeenRecorder.select_rows`."""
+        return [(n.id, UUID(str(n.originator_id)).hex, n.originator_version, n.topic, n.state)
+                for n in self.select_notifications(start=start, limit=limit, stop=stop, topics=topics)]

@@ -3,7 +3,9 @@ follower positions recorded once."""
 
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from aggregates.application import Orders
 
@@ -29,12 +31,16 @@ class StoredOrders(Orders):
             self._cache_position = self.process_recorder.max_notification_id() or 0
             return
         while True:
-            notifications = self.process_recorder.select_notifications(start=position + 1, limit=page)
-            for n in notifications:
-                self.fast_forward_cached(n)
-            if notifications:
-                position = self._cache_position = notifications[-1].id
-            if len(notifications) < page:
+            # Plain rows (`select_rows`): most events belong to aggregates not cached here, and
+            # only those that are cached are decoded.
+            rows = self.process_recorder.select_rows(position + 1, page, None, ())  # type: ignore[attr-defined]
+            for position, hex_id, version, topic, state in rows:
+                aggregate_id = UUID(hex=hex_id)
+                if aggregate_id in cache.cache:
+                    self.fast_forward_cached(StoredEvent(aggregate_id, version, topic, state))
+            if rows:
+                self._cache_position = position
+            if len(rows) < page:
                 return
 
     def fast_forward_cached(self, notification: Any, event: Any = None) -> None:
