@@ -18,8 +18,10 @@ body, so the vendor sees a repeat at worst.
 A SQLite store has one processor, which always leads.
 
 The same thread, in every processor, ends a database session that holds the event table's
-insert lock while waiting for its own paused client (`STUCK_WRITER_S`): otherwise one paused
-process stops every writer, the next leader's included, for as long as it is paused.
+insert lock, or a lock on the lease row (a leader's fence, checked inside each of its writes),
+while waiting for its own paused client (`STUCK_WRITER_S`): otherwise one paused process stops
+every writer, or every takeover, for as long as it is paused. A storm caught the second: a
+leader stopped inside a fenced write kept the lease row locked for the whole pause.
 """
 
 import os
@@ -111,12 +113,17 @@ class Leadership:
             try:
                 self._renew_or_acquire(asked_at)
                 self.asked = True
-                self._watch_writers()
+            except psycopg.errors.LockNotAvailable:
+                # The lease row is locked by a write of the leader still open (its fence): a busy
+                # leader, or one stopped mid-write, which `_watch_writers` ends once it has waited
+                # for its client long enough. Not an answer either way: ask again next time.
+                self.asked = True
             except Exception as error:  # noqa: BLE001 - a lost database: not leading, try again
                 if self._epoch is not None:
                     log.warning("leadership.lost", reason=f"{type(error).__name__}: {error}"[:300], epoch=self._epoch)
                 self._epoch = None
                 self._drop()
+            self._watch_writers()
             self._stop.wait(self.renew_s)
 
     def _watch_writers(self) -> None:
@@ -136,17 +143,21 @@ class Leadership:
     def _free_stuck_writers(self) -> None:
         rows = self._conn.execute(
             "SELECT a.pid, pg_terminate_backend(a.pid), EXTRACT(EPOCH FROM now() - a.query_start) "
-            "FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.granted AND l.mode = 'ExclusiveLock' "
-            "AND l.relation = to_regclass(%s) "
-            "WHERE a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead' "
-            "AND a.query_start < now() - make_interval(secs => %s)",
-            (f'"{self.schema}".{EVENTS_TABLE}', STUCK_WRITER_S)).fetchall()
+            "FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead' "
+            "AND a.query_start < now() - make_interval(secs => %s) AND EXISTS (SELECT 1 FROM pg_locks l "
+            "WHERE l.pid = a.pid AND l.granted AND ((l.mode = 'ExclusiveLock' AND l.relation = to_regclass(%s)) "
+            "OR l.relation = to_regclass(%s)))",
+            (STUCK_WRITER_S, f'"{self.schema}".{EVENTS_TABLE}', f'"{self.schema}".{LEASES}')).fetchall()
         for pid, _, held_s in rows:
             log.warning("store.stuck_writer_ended", pid=pid, waited_for_client_s=round(float(held_s), 1))
 
     def _renew_or_acquire(self, asked_at: float) -> None:
         if self._conn is None:
             self._conn = connect_postgres(self.env, connect_timeout=2, tcp_timeout_ms=int(self.ttl_s * 500))
+            # Waiting for the lease row's lock (a leader's fenced write holds it) must not keep this
+            # thread from `_watch_writers`, which frees it when that leader stopped mid-write.
+            # (Half its statement timeout, which would count as a lost database.)
+            self._conn.execute(f"SET lock_timeout = {int(self.ttl_s * 250)}")
         if self._epoch is not None:
             row = self._conn.execute(
                 f"UPDATE {self._table} SET expires_at = now() + make_interval(secs => %s) "

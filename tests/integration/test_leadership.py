@@ -109,3 +109,35 @@ def test_a_writer_stuck_on_its_client_while_holding_the_insert_lock_is_ended(pg_
         watcher.release()
         stuck.close()
         app.close()
+
+
+def test_a_leader_stopped_inside_a_fenced_write_does_not_keep_the_lease_from_moving(pg_store: str) -> None:
+    """A write under the lease checks its fence with a share lock on the lease row, held until the
+    write ends; a leader paused inside one (a storm's SIGSTOP) would hold off every takeover for
+    the whole pause: the lease threads end that session as they end a stuck insert."""
+    import psycopg
+
+    from processor.store.opening import connect_postgres
+    from processor.store.recorders import LEASES
+
+    env = store_env(pg_store)
+    first, second = Leadership(env, ttl_s=1.0, renew_s=0.1), Leadership(env, ttl_s=1.0, renew_s=0.1)
+    paused_write = connect_postgres(env)
+    try:
+        seconds_until(first.held)
+        fence = first.fence()
+        assert fence is not None
+        paused_write.autocommit = False
+        found = paused_write.execute(  # the fence check of `PostgresSeenRecorder`, then "paused"
+            f'SELECT epoch FROM "{env["POSTGRES_SCHEMA"]}".{LEASES} WHERE name = %s AND holder = %s AND epoch = %s '
+            "FOR SHARE", tuple(fence)).fetchone()
+        assert found is not None
+        stop_renewing(first)
+        seconds_until(second.held, timeout=20)
+        assert second.epoch == fence.epoch + 1
+        with pytest.raises(psycopg.Error):
+            paused_write.execute("SELECT 1")  # its session was ended, its write undone
+    finally:
+        second.release()
+        first.release()
+        paused_write.close()
