@@ -17,11 +17,12 @@ body, so the vendor sees a repeat at worst.
 
 A SQLite store has one processor, which always leads.
 
-The same thread, in every processor, ends a database session that holds the event table's
-insert lock, or a lock on the lease row (a leader's fence, checked inside each of its writes),
-while waiting for its own paused client (`STUCK_WRITER_S`): otherwise one paused process stops
-every writer, or every takeover, for as long as it is paused. A storm caught the second: a
-leader stopped inside a fenced write kept the lease row locked for the whole pause.
+The same thread, in every processor, ends a database session that holds a write lock on one
+of coterm's tables while waiting for its own paused client (`STUCK_WRITER_S`): otherwise one
+paused process stops everyone behind that lock for as long as it is paused. The event table's
+insert lock stops every writer; the lease row, locked by a leader's fence inside each of its
+writes, stops every takeover; read-model rows, locked by an upsert, stop the other processes'
+projection, and with it the round in which they would take over. Storms caught all three.
 """
 
 import os
@@ -41,12 +42,11 @@ log = structlog.get_logger("coterm.leadership")
 LEASE_NAME = "outbox"
 TTL_S = 4.0
 RENEW_S = 0.5
-# A session that holds the event table's insert lock while it waits for its own client for this
-# long belongs to a process that stopped mid-write (SIGSTOP, a frozen VM): every writer of every
-# processor waits behind it. PostgreSQL's idle_in_transaction_session_timeout does not see it
+# A session that holds a write lock on coterm's tables while it waits for its own client for this
+# long belongs to a process that stopped mid-write (SIGSTOP, a frozen VM): everyone needing that
+# lock waits behind it (no coterm transaction waits on anything but the database). PostgreSQL's idle_in_transaction_session_timeout does not see it
 # when the write is a pipeline not yet synced, so each processor ends such sessions itself.
 STUCK_WRITER_S = 3.0
-EVENTS_TABLE = "coterm_events"
 
 
 class Leadership:
@@ -145,9 +145,9 @@ class Leadership:
             "SELECT a.pid, pg_terminate_backend(a.pid), EXTRACT(EPOCH FROM now() - a.query_start) "
             "FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead' "
             "AND a.query_start < now() - make_interval(secs => %s) AND EXISTS (SELECT 1 FROM pg_locks l "
-            "WHERE l.pid = a.pid AND l.granted AND ((l.mode = 'ExclusiveLock' AND l.relation = to_regclass(%s)) "
-            "OR l.relation = to_regclass(%s)))",
-            (STUCK_WRITER_S, f'"{self.schema}".{EVENTS_TABLE}', f'"{self.schema}".{LEASES}')).fetchall()
+            "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE l.pid = a.pid AND l.granted AND l.mode <> 'AccessShareLock' AND n.nspname = %s)",
+            (STUCK_WRITER_S, self.schema)).fetchall()
         for pid, _, held_s in rows:
             log.warning("store.stuck_writer_ended", pid=pid, waited_for_client_s=round(float(held_s), 1))
 

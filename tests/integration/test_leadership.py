@@ -141,3 +141,38 @@ def test_a_leader_stopped_inside_a_fenced_write_does_not_keep_the_lease_from_mov
         second.release()
         first.release()
         paused_write.close()
+
+
+def test_a_process_stopped_inside_a_read_model_write_does_not_hold_up_the_others(pg_store: str) -> None:
+    """Every outbox process keeps the read models; one paused inside its upsert holds those rows'
+    locks, and the others' projection (the round in which they would take over) waits behind it."""
+    import threading
+
+    import psycopg
+
+    from processor.store.opening import connect_postgres
+
+    env = store_env(pg_store)
+    table = f'"{env["POSTGRES_SCHEMA"]}".rm_customers'
+    stuck, other = connect_postgres(env), connect_postgres(env)
+    watcher = Leadership(env, ttl_s=1.0, renew_s=0.2)
+    upsert = f"INSERT INTO {table} (id, customer_id, doc) VALUES ('x', 'c', '{{}}') ON CONFLICT (id) DO UPDATE SET doc = '{{}}'"
+    try:
+        stuck.autocommit = False
+        stuck.execute(upsert)  # then "paused"
+        wrote = threading.Event()
+
+        def write() -> None:
+            other.execute(upsert)
+            wrote.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        assert not wrote.wait(1.0)  # blocked behind the stopped one's row lock
+        watcher.held()
+        assert wrote.wait(15)
+        with pytest.raises(psycopg.Error):
+            stuck.execute("SELECT 1")
+    finally:
+        watcher.release()
+        stuck.close()
+        other.close()
