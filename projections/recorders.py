@@ -132,6 +132,16 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
         super().__init__(datastore, tracking_table_name="coterm_readmodel_tracking")
         self.sql_create_statements.extend(SQL(statement) for statement in self.ddl())  # type: ignore[arg-type]
 
+    def write_rows(self, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """A rebuild's rows, each written once into tables that do not hold it yet: `COPY`, not
+        an upsert per row."""
+        with self.datastore.transaction(commit=True) as cursor:
+            for name in sorted(rows):
+                columns = ", ".join(["id", *TABLES[name], "doc"])
+                with cursor.copy(f"COPY {self.table(name)} ({columns}) FROM STDIN") as copy:
+                    for row_id, row in rows[name].items():
+                        copy.write_row(self.row_params(name, row_id, row))
+
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
             for name in TABLES:

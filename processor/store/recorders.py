@@ -225,7 +225,11 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         """As `SQLiteSeenRecorder.select_rows_by_aggregate`."""
         last = int(below, 16) - 1 if below else 2**128 - 1  # the highest id in range: `<=` keeps to the index
         params = (UUID(hex=after[0].ljust(32, "0")), after[1], UUID(int=last), stop, list(topics), limit)
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as curs:
+            # The planner, misjudging how many events the topics keep, would read every event of
+            # the range and sort them for each page (a bitmap scan): the key's own order instead.
+            curs.execute("SET LOCAL enable_bitmapscan = off")
+            curs.execute("SET LOCAL enable_sort = off")
             curs.execute(self.select_rows_by_aggregate_statement, params, prepare=True)
             return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
