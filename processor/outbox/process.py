@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -42,6 +43,7 @@ _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads
 EXPIRY_EVERY_S = 1.0
 OUTBOX_CACHE_SIZE = 20_000
 READ_MODEL_SLICE = 2000  # notifications projected per round of the outbox process
+OBSERVE_EVERY_S = 0.5  # how often an outbox that does not lead looks how far the read models are
 
 
 @dataclass
@@ -98,8 +100,8 @@ class OutboxProcess:
     """Starts, watches and stops the outbox process of one `coterm run`."""
 
     def __init__(self, settings: Settings, bootstrap: str, log_path: str | None, read_models: bool = False) -> None:
-        """`read_models`: this process also keeps the read models current (`coterm run`): the
-        consumer's process then spends its core on the orders alone."""
+        """`read_models`: this process also keeps the read models current while it leads (`coterm
+        run`): the consumer's process then spends its core on the orders alone."""
         self.args = (settings, bootstrap, log_path, read_models)
         self.status = SharedStatus.create()
         self.process: Any = None
@@ -154,7 +156,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     # decided calls: each miss is an aggregate rebuilt from the store. Transfers leave the cache
     # when they end, and waiting halves are not cached here, so it does not grow with them.
     app = open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE)
-    projection = Projection(app) if read_models else None
+    kept = KeptReadModels(Projection(app) if read_models else None)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     ends = TopicEnds(bootstrap, settings.topic_orders, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
@@ -167,15 +169,15 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                   if settings.vendor_url else None)
         return Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats,
                       topic_ends=ends.measure,
-                      store_positions=lambda partitions: store_positions(app.process_recorder, settings.topic_orders,
-                                                                         partitions),
+                      store_positions=partial(store_positions, app.process_recorder, settings.topic_orders),
                       fence=leadership.fence, may_send=leadership.held)
 
     try:
         while not status.stop.is_set() and os.getppid() == parent_pid:
             worked = 0
             try:
-                if leadership.held():
+                leading = leadership.held()
+                if leading:
                     outbox = outbox or new_outbox()
                     expire = time.monotonic() - last_expiry >= EXPIRY_EVERY_S
                     last_expiry = time.monotonic() if expire else last_expiry
@@ -184,7 +186,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     log.info("outbox.stepped_down", reason="the lease is not held")
                     outbox.close()  # another instance leads now: its outbox owns the calls
                     outbox = None
-                worked += _project(projection, status)
+                worked += kept.round(status, leading)
             except KafkaError as error:
                 # Nothing was marked published: the same results go out once Kafka answers.
                 log.warning("results.publish_failed", error=str(error))
@@ -201,8 +203,8 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     finally:
         if outbox is not None:
             outbox.close()
-        if projection is not None and os.getppid() == parent_pid:
-            _catch_up_before_stopping(projection, status)
+        if kept.projection is not None and os.getppid() == parent_pid:
+            _catch_up_before_stopping(kept.projection, status)
         leadership.release()
         ends.close()
         publisher.close()
@@ -239,6 +241,27 @@ def _project(projection: Projection | None, status: SharedStatus) -> int:
     status.read_model_position.value = projection.position
     status.read_models_caught_up_at.value = projection.caught_up_at
     return read
+
+
+class KeptReadModels:
+    """The read models are shared tables: the leader keeps them, one slice a round; the others
+    look now and then how far they are (for readiness). Each outbox projecting every event cost
+    CPU once per processor, and their upserts of the same rows waited on each other's locks."""
+
+    def __init__(self, projection: Projection | None) -> None:
+        self.projection = projection
+        self.observed_at = 0.0
+
+    def round(self, status: SharedStatus, leading: bool) -> int:
+        if leading:
+            return _project(self.projection, status)
+        if self.projection is not None and time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
+            self.observed_at = time.monotonic()
+            position = self.projection.position
+            status.read_model_position.value = position
+            if position >= (self.projection.app.process_recorder.max_notification_id() or 0):
+                status.read_models_caught_up_at.value = time.monotonic()
+        return 0
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats, knows_leader: bool) -> None:
