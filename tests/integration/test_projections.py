@@ -9,6 +9,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from aggregates import commands
+from processor.outbox.process import KeptReadModels, SharedStatus
 from projections.audit import replay
 from projections.projection import Projection
 from tests import seed
@@ -118,3 +119,20 @@ def test_overlapping_read_model_writes_wait_instead_of_deadlocking(app, store: s
     writer.join(timeout=30)
     assert not writer.is_alive() and errors == []
     assert {r["id"] for r in tables.fetch(f"SELECT id FROM {tables.table('customers')} WHERE id IN ('a', 'b')")} == {"a", "b"}
+
+
+def test_only_the_leading_outbox_projects_and_the_others_see_how_far_it_is(app) -> None:  # type: ignore[no-untyped-def]
+    """The read models are shared tables: with several processors, each outbox projecting every
+    event cost CPU once per processor and lock waits between them (`KeptReadModels`)."""
+    seeded(app)
+    head = app.process_recorder.max_notification_id()
+    follower, leader = KeptReadModels(Projection(app)), KeptReadModels(Projection(app))
+    status = SharedStatus.create()
+    assert follower.round(status, leading=False) == 0
+    assert follower.projection.position == 0 and status.read_models_caught_up_at.value == 0.0  # nothing projected
+    while leader.round(SharedStatus.create(), leading=True):
+        pass
+    assert leader.projection.position == head
+    follower.observed_at = 0.0  # it looks every OBSERVE_EVERY_S
+    assert follower.round(status, leading=False) == 0
+    assert status.read_model_position.value == head and status.read_models_caught_up_at.value > 0  # ready
