@@ -90,17 +90,18 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
         # many events change is read and written once a page, not once an event.
         read = _fresh(app).run_to_end(stop_at=stop_at, page=50_000)
     elif not shared or workers < 2:
-        read = rebuild(app, _fresh(app).tables, stop_at)
+        read = rebuild(app, _fresh(app, indexes=False).tables, stop_at)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             # A worker starts by importing coterm (half a second): it does so while the old
             # tables are dropped, which takes as long on a big store.
             started = [pool.submit(_started) for _ in range(workers)]
-            _fresh(app)
+            _fresh(app, indexes=False)
             wait(started)
             read = sum(pool.map(_replay_share, [env] * workers, id_ranges(workers), [stop_at] * workers))
     fresh = Projection(app, prefix="rp", create=False)
+    fresh.tables.set_indexes(present=True)
     if stop_at > fresh.position:
         fresh.tables.insert_tracking(Tracking(fresh.name, stop_at))
     report: dict[str, Any] = {"events_read": read, "position": fresh.position, "differences": []}
@@ -109,10 +110,14 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     return report
 
 
-def _fresh(app: Orders) -> Projection:
-    """The `rp_*` tables, dropped and made again."""
+def _fresh(app: Orders, indexes: bool = True) -> Projection:
+    """The `rp_*` tables, dropped and made again; `indexes` False: their secondary indexes are
+    made once every row is in (`ReadModelTables.set_indexes`)."""
     read_models(app, prefix="rp").drop()
-    return Projection(app, prefix="rp")
+    fresh = Projection(app, prefix="rp")
+    if not indexes:
+        fresh.tables.set_indexes(present=False)
+    return fresh
 
 
 def _started() -> None:

@@ -55,10 +55,25 @@ class ReadModelTables:
         for name, columns in TABLES.items():
             cols = ", ".join(f"{c} {t}" for c, t in columns.items())
             statements.append(f"CREATE TABLE IF NOT EXISTS {self.table(name)} (id TEXT PRIMARY KEY, {cols}, doc TEXT NOT NULL)")
-            for column in INDEXES.get(name, []):
-                index = f"{self.prefix}_{name}_{column}"
-                statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table(name)} ({column})")
+            statements.extend(self.index_ddl(name))
         return statements
+
+    def index_ddl(self, name: str, drop: bool = False) -> list[str]:
+        """The table's secondary indexes: made, or dropped (a rebuild makes them once it has
+        written every row, which is faster than keeping them up to date row by row)."""
+        return [f"DROP INDEX IF EXISTS {self.index(f'{self.prefix}_{name}_{column}')}" if drop else
+                f"CREATE INDEX IF NOT EXISTS {self.prefix}_{name}_{column} ON {self.table(name)} ({column})"
+                for column in INDEXES.get(name, [])]
+
+    def index(self, name: str) -> str:
+        """An index's name as DROP INDEX finds it (made beside its table)."""
+        return name
+
+    def set_indexes(self, present: bool) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for name in TABLES:
+                for statement in self.index_ddl(name, drop=not present):
+                    cursor.execute(statement)
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", self.placeholder)
@@ -126,6 +141,9 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
 
     def table(self, name: str) -> str:
         return f'"{self.datastore.schema}".{self.prefix}_{name}'
+
+    def index(self, name: str) -> str:
+        return f'"{self.datastore.schema}".{name}'
 
     def __init__(self, datastore: Any, prefix: str = "rm") -> None:
         self.prefix = prefix
