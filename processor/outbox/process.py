@@ -203,7 +203,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     finally:
         if outbox is not None:
             outbox.close()
-        if kept.projection is not None and os.getppid() == parent_pid:
+        if kept.projection is not None and os.getppid() == parent_pid and leadership.held():
             _catch_up_before_stopping(kept.projection, status)
         leadership.release()
         ends.close()
@@ -223,7 +223,7 @@ def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
 
 
 def _catch_up_before_stopping(projection: Projection, status: SharedStatus) -> None:
-    """A stopping `run` leaves its read models current."""
+    """A stopping `run` that leads leaves the read models current."""
     try:
         while _project(projection, status):
             pass
