@@ -24,7 +24,6 @@ from projections.doc_json import load
 AS_TEXT = frozenset({"datetime_iso", "date_iso"})
 
 
-
 class PlainEvents:
     """Decodes stored events of one application (its transcoder, cipher and compressor)."""
 
