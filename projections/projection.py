@@ -51,14 +51,17 @@ class Projection:
         start = self.position
         if stop_at is not None and start >= stop_at:
             return 0
-        rows_read = self.plain.rows(self.app.process_recorder, start + 1, limit, stop_at, TOPICS)
+        # The head is read before the events: an event recorded between the two reads would
+        # otherwise be skipped when the position moves to the head over events not projected.
+        head = self.app.process_recorder.max_notification_id() or 0
+        end = min(head, stop_at) if stop_at is not None else head
+        if end <= start:
+            self.caught_up_at = time.monotonic()
+            return 0
+        rows_read = self.plain.rows(self.app.process_recorder, start + 1, limit, end, TOPICS)
         if not rows_read:
             self.caught_up_at = time.monotonic()
-            # No projected event ahead; move the position over events we don't project.
-            last = self.app.process_recorder.max_notification_id() or 0
-            end = min(last, stop_at) if stop_at is not None else last
-            if end > start:
-                self._write(Rows(self._load), end)
+            self._write(Rows(self._load), end)  # no projected event up to the head: move over them
             return 0
         rows = Rows(self._load)
         event = self.plain.event

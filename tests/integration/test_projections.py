@@ -136,3 +136,29 @@ def test_only_the_leading_outbox_projects_and_the_others_see_how_far_it_is(app) 
     follower.observed_at = 0.0  # it looks every OBSERVE_EVERY_S
     assert follower.round(status, leading=False) == 0
     assert status.read_model_position.value == head and status.read_models_caught_up_at.value > 0  # ready
+
+
+def test_an_event_recorded_while_the_projection_finds_nothing_new_is_not_skipped(app) -> None:  # type: ignore[no-untyped-def]
+    """Another process commits between the projection's look for new events and its look at the
+    store's head: the position must not move over that event (a dashboard once never showed a
+    re-driven purchase)."""
+    seeded(app)
+    projection = Projection(app)
+    projection.run_to_end()
+    seed.run(app, commands.define_product, "p-late", "Late", True, True)  # an event no read model takes
+    select = app.process_recorder.select_rows
+
+    def then_another_writer_commits(*args):  # type: ignore[no-untyped-def]
+        found = select(*args)
+        if not found:
+            seed.run(app, commands.register_customer, "c-late", partner_id="p", name="Late Ltd", channel="direct",
+                     distributor_id=None, data_complete=True)
+        return found
+
+    app.process_recorder.select_rows = then_another_writer_commits
+    try:
+        projection.catch_up()
+    finally:
+        app.process_recorder.select_rows = select
+    projection.run_to_end()
+    assert any(json.loads(doc)["customer_id"] == "c-late" for doc in docs(projection, "customers").values())
