@@ -46,6 +46,14 @@ class Projection:
     def position(self) -> int:
         return self.tables.max_tracking_id(self.name) or 0
 
+    def look(self) -> int:
+        """The position, projecting nothing (another process keeps these tables): `caught_up_at`
+        moves when it is at the store's head, as a catch-up that finds nothing left moves it."""
+        position = self.position
+        if position >= (self.app.process_recorder.max_notification_id() or 0):
+            self.caught_up_at = time.monotonic()
+        return position
+
     def catch_up(self, limit: int = 5000, stop_at: int | None = None) -> int:
         """Project the next batch of notifications; returns how many were read (0: caught up)."""
         start = self.position

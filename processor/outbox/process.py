@@ -238,9 +238,14 @@ def _project(projection: Projection | None, status: SharedStatus) -> int:
     if projection is None:
         return 0
     read = projection.catch_up(limit=READ_MODEL_SLICE)
-    status.read_model_position.value = projection.position
-    status.read_models_caught_up_at.value = projection.caught_up_at
+    _tell(status, projection, projection.position)
     return read
+
+
+def _tell(status: SharedStatus, projection: Projection, position: int) -> None:
+    """How far the read models are, for `/readyz` and the metrics of the consumer's process."""
+    status.read_model_position.value = position
+    status.read_models_caught_up_at.value = projection.caught_up_at
 
 
 class KeptReadModels:
@@ -257,10 +262,7 @@ class KeptReadModels:
             return _project(self.projection, status)
         if self.projection is not None and time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
             self.observed_at = time.monotonic()
-            position = self.projection.position
-            status.read_model_position.value = position
-            if position >= (self.projection.app.process_recorder.max_notification_id() or 0):
-                status.read_models_caught_up_at.value = time.monotonic()
+            _tell(status, self.projection, self.projection.look())
         return 0
 
 

@@ -293,9 +293,8 @@ class POPOSeenRecorder(POPOProcessRecorder):
     def events_of(self, aggregate_ids: Iterable[UUID]) -> list[StoredEvent]:
         return [e for i in aggregate_ids for e in self.select_events(i)]
 
-
     def select_rows(self, start: int, limit: int, stop: int | None,
                     topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
         """As `SQLiteSeenRecorder.select_rows`."""
-        return [(n.id, UUID(str(n.originator_id)).hex, n.originator_version, n.topic, n.state)
+        return [(n.id, n.originator_id.hex, n.originator_version, n.topic, n.state)
                 for n in self.select_notifications(start=start, limit=limit, stop=stop, topics=topics)]
