@@ -20,6 +20,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from processor.outbox.results import Outbound
+from processor.settings import Settings
 
 log = structlog.get_logger("coterm.kafka")
 
@@ -47,8 +48,9 @@ class ResumeFromStore(ConsumerRebalanceListener):
         log.info("partitions.revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
 
-def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsumer:
-    """`options`: `Settings.kafka_options()` (security protocol, SASL, CA file)."""
+def make_consumer(bootstrap: str, group_id: str, group: dict[str, Any] | None = None, **options: Any) -> KafkaConsumer:
+    """`group`: `Settings.group_options()` (session timeout, heartbeat, poll interval, instance id);
+    `options`: `Settings.kafka_options()` (security protocol, SASL, CA file)."""
     return KafkaConsumer(
         **options,
         bootstrap_servers=bootstrap,
@@ -56,22 +58,16 @@ def make_consumer(bootstrap: str, group_id: str, **options: Any) -> KafkaConsume
         client_id=f"{group_id}-consumer",
         enable_auto_commit=False,  # the store's tracking records are the positions
         auto_offset_reset="earliest",
-        # A dead member's partitions move after the session timeout, and the bundled broker's
-        # group join waits about session_timeout/2 more: 3 s (measured in the storm: kill ->
-        # every partition held again) instead of 6 s. Heartbeats come from a thread of their own,
-        # every 0.5 s, so a long batch does not miss them.
-        session_timeout_ms=3000,
-        heartbeat_interval_ms=500,
-        # Also the rebalance timeout: how long a join waits for every member (default 300 s). A
-        # member stuck for a while (a paused or DB-blocked processor) holds the whole group's
-        # rebalance up to this long, so it is short; a batch takes well under a second, and one
-        # that takes longer (a bulk of more than about 10,000 customers) costs a rebalance and
-        # loses or repeats nothing (`make bench-group` has the figures).
-        max_poll_interval_ms=10_000,
+        # Session timeout, heartbeat and max poll interval are settings (processor/settings.py):
+        # Apache Kafka refuses a session timeout below group.min.session.timeout.ms (6 s by
+        # default), so their defaults are ones it accepts. Heartbeats come from a thread of their
+        # own, so a long batch does not miss them. The max poll interval is also the rebalance
+        # timeout: a member stuck for a while (paused, or blocked on the database) holds the
+        # group's rebalance up to this long, so it is short; a batch takes well under a second.
+        **(group or Settings().group_options(static=False)),
         max_poll_records=500,
-        # A fetch of a partition with nothing new waits this long before it answers, and the
-        # bundled broker answers no earlier when a record arrives meanwhile: pairing latency p50
-        # at 200 transfers/s fell from 49 to 16 ms when this went from 200 to 50 ms.
+        # A fetch of a partition with nothing new waits this long before it answers: pairing
+        # latency p50 at 200 transfers/s fell from 49 to 16 ms when this went from 200 to 50 ms.
         fetch_max_wait_ms=50,
     )
 

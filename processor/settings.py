@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -66,11 +67,42 @@ class Settings(BaseModel):
     kafka_ssl_cafile: str | None = None
     # Partitions of the topics coterm creates: at most this many processors of one group consume.
     topic_partitions: int = Field(6, ge=1, le=10_000)
+    # Replicas of each topic coterm creates; -1 takes the broker's default.replication.factor.
+    topic_replication_factor: int = Field(-1, ge=-1, le=32)
+    # Group membership, as Apache Kafka checks it: the broker refuses a session timeout outside
+    # its group.min.session.timeout.ms (6 s by default) .. group.max.session.timeout.ms (30 min).
+    # A killed processor's partitions move after the session timeout; a restarted one with the
+    # same instance id takes them back at once if it returns within it (static membership).
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=3_600_000)
+    kafka_heartbeat_interval_ms: int = Field(1000, ge=100, le=1_200_000)
+    # Also the rebalance timeout: how long a join waits for a member stuck in a batch.
+    kafka_max_poll_interval_ms: int = Field(10_000, ge=1000, le=86_400_000)
+    # Static membership (KIP-345): on unless `false`; the instance id defaults to
+    # `<host name>-<slot>`, the slot the lowest one free on this host (`processor/instance_id.py`).
+    kafka_static_membership: bool = True
+    kafka_group_instance_id: str | None = Field(None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
     @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
     @classmethod
     def _finite(cls, value: float) -> float:
         return _positive_finite(value)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> "Settings":
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ValueError(f"COTERM_KAFKA_HEARTBEAT_INTERVAL_MS={self.kafka_heartbeat_interval_ms} must be at most "
+                             f"a third of COTERM_KAFKA_SESSION_TIMEOUT_MS={self.kafka_session_timeout_ms}, or one "
+                             "late heartbeat costs the processor its partitions")
+        return self
+
+    def group_options(self, static: bool | None = None) -> dict[str, Any]:
+        """The consumer's group settings; `static=False` joins as a dynamic member whatever the setting."""
+        options: dict[str, Any] = {"session_timeout_ms": self.kafka_session_timeout_ms,
+                                   "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+                                   "max_poll_interval_ms": self.kafka_max_poll_interval_ms}
+        if self.kafka_static_membership if static is None else static:
+            options["group_instance_id"] = self.kafka_group_instance_id  # None: a slot is claimed at start
+        return options
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -139,7 +171,9 @@ class Settings(BaseModel):
             settings = cls(**raw)
         except ValidationError as error:
             first = error.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else "?"
+            if not first["loc"]:  # a rule across fields: its message names them
+                raise SettingsError(first["msg"].removeprefix("Value error, ")) from None
+            field = str(first["loc"][0])
             shown = "(hidden)" if "password" in field else repr(raw.get(field, ""))
             message = first["msg"].removeprefix("Value error, ")
             raise SettingsError(f"COTERM_{field.upper()}={shown}: {_plain(message)}") from None

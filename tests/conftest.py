@@ -1,6 +1,11 @@
-"""Session-wide real infrastructure: a Kafka broker (bundled, or a container: `tests/backend.py`)
-and a vendor simulator per test."""
+"""Session-wide real infrastructure: a Kafka broker (`tests/backend.py` says which) and a vendor
+simulator per test.
 
+The broker is started once, by pytest's controlling process, and its address handed to every
+xdist worker; only Tansu, which keeps its data in the memory of the process that runs it, is
+started by each process that uses it."""
+
+import os
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -12,29 +17,52 @@ from processor.dev.vendor_sim import VendorSimulator
 from tests import backend
 from tests.harness import Scenario
 
-BACKEND = backend.chosen()
-_containers: backend.Containers | None = None
+SESSION: backend.Session | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _containers
-    if BACKEND == "containers" and _containers is None:
-        problem = backend.docker_problem()
-        if problem:
-            raise pytest.UsageError(f"COTERM_TEST_BACKEND=containers needs a Docker engine that answers: {problem}")
-        _containers = backend.Containers().start()
-        config.add_cleanup(_containers.stop)
+    global SESSION
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None:
+        SESSION = backend.from_worker(worker_input["coterm_session"])
+    else:
+        started = backend.Started()
+        try:
+            SESSION = started.start()
+        except SystemExit as why:
+            started.stop()
+            raise pytest.UsageError(str(why)) from None
+        config.add_cleanup(started.stop)
+    if SESSION.postgres:
+        os.environ["COTERM_TEST_POSTGRES"] = SESSION.postgres
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent when xdist is not loaded
+def pytest_configure_node(node: Any) -> None:
+    assert SESSION is not None
+    node.workerinput["coterm_session"] = backend.to_worker(SESSION)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return backend.header(BACKEND)
+    assert SESSION is not None
+    return backend.header(SESSION)
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Any]:
-    if _containers is not None:
-        yield SimpleNamespace(bootstrap=_containers.bootstrap)
+    """The suite's broker: Apache Kafka in CI. Tests take `broker.bootstrap` and nothing else."""
+    assert SESSION is not None
+    if SESSION.bootstrap:
+        yield SimpleNamespace(bootstrap=SESSION.bootstrap, kind=SESSION.kind)
         return
+    with BundledBroker() as running:
+        running.kind = "tansu"  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[BundledBroker]:
+    """The demo's bundled broker, for the few tests that keep it covered whatever the suite runs on."""
     with BundledBroker() as running:
         yield running
 

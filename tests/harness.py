@@ -15,7 +15,7 @@ from processor.kafka_io import ensure_topics, read_topic
 from processor.settings import Settings
 from processor.store.opening import open_store
 
-POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
 
 
 def envelope(type_: str, payload: dict[str, Any], occurred_at: str = "2026-11-01T10:00:00Z",

@@ -1,20 +1,21 @@
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from aggregates.application import Orders
-from processor.dev.broker import BundledBroker
 from processor.dev.vendor_sim import VendorSimulator
 from processor.store.opening import open_store
-from tests.harness import POSTGRES_URL, Scenario
+from tests.backend import postgres_url
+from tests.harness import Scenario
 
 
 def _postgres_available() -> str | None:
     try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+        psycopg.connect(postgres_url(), connect_timeout=3).close()
     except psycopg.Error as error:
         return str(error).strip()
     return None
@@ -32,13 +33,14 @@ def postgres_store() -> Iterator[str]:
     """A store in a schema of its own on the test database, dropped afterwards; a skip (a failure
     under COTERM_REQUIRE_POSTGRES) when no PostgreSQL answers."""
     problem = _postgres_available()
+    url = postgres_url()
     if problem:
         if os.environ.get("COTERM_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL is required (COTERM_REQUIRE_POSTGRES) but {POSTGRES_URL} failed: {problem}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {problem}")
+            pytest.fail(f"PostgreSQL is required (COTERM_REQUIRE_POSTGRES) but {url} failed: {problem}")
+        pytest.skip(f"no PostgreSQL at {url}: {problem}")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES_URL}?schema={schema}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    yield f"{url}?schema={schema}"
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -51,6 +53,6 @@ def app(store: str) -> Iterator[Orders]:
 
 
 @pytest.fixture
-def scenario(broker: BundledBroker, store: str, vendor: VendorSimulator) -> Scenario:
+def scenario(broker: Any, store: str, vendor: VendorSimulator) -> Scenario:
     return Scenario(broker.bootstrap, store, vendor.url)
 
