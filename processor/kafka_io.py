@@ -129,21 +129,41 @@ def fit(message: Outbound, limit: int = MAX_MESSAGE_BYTES - 4096) -> Outbound:
     return replace(message, value=json.dumps(letter).encode())
 
 
+class TopicNotRead(RuntimeError):
+    """A topic could not be read to its end in time: what was read is not all there is."""
+
+
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]:
-    """Every record on a topic, read until each partition reaches its high watermark."""
+    """Every record on a topic, read until each partition reaches its high watermark.
+
+    Raises `TopicNotRead` when the topic has no partitions or the read did not reach every
+    partition's high watermark in time: an empty or short answer would let a "nothing was
+    published" check pass when nothing was read."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=100).values():
-            records.extend(batch)
-        marks = [consumer.highwater(tp) for tp in partitions]
-        if all(m is not None and consumer.position(tp) >= m for tp, m in zip(partitions, marks, strict=True)):
-            break
-    consumer.close()
+    try:
+        deadline = time.monotonic() + timeout_s
+        known = consumer.partitions_for_topic(topic)
+        while not known and time.monotonic() < deadline:
+            time.sleep(0.1)
+            known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise TopicNotRead(f"topic {topic!r} has no partitions on {bootstrap} (does it exist?)")
+        partitions = [TopicPartition(topic, p) for p in sorted(known)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        while True:
+            for batch in consumer.poll(timeout_ms=100).values():
+                records.extend(batch)
+            behind = {tp.partition: (consumer.position(tp), consumer.highwater(tp)) for tp in partitions
+                      if consumer.highwater(tp) is None or consumer.position(tp) < consumer.highwater(tp)}  # type: ignore[operator]
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                raise TopicNotRead(f"topic {topic!r} not read to its end within {timeout_s:g}s: "
+                                   f"(position, high watermark) per partition behind: {behind}")
+    finally:
+        consumer.close()
     return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset))
 
 
@@ -157,8 +177,10 @@ def commit_positions(consumer: KafkaConsumer, positions: dict[Any, int]) -> None
 
 
 def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int, timeout_s: float = 30.0,
-                  **options: Any) -> None:
-    """Create missing topics; safe to call from several processes at once."""
+                  replication_factor: int = -1, **options: Any) -> None:
+    """Create missing topics; safe to call from several processes at once. `replication_factor`
+    -1 takes the broker's default.replication.factor (with its min.insync.replicas, what
+    `acks=all` waits for)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -173,7 +195,7 @@ def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int, timeout
     try:
         existing = set(admin.list_topics())
         # Every topic takes messages up to the size the publisher sends (a dead letter of a 1 MiB input).
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor,
                             topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}) for t in topics if t not in existing]
         if missing:
             try:

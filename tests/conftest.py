@@ -15,7 +15,7 @@ import pytest
 from processor.dev.broker import BundledBroker
 from processor.dev.vendor_sim import VendorSimulator
 from tests import backend
-from tests.harness import Scenario
+from tests.harness import TANSU_BOOTSTRAPS, Scenario
 
 SESSION: backend.Session | None = None
 
@@ -57,6 +57,7 @@ def broker() -> Iterator[Any]:
         return
     with BundledBroker() as running:
         running.kind = "tansu"  # type: ignore[attr-defined]
+        TANSU_BOOTSTRAPS.add(running.bootstrap)
         yield running
 
 
@@ -64,6 +65,7 @@ def broker() -> Iterator[Any]:
 def tansu() -> Iterator[BundledBroker]:
     """The demo's bundled broker, for the few tests that keep it covered whatever the suite runs on."""
     with BundledBroker() as running:
+        TANSU_BOOTSTRAPS.add(running.bootstrap)
         yield running
 
 

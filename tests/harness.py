@@ -11,11 +11,17 @@ from kafka import KafkaProducer
 
 from aggregates.application import Orders
 from processor.consume.runner import run
+from processor.dev.broker import ON_BUNDLED_BROKER
 from processor.kafka_io import ensure_topics, read_topic
 from processor.settings import Settings
 from processor.store.opening import open_store
 
 
+
+
+# Bootstrap addresses of bundled (Tansu) brokers started by the fixtures: a Scenario on one of
+# them runs with what coterm sets on that broker (processor/dev/broker.py, ON_BUNDLED_BROKER).
+TANSU_BOOTSTRAPS: set[str] = set()
 
 
 def envelope(type_: str, payload: dict[str, Any], occurred_at: str = "2026-11-01T10:00:00Z",
@@ -41,7 +47,7 @@ class Scenario:
             topic_orders=f"orders-{self.tag}", topic_results=f"results-{self.tag}",
             topic_deadletter=f"deadletter-{self.tag}", group_id=f"coterm-{self.tag}",
             pairing_timeout_s=self.pairing_timeout_s, vendor_max_attempts=self.vendor_max_attempts,
-            topic_partitions=3,
+            topic_partitions=3, **(ON_BUNDLED_BROKER if self.bootstrap in TANSU_BOOTSTRAPS else {}),
         )
         ensure_topics(self.bootstrap, [self.settings.topic_orders, self.settings.topic_results,
                                        self.settings.topic_deadletter], partitions=3)
@@ -56,7 +62,9 @@ class Scenario:
                 "COTERM_TOPIC_ORDERS": s.topic_orders, "COTERM_TOPIC_RESULTS": s.topic_results,
                 "COTERM_TOPIC_DEADLETTER": s.topic_deadletter, "COTERM_GROUP_ID": s.group_id,
                 "COTERM_PAIRING_TIMEOUT_S": str(s.pairing_timeout_s),
-                "COTERM_VENDOR_MAX_ATTEMPTS": str(s.vendor_max_attempts), "COTERM_TOPIC_PARTITIONS": str(s.topic_partitions)}
+                "COTERM_VENDOR_MAX_ATTEMPTS": str(s.vendor_max_attempts), "COTERM_TOPIC_PARTITIONS": str(s.topic_partitions),
+                "COTERM_KAFKA_STATIC_MEMBERSHIP": str(s.kafka_static_membership).lower(),
+                "COTERM_KAFKA_LIST_OFFSETS": s.kafka_list_offsets}
 
     # -- input ------------------------------------------------------------------------------
     def send(self, type_: str, payload: dict[str, Any], key: str | None = None, partition: int | None = None,

@@ -34,7 +34,7 @@ def _stop_on_signals() -> threading.Event:
 def cmd_run(args: argparse.Namespace) -> int:
     from processor import tracing
     from processor.consume.runner import run
-    from processor.dev.broker import BundledBroker
+    from processor.dev.broker import ON_BUNDLED_BROKER, BundledBroker
     from processor.log_setup import configure_logging
     from processor.store.opening import open_store
 
@@ -50,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bootstrap is None:
         broker = BundledBroker().start()
         bootstrap = broker.bootstrap
+        settings = settings.model_copy(update=ON_BUNDLED_BROKER)
         print(f"coterm: started the bundled broker at {bootstrap} (COTERM_KAFKA_BOOTSTRAP unset)", file=sys.stderr)
         if app.process_recorder.max_tracking_id(f"{settings.topic_orders}:0") is not None:
             print(f"coterm: warning: the bundled broker starts empty but {settings.store} already holds Kafka "

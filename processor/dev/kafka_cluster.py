@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
 from processor.dev.broker import free_port
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
@@ -192,9 +195,6 @@ class KafkaCluster:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until every running node is a live broker in the cluster's metadata."""
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
-
         deadline = time.monotonic() + max(timeout_s, 1.0)
         expected = {n.node_id for n in self.nodes if n.running()}
         last = "no answer"

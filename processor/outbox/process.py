@@ -158,7 +158,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     app = open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE)
     kept = KeptReadModels(Projection(app) if read_models else None)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
-    ends = TopicEnds(bootstrap, settings.topic_orders, **settings.kafka_options())
+    ends = TopicEnds(bootstrap, settings.topic_orders, settings.kafka_list_offsets, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
     vendor_stats = VendorStats()  # kept across leaderships: the counts of this process's life

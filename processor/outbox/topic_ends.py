@@ -7,11 +7,14 @@ So the expirer measures both sides itself: `TopicEnds` asks Kafka for each parti
 and `store_positions` reads the positions the inbox recorded with the events (the library's
 tracking records). No processor's assignment, flag or cache takes part.
 
-The bundled broker's ListOffsets answers the base offset of a partition's last record batch
-plus one, not the offset after its last record (measured: 37 records sent in one batch per
-partition gave ends of 1 each). So ListOffsets is only a lower bound here: each partition is
-read from just before it to the end of the log, and the end is where that read stops (the
-fetch responses' high watermarks say when it has). One small fetch per partition per check.
+Apache Kafka's ListOffsets (latest) answers the offset after a partition's last record (its
+high watermark): the end, exactly, in one request (`exact`, the default). The bundled Tansu
+broker answers the base offset of the last record batch plus one instead (measured: 37 records
+sent in one batch per partition gave ends of 1 each), so on it (`COTERM_KAFKA_LIST_OFFSETS=
+lower-bound`, which `coterm run` and the demo set when they start it) ListOffsets is only a
+lower bound: each partition is read from just before it to the end of the log, and the end is
+where that read stops (the fetch responses' high watermarks say when it has). One small fetch
+per partition per check. tests/integration/test_topic_ends.py holds both to their broker.
 """
 
 import time
@@ -22,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from processor.consume.inbox import position_name
 
@@ -41,8 +45,10 @@ class Ends:
 class TopicEnds:
     """Measures the end of every partition of one topic, with a consumer of its own (no group)."""
 
-    def __init__(self, bootstrap: str, topic: str, clock: Callable[[], float] = time.time, **options: Any) -> None:
+    def __init__(self, bootstrap: str, topic: str, list_offsets: str = "exact", clock: Callable[[], float] = time.time,
+                 **options: Any) -> None:
         self.topic = topic
+        self.exact = list_offsets == "exact"  # else "lower-bound": read on to the high watermark
         self.clock = clock
         self.consumer = KafkaConsumer(**options, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                       fetch_max_wait_ms=10, client_id="coterm-topic-ends")
@@ -57,7 +63,12 @@ class TopicEnds:
             self.consumer.assign(self.partitions)
         if not self.partitions:
             return None
-        lower = self.consumer.end_offsets(self.partitions, timeout_ms=int(timeout_s * 1000))
+        try:
+            lower = self.consumer.end_offsets(self.partitions, timeout_ms=int(timeout_s * 1000))
+        except KafkaError:
+            return None
+        if self.exact:
+            return Ends(taken_at, {tp.partition: lower[tp] for tp in self.partitions})
         for tp in self.partitions:
             self.consumer.seek(tp, max(0, lower[tp] - 1))
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,87 @@
+"""The processor's membership of its Kafka consumer group: static or dynamic, its instance id, and
+the broker's fatal answers turned into one line for the operator.
+
+Static membership (KIP-345) is for a processor that keeps running: restarted within the session
+timeout under the same instance id, it takes its partitions back without a rebalance. A run that
+ends when idle is a batch job that will not come back, so it joins and leaves as a dynamic member
+(a static member never leaves: its partitions would wait out the session timeout)."""
+
+import time
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import FencedInstanceIdError, InvalidSessionTimeoutError
+from kafka.structs import MemberState
+
+from processor import instance_id
+from processor.settings import Settings, SettingsError
+
+
+class GroupFenced(SettingsError):
+    """Another process joined the group under this one's instance id: Kafka fenced this one."""
+
+
+class Membership:
+    def __init__(self, settings: Settings, until_idle_s: float | None) -> None:
+        self.settings = settings
+        static = settings.kafka_static_membership and until_idle_s is None
+        self.group = settings.group_options(static=static)
+        self.slot: instance_id.Slot | None = None
+        if static and not self.group.get("group_instance_id"):
+            self.slot = instance_id.claim(settings.group_id)
+            self.group["group_instance_id"] = self.slot.id
+        self.watch = FenceWatch(settings.kafka_heartbeat_interval_ms)
+
+    @property
+    def instance_id(self) -> str | None:
+        return self.group.get("group_instance_id")
+
+    def poll(self, consumer: Any) -> dict[TopicPartition, list[Any]]:
+        """One poll; a session timeout the broker refuses, or this member fenced, is a
+        `SettingsError` (the CLI prints its one line and exits 2)."""
+        try:
+            batch = consumer.poll(timeout_ms=200, max_records=500)
+        except InvalidSessionTimeoutError:
+            raise SettingsError(
+                f"COTERM_KAFKA_SESSION_TIMEOUT_MS={self.settings.kafka_session_timeout_ms}: the broker refused it; "
+                "it must lie within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms "
+                "(6000 and 1800000 unless its operator changed them)") from None
+        except FencedInstanceIdError:
+            raise self._fenced() from None
+        if self.watch.fenced(consumer):
+            raise self._fenced()
+        return batch  # type: ignore[no-any-return]
+
+    def _fenced(self) -> GroupFenced:
+        return GroupFenced(
+            f"group {self.settings.group_id}: another processor joined as instance {self.instance_id!r} and Kafka "
+            "fenced this one, which stops; each running processor needs its own COTERM_KAFKA_GROUP_INSTANCE_ID "
+            "(leave it unset for <host name>-<slot>)")
+
+    def release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+
+
+class FenceWatch:
+    """Tells when Kafka has fenced this static member. kafka-python's heartbeat task, told so by the
+    broker, only stops heartbeating: the member stays 'stable' and keeps its assignment, so polls
+    would go on reading partitions that now belong to the newer process (seen on Apache Kafka
+    4.3 with kafka-python 3.0). A joined static member whose heartbeat stays off for several
+    heartbeat intervals, with no rejoin under way, is that member (a join turns heartbeats off
+    only for its round trip)."""
+
+    def __init__(self, heartbeat_interval_ms: int) -> None:
+        self.grace_s = max(2.0, 3 * heartbeat_interval_ms / 1000)
+        self.since: float | None = None
+
+    def fenced(self, consumer: Any) -> bool:
+        c = getattr(consumer, "_coordinator", None)
+        suspect = (c is not None and c.group_instance_id is not None and c.state == MemberState.STABLE
+                   and not c._heartbeat_enabled and not c._heartbeat_closed and not c.rejoin_needed)
+        if not suspect:
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        return now - self.since >= self.grace_s
