@@ -1,15 +1,20 @@
-"""How a consumer group on the bundled broker rides out a SIGKILL and a SIGSTOP, by consumer setting.
+"""How a consumer group rides out a SIGKILL and a SIGSTOP, by consumer setting, on Apache Kafka.
 
-  python -m bench.group_recovery [--faults 4] [--only N ...]          (make bench-group)
+  python -m bench.group_recovery [--faults 4] [--only N ...] [--broker kafka|tansu]   (make bench-group)
 
 Three consumer processes (plain kafka-python consumers with coterm's poll settings, nothing
 else) share a 6-partition topic that a producer writes 100 messages/s to. Each member reports
 its assignment and how many records it has read through a file. Per setting:
-- a member is SIGKILLed and restarted at once: seconds until every partition is held again;
+- a member is SIGKILLed and restarted at once: seconds until every partition is held again, and
+  until the restarted member holds partitions again (with static membership, its own: Kafka
+  hands them back without a rebalance if it returns within the session timeout);
+- a member is SIGKILLed and not restarted: seconds until the survivors hold every partition;
 - in both faults, the longest time the *surviving* members read nothing (their stall);
 - a member is SIGSTOPped for 12 s (a long GC pause, a frozen VM) and then resumed.
 Settings: session timeout, rebalance timeout (kafka-python's `max_poll_interval_ms`, which it
-sends as the JoinGroup rebalance timeout), static membership, the cooperative assignor.
+sends as the JoinGroup rebalance timeout), static membership, the cooperative assignor. The
+broker is one Apache Kafka node from its Maven Central jars (`processor/dev/kafka_cluster.py`),
+or the bundled Tansu broker with `--broker tansu`.
 """
 
 import argparse
@@ -27,6 +32,7 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from processor.dev.broker import BundledBroker
+from processor.dev.kafka_cluster import KafkaCluster
 from processor.kafka_io import ensure_topics
 
 PARTITIONS = 6
@@ -130,7 +136,8 @@ def watch(group: Group, survivors: set[int], since: float, until: float | None, 
 def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: int, static: bool = False,
           cooperative: bool = False) -> dict[str, list[float]]:
     group = Group(bootstrap, tmp, session_ms, rebalance_ms, static, cooperative)
-    found: dict[str, list[float]] = {"recover": [], "kill_stall": [], "pause_stall": [], "pause_moved": []}
+    found: dict[str, list[float]] = {"recover": [], "back": [], "kill_stall": [], "moved": [], "pause_stall": [],
+                                     "pause_moved": []}
     try:
         deadline = time.monotonic() + 60
         while len(group.held()) < PARTITIONS and time.monotonic() < deadline:
@@ -147,6 +154,18 @@ def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: 
             recover, stall = watch(group, survivors, killed, None, lambda: len(group.held()) == PARTITIONS)
             found["recover"].append(recover)
             found["kill_stall"].append(stall)
+            found["back"].append(watch(group, set(), killed, None, lambda v=victim: bool(group.held({v})))[0])
+        victim = 0  # killed for good: how long until the others hold its partitions
+        time.sleep(3)
+        group.procs[victim].send_signal(signal.SIGKILL)
+        group.procs[victim].wait()
+        group.files[victim].unlink(missing_ok=True)
+        killed = time.monotonic()
+        found["moved"].append(watch(group, {1, 2}, killed, None, lambda: len(group.held({1, 2})) == PARTITIONS)[0])
+        group.procs[victim] = group.start(victim)
+        deadline = time.monotonic() + 60
+        while (len(group.held()) < PARTITIONS or not group.held({victim})) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for k in range(max(1, faults // 2)):
             time.sleep(3)
             victim = (k + 1) % 3
@@ -171,23 +190,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", type=int, default=4, help="kills per setting (and half as many pauses)")
     parser.add_argument("--only", type=int, nargs="*", help="run only these settings (0-based)")
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka",
+                        help="Apache Kafka from its Maven Central jars (default) or the bundled Tansu broker")
     args = parser.parse_args()
-    settings = [("session 3 s, rebalance 10 s (coterm)", 3000, 10_000, False, False),
-                ("session 6 s, rebalance 30 s (before)", 6000, 30_000, False, False),
-                ("session 3 s, rebalance 30 s", 3000, 30_000, False, False),
-                ("session 3 s, rebalance 10 s, static membership", 3000, 10_000, True, False),
-                ("session 3 s, rebalance 10 s, CooperativeStickyAssignor", 3000, 10_000, False, True)]
-    print(f"| consumer setting | kill -> all partitions held | survivors stalled, kill | {PAUSE_S:g} s pause -> "
+    settings = [("session 10 s, rebalance 10 s, static membership (coterm's default)", 10_000, 10_000, True, False),
+                ("session 10 s, rebalance 10 s, dynamic", 10_000, 10_000, False, False),
+                ("session 6 s, rebalance 10 s, static membership (the storm's)", 6000, 10_000, True, False),
+                ("session 6 s, rebalance 10 s, dynamic", 6000, 10_000, False, False),
+                ("session 6 s, rebalance 10 s, dynamic, CooperativeStickyAssignor", 6000, 10_000, False, True),
+                ("session 6 s, rebalance 10 s, static, CooperativeStickyAssignor", 6000, 10_000, True, True)]
+    print(f"| consumer setting | kill + restart -> all partitions held | restart -> its partitions back | "
+          f"survivors stalled, kill | kill, no restart -> survivors hold all | {PAUSE_S:g} s pause -> "
           "survivors hold all partitions | survivors stalled, pause |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    with BundledBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    broker_cm = KafkaCluster() if args.broker == "kafka" else BundledBroker()
+    with broker_cm as broker, tempfile.TemporaryDirectory() as tmp:
+        print(f"(broker: {'Apache Kafka ' + broker.version if args.broker == 'kafka' else 'bundled Tansu'})", flush=True)
         for n, (label, session_ms, rebalance_ms, static, cooperative) in enumerate(settings):
             if args.only and n not in args.only:
                 continue
             found = trial(broker.bootstrap, tmp, args.faults, session_ms, rebalance_ms, static, cooperative)
             moved = spread(found["pause_moved"]) if min(found["pause_moved"]) < PAUSE_S else "not during the pause"
-            print(f"| {label} | {spread(found['recover'])} | {spread(found['kill_stall'])} | {moved} | "
-                  f"{spread(found['pause_stall'])} |", flush=True)
+            print(f"| {label} | {spread(found['recover'])} | {spread(found['back'])} | {spread(found['kill_stall'])} | "
+                  f"{spread(found['moved'])} | {moved} | {spread(found['pause_stall'])} |", flush=True)
     print("(p50 / max over the faults; 'stalled': the longest stretch in which the surviving members read nothing)")
     return 0
 

@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
         started = backend.Started()
         try:
             SESSION = started.start()
-        except SystemExit as why:
+        except (SystemExit, RuntimeError) as why:
             started.stop()
             raise pytest.UsageError(str(why)) from None
         config.add_cleanup(started.stop)

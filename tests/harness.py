@@ -1,7 +1,6 @@
 """Real infrastructure for integration tests: the bundled broker, stores, the vendor simulator."""
 
 import json
-import os
 import threading
 import uuid
 from dataclasses import dataclass, field

@@ -34,15 +34,17 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from aggregates.bulk import bulk_request_id
-from processor.dev.broker import BundledBroker, free_port
+from processor.dev.broker import ON_BUNDLED_BROKER, free_port
+from processor.dev.kafka_cluster import KafkaCluster
 from processor.dev.vendor_sim import VendorSimulator
 from processor.kafka_io import ensure_topics, read_topic
+from processor.outbox.topic_ends import store_positions
 from processor.store.opening import open_store
+from tests.backend import postgres_url
 
-POSTGRES_URL = os.environ.get("COTERM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PARTITIONS = 6
 SOURCE_SEATS = 1000
 FINAL_TRANSFER = {"transfer.completed", "transfer.failed", "transfer.cancelled"}
@@ -305,6 +307,8 @@ class Report:
     fencing_problems: list[str] = field(default_factory=list)  # a resumed former leader that sent a new call
     seat_problems: list[str] = field(default_factory=list)
     dead_letters: int = 0
+    broker_kills: list[str] = field(default_factory=list)  # "node 2 (led 3 of 6 partitions)", "node 1 (the controller)"
+    broker_stall_s: list[float] = field(default_factory=list)  # broker killed -> every orders partition applied further
     recover_s: list[float] = field(default_factory=list)  # kill -> every partition held again
     takeover_s: list[float] = field(default_factory=list)  # leader paused -> another leads
     calls_during_leader_pause: list[int] = field(default_factory=list)  # vendor requests while the leader was stopped
@@ -332,6 +336,9 @@ class Report:
         rows = [("kills (of them at the outbox leader)", f"{self.kills} ({self.leader_kills})"),
                 ("pauses past session and pairing timeout (of them the leader)", f"{self.pauses} ({self.leader_pauses})"),
                 ("database outage", f"{self.outage_s:g} s"),
+                ("brokers SIGKILLed and restarted", "; ".join(self.broker_kills) or "-"),
+                ("broker killed -> every orders partition applied further (each)",
+                 ", ".join(f"{x:.1f} s" for x in self.broker_stall_s) or "-"),
                 ("transfers (orphans) / migrations / bulk customers",
                  f"{self.transfers} ({self.orphans}) / {self.migrations} / {self.bulk_customers}"),
                 ("lost (no final outcome)", len(self.lost)), ("duplicate result copies (same message_id)", self.duplicates),
@@ -364,10 +371,16 @@ class Pause:
 def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, seed: int = 7,
               log_dir: str | None = None, say: Any = print, gap_s: tuple[float, float] = (2.0, 4.0),
               leader_every: int = 4, pauses: int = 2, pause_s: float = 10.0, outage_s: float = 0.0,
-              pairing_timeout_s: float = 8.0, vendor_delay_s: float = 0.05, flow_s: float | None = None) -> Report:
+              pairing_timeout_s: float = 8.0, vendor_delay_s: float = 0.05, flow_s: float | None = None,
+              bootstrap: str | None = None, brokers: int = 1, broker_kills: int = 0, bundled: bool = False) -> Report:
     """Faults, in order, one every `gap_s`: kills and `pauses` (SIGSTOP for `pause_s`, longer than
     the session timeout of 6 s and the pairing timeout; every other one at the outbox leader)
-    spread among them, and a database outage of `outage_s` half way through."""
+    spread among them, `broker_kills` (SIGKILL of the broker leading the most orders partitions,
+    the last one of the active controller, each restarted after 3 s) while orders flow, and a
+    database outage of `outage_s` half way through. On the Kafka at `bootstrap`, or on an Apache
+    Kafka cluster of `brokers` nodes started here (broker kills need one of 3); `bundled`: the
+    broker at `bootstrap` is the bundled Tansu one (coterm runs with what it sets on it)."""
+    import contextlib
     import tempfile
 
     from processor.dev.vendor_sim import Faults
@@ -376,22 +389,31 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     report = Report(transfers=transfers, migrations=migrations, outage_s=outage_s)
     rnd = random.Random(seed)
     schema = f"storm_{uuid.uuid4().hex[:10]}"
-    store = f"{POSTGRES_URL}?schema={schema}"
+    if broker_kills and (bootstrap or brokers < 3):
+        raise ValueError("broker kills need a cluster of 3 brokers started by the storm")
+    store = f"{postgres_url()}?schema={schema}"
     p = plan(transfers, migrations, seed)
     report.bulk_customers, report.orphans = p.bulk_customers, len(p.orphans)
     tag = uuid.uuid4().hex[:8]
     topics = {"orders": f"storm-orders-{tag}", "results": f"storm-results-{tag}", "dead": f"storm-dead-{tag}"}
     started = time.monotonic()
-    url = urllib.parse.urlsplit(POSTGRES_URL)
+    url = urllib.parse.urlsplit(postgres_url())
     proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 5432))
-    proxied = POSTGRES_URL.replace(url.netloc, f"{url.username or 'postgres'}@127.0.0.1:{proxy.port}") + f"?schema={schema}"
+    proxied = postgres_url().replace(url.netloc, f"{url.username or 'postgres'}@127.0.0.1:{proxy.port}") + f"?schema={schema}"
     faults = ["kill"] * kills + ["pause"] * max(0, pauses - 1)
     rnd.shuffle(faults)
     if pauses:  # the first fault pauses the leader while orders flow: calls must go on without it
         faults.insert(0, "pause")
+    for i in range(broker_kills):  # while orders flow (their first two thirds), the last one at the controller
+        faults.insert((i + 1) * len(faults) // (2 * broker_kills + 1), "controller" if i == broker_kills - 1 else "broker")
     outage_at = len(faults) // 2 if outage_s else -1
     pauses_done: list[Pause] = []
-    with BundledBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        cluster = None if bootstrap else stack.enter_context(KafkaCluster(brokers=brokers))
+        broker = argparse.Namespace(bootstrap=bootstrap or cluster.bootstrap)  # type: ignore[union-attr]
+        if cluster is not None:
+            say(f"storm: Apache Kafka {cluster.version}, {brokers} broker(s), started in {cluster.started_in_s:.1f} s")
         vendor = VendorSimulator(faults=Faults(delay_s=vendor_delay_s)).start()
         try:
             ensure_topics(broker.bootstrap, list(topics.values()), partitions=PARTITIONS)
@@ -399,7 +421,11 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             env = {"COTERM_KAFKA_BOOTSTRAP": broker.bootstrap, "COTERM_STORE": proxied, "COTERM_VENDOR_URL": vendor.url,
                    "COTERM_TOPIC_ORDERS": topics["orders"], "COTERM_TOPIC_RESULTS": topics["results"],
                    "COTERM_TOPIC_DEADLETTER": topics["dead"], "COTERM_GROUP_ID": f"storm-{tag}",
-                   "COTERM_PAIRING_TIMEOUT_S": str(pairing_timeout_s)}
+                   "COTERM_PAIRING_TIMEOUT_S": str(pairing_timeout_s),
+                   # The broker's least (group.min.session.timeout.ms): a paused processor's
+                   # partitions move after it; a killed one restarted sooner takes them back.
+                   "COTERM_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                   **({f"COTERM_{k.upper()}": str(v).lower() for k, v in ON_BUNDLED_BROKER.items()} if bundled else {})}
             fleet = Processors(processes, env, log_dir or tmp)
             for slot in range(processes):
                 fleet.start(slot)
@@ -411,6 +437,12 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             # customer's purchases could otherwise be decided before the subscription is known.
             _wait_for_subscriptions(store, [f"{c}-{kind}" for c in p.seats for kind in ("src", "tgt")])
             flowing_since = time.monotonic()
+            watcher = open_store(store)  # the store directly, not through the proxy the outage cuts
+            stack.callback(watcher.close)
+
+            def positions() -> dict[int, int]:
+                return store_positions(watcher.process_recorder, topics["orders"], list(range(PARTITIONS)))
+
             # Orders flow over the first two thirds of the storm, in small bursts.
             span = flow_s or len(faults) * sum(gap_s) / 2 + pauses * pause_s + outage_s
             report.flow_s = span
@@ -425,6 +457,13 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                     proxy.cut()
                     time.sleep(outage_s)
                     proxy.restore()
+                if fault in ("broker", "controller"):
+                    label, stall = _kill_broker(cluster, topics["orders"], fault, positions)  # type: ignore[arg-type]
+                    report.broker_kills.append(label)
+                    report.broker_stall_s.append(stall)
+                    say(f"storm: broker kill {len(report.broker_kills)}/{broker_kills}: {label}; "
+                        f"every orders partition applied further after {stall:.1f} s")
+                    continue
                 if fault == "kill":
                     slot = fleet.leader() if report.kills % leader_every == leader_every - 1 else None
                     aimed = slot is not None
@@ -470,10 +509,37 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
         finally:
             vendor.stop()
             proxy.stop()
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            with psycopg.connect(postgres_url(), autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     report.wall_s = time.monotonic() - started
     return report
+
+
+def _kill_broker(cluster: KafkaCluster, topic: str, which: str, positions: Any) -> tuple[str, float]:
+    """SIGKILL the broker leading the most partitions of `topic` (`which` "broker") or the active
+    controller ("controller"); restart it once 3 s have passed and the store has applied every
+    partition further than at the kill (how long that took is returned), then wait for it."""
+    from collections import Counter
+
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10_000)
+    try:
+        if which == "controller":
+            node = admin.describe_metadata_quorum()["topics"][0]["partitions"][0]["leader_id"]
+            label = f"node {node} (the active controller)"
+        else:
+            led = Counter(p["leader_id"] for p in admin.describe_topics([topic])[0]["partitions"])
+            node, count = led.most_common(1)[0]
+            label = f"node {node} (leading {count} of {sum(led.values())} orders partitions)"
+    finally:
+        admin.close()
+    before = positions()
+    cluster.kill(node)
+    killed = time.monotonic()
+    stall = _until(lambda: all(now > before[p] for p, now in positions().items()), killed, 60)
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - killed)))
+    cluster.restart(node)
+    cluster.wait_ready(60)
+    return label, stall
 
 
 def _lease_won_at(log_path: str) -> list[float]:
@@ -694,6 +760,10 @@ def main() -> int:
     parser.add_argument("--migrations", type=int, default=300)
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--brokers", type=int, default=3, help="Apache Kafka brokers started for the storm (default 3)")
+    parser.add_argument("--broker-kills", type=int, default=2, metavar="N",
+                        help="SIGKILL and restart the broker leading the most orders partitions N times, the "
+                             "last time the active controller (needs --brokers 3; default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--logs", metavar="DIR", help="keep each processor's log here")
     parser.add_argument("--gap", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN_S", "MAX_S"),
@@ -710,11 +780,13 @@ def main() -> int:
         os.makedirs(args.logs, exist_ok=True)
     report = run_storm(args.transfers, args.migrations, args.kills, args.processes, args.seed, args.logs,
                        gap_s=tuple(args.gap), leader_every=max(1, args.leader_every),  # type: ignore[arg-type]
-                       pauses=args.pauses, pause_s=args.pause_s, outage_s=args.outage)
+                       pauses=args.pauses, pause_s=args.pause_s, outage_s=args.outage, brokers=args.brokers,
+                       broker_kills=args.broker_kills)
     print(report.table())
     if args.baseline:
         calm = run_storm(args.transfers, args.migrations, 0, args.processes, args.seed, None, say=lambda _: None,
-                         gap_s=tuple(args.gap), pauses=0, outage_s=0.0, flow_s=report.flow_s)  # type: ignore[arg-type]
+                         gap_s=tuple(args.gap), pauses=0, outage_s=0.0, flow_s=report.flow_s,  # type: ignore[arg-type]
+                         brokers=args.brokers)
         share = report.completed_per_s / calm.completed_per_s if calm.completed_per_s else 0.0
         print(f"\nsame stream without faults: {calm.completed_per_s:.1f} completed transfers/s "
               f"(storm: {report.completed_per_s:.1f}/s, {share:.0%} of it); problems without faults: {not calm.ok}")

@@ -7,14 +7,19 @@ ends when idle is a batch job that will not come back, so it joins and leaves as
 (a static member never leaves: its partitions would wait out the session timeout)."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 from kafka import TopicPartition
 from kafka.errors import FencedInstanceIdError, InvalidSessionTimeoutError
 from kafka.structs import MemberState
 
 from processor import instance_id
+from processor.kafka_io import make_consumer
 from processor.settings import Settings, SettingsError
+
+log = structlog.get_logger("coterm.membership")
 
 
 class GroupFenced(SettingsError):
@@ -22,8 +27,12 @@ class GroupFenced(SettingsError):
 
 
 class Membership:
-    def __init__(self, settings: Settings, until_idle_s: float | None) -> None:
-        self.settings = settings
+    """The consumer and its place in the group. `subscribe` subscribes a new consumer (with its
+    rebalance listener); `consumer` may be replaced by a new one (see `JoinWatch`)."""
+
+    def __init__(self, settings: Settings, until_idle_s: float | None, bootstrap: str,
+                 subscribe: Callable[[Any], None]) -> None:
+        self.settings, self.bootstrap, self.subscribe = settings, bootstrap, subscribe
         static = settings.kafka_static_membership and until_idle_s is None
         self.group = settings.group_options(static=static)
         self.slot: instance_id.Slot | None = None
@@ -31,14 +40,27 @@ class Membership:
             self.slot = instance_id.claim(settings.group_id)
             self.group["group_instance_id"] = self.slot.id
         self.watch = FenceWatch(settings.kafka_heartbeat_interval_ms)
+        self.join_watch = JoinWatch(settings.kafka_max_poll_interval_ms)
+        self.consumer = self._new_consumer()
+
+    def _new_consumer(self) -> Any:
+        consumer = make_consumer(self.bootstrap, self.settings.group_id, dict(self.group), **self.settings.kafka_options())
+        self.subscribe(consumer)
+        return consumer
 
     @property
     def instance_id(self) -> str | None:
         return self.group.get("group_instance_id")
 
-    def poll(self, consumer: Any) -> dict[TopicPartition, list[Any]]:
+    def poll(self) -> dict[TopicPartition, list[Any]]:
         """One poll; a session timeout the broker refuses, or this member fenced, is a
         `SettingsError` (the CLI prints its one line and exits 2)."""
+        consumer = self.consumer
+        if self.join_watch.stuck(consumer):
+            log.warning("group.join_stuck", group_id=self.settings.group_id, instance_id=self.instance_id,
+                        waited_s=round(self.join_watch.grace_s, 1), action="a new consumer joins in its place")
+            consumer.close(autocommit=False)
+            self.consumer = consumer = self._new_consumer()
         try:
             batch = consumer.poll(timeout_ms=200, max_records=500)
         except InvalidSessionTimeoutError:
@@ -58,7 +80,8 @@ class Membership:
             "fenced this one, which stops; each running processor needs its own COTERM_KAFKA_GROUP_INSTANCE_ID "
             "(leave it unset for <host name>-<slot>)")
 
-    def release(self) -> None:
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
         if self.slot is not None:
             self.slot.release()
 
@@ -85,3 +108,29 @@ class FenceWatch:
         now = time.monotonic()
         self.since = self.since or now
         return now - self.since >= self.grace_s
+
+
+class JoinWatch:
+    """Tells when a group join has hung. Seen on Apache Kafka 4.3 with kafka-python 3.0.12, now and
+    then, with static membership: a leader that re-joins just after its first assignment (the
+    topic's metadata changed) never completes the second join, although the broker received its
+    SyncGroup; the member stays 'rebalancing', stops heartbeating and is dropped after the session
+    timeout, and never comes back (tests/e2e/test_compose_stack.py ran into it). A healthy join
+    lasts at most the rebalance timeout (the broker holds JoinGroup that long for the others), so
+    one still under way well past it is replaced by a new consumer under the same instance id."""
+
+    def __init__(self, max_poll_interval_ms: int) -> None:
+        self.grace_s = max_poll_interval_ms / 1000 + 10.0
+        self.since: float | None = None
+
+    def stuck(self, consumer: Any) -> bool:
+        c = getattr(consumer, "_coordinator", None)
+        if c is None or c.state != MemberState.REBALANCING:
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since < self.grace_s:
+            return False
+        self.since = None
+        return True

@@ -3,6 +3,7 @@ in a process of its own (`outbox_process`), following what this loop records."""
 
 import threading
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,6 @@ from processor.kafka_io import (
     commit_positions,
     ensure_topics,
     lag,
-    make_consumer,
 )
 from processor.outbox.process import OutboxProcess, SharedStatus
 from processor.settings import Settings, SettingsError
@@ -58,20 +58,21 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
     outbox = OutboxProcess(settings, bootstrap, log_path, read_models).start()
     status = outbox.status
     inbox = Inbox(app)
-    member = Membership(settings, until_idle_s)
-    consumer = make_consumer(bootstrap, settings.group_id, member.group, **settings.kafka_options())
-    progress = Progress(partitions=_subscribe(consumer, settings, inbox))
-    barrier = BulkBarrier(consumer)
-    last_input = time.monotonic()
-    last_followed = 0.0
-    server = None
+    progress = Progress(partitions=PartitionCheck(settings.topic_orders, settings.topic_partitions))
+    member = Membership(settings, until_idle_s, bootstrap, partial(_subscribe, settings=settings, inbox=inbox,
+                                                                   check=progress.partitions))
+    barrier = BulkBarrier(member.consumer)
+    last_input, last_followed, server = time.monotonic(), 0.0, None
     log.info("processor.started", group_id=settings.group_id, topic=settings.topic_orders, until_idle_s=until_idle_s,
              group_instance_id=member.instance_id)
     try:
         server = metrics(inbox, progress, outbox) if metrics else None
         while not stop.is_set():
             barrier.release()
-            batch = member.poll(consumer)
+            batch = member.poll()
+            consumer = member.consumer
+            if barrier.consumer is not consumer:  # a new consumer replaced a hung join (JoinWatch)
+                barrier = BulkBarrier(consumer)
             positions = _apply(consumer, barrier, inbox, batch, progress, stop)
             if positions:
                 commit_positions(consumer, positions)
@@ -102,19 +103,17 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
         if server is not None:
             server.stop()
         outbox.stop()
-        consumer.close(autocommit=False)
-        member.release()
+        member.close()
         log.info("processor.stopped", received=progress.received, published=status.published.value)
     return 0
 
 
-def _subscribe(consumer: Any, settings: Settings, inbox: Inbox) -> PartitionCheck:
+def _subscribe(consumer: Any, settings: Settings, inbox: Inbox, check: PartitionCheck) -> None:
     """Subscribe to the orders topic, resuming each partition assigned from the store's position."""
-    check = PartitionCheck(settings.topic_orders, settings.topic_partitions,
-                           partitions=len(consumer.partitions_for_topic(settings.topic_orders) or ()) or None)
-    check.say()
+    if check.partitions is None:
+        check.partitions = len(consumer.partitions_for_topic(settings.topic_orders) or ()) or None
+        check.say()
     consumer.subscribe([settings.topic_orders], listener=ResumeFromStore(consumer, inbox.resume_position, check.assigned))
-    return check
 
 
 def _ensure_topics(settings: Settings, bootstrap: str) -> None:

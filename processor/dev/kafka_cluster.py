@@ -74,8 +74,12 @@ def jars(version: str | None = None) -> Path:
 
 
 def cluster_id() -> str:
-    """Kafka's own form: the UUID's 16 bytes in URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's own form: the UUID's 16 bytes in URL-safe base64 without padding; like Kafka's
+    Uuid.randomUuid, never one starting with '-' (a command line would read it as an option)."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
 
 
 LOG4J = """\
@@ -175,7 +179,7 @@ class KafkaCluster:
             (node.directory / "server.properties").write_text(self._properties(node))
             (node.directory / "log4j2.properties").write_text(LOG4J.format(log=node.log))
             formats.append(subprocess.Popen(
-                self._java(node, "kafka.tools.StorageTool", "format", "-t", self._cluster_id,
+                self._java(node, "kafka.tools.StorageTool", "format", f"--cluster-id={self._cluster_id}",
                            "-c", str(node.directory / "server.properties"), "--ignore-formatted"),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         for node, fmt in zip(self.nodes, formats, strict=True):

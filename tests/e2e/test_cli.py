@@ -17,6 +17,7 @@ import pytest
 from processor.dev.broker import BundledBroker
 from processor.dev.vendor_sim import VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.waiting import wait_for
 
 COTERM = [sys.executable, "-m", "processor.cli.coterm"]
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -44,11 +45,15 @@ def test_run_until_idle_processes_and_exits_zero(broker: BundledBroker, vendor: 
 
 def test_run_stops_cleanly_on_sigterm(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
     s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
-    proc = subprocess.Popen([*COTERM, "run"], env={**os.environ, **s.env()}, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    log = tmp_path / "run.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([*COTERM, "run"], env={**os.environ, **s.env()}, stderr=err)
+    # Running for real: in its group, holding the orders partitions (not still starting up).
+    wait_for(lambda: '"partitions.assigned"' in log.read_text() and s.settings.topic_orders + ":" in log.read_text(),
+             60, "coterm run holding its partitions")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
-    assert "processor.stopped" in proc.stderr.read()  # type: ignore[union-attr]
+    assert "processor.stopped" in log.read_text()
 
 
 def test_run_refuses_to_start_without_a_vendor(tmp_path: Path) -> None:

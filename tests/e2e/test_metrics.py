@@ -60,9 +60,12 @@ def test_run_exposes_metrics_health_and_readiness(broker: BundledBroker, vendor:
         assert sample(text, "coterm_vendor_calls_pending") == 0
         assert sample(text, "coterm_vendor_calls_waiting_turn") == 0  # nothing waits behind another call
         assert sample(text, "coterm_outbox_leader") == 1  # alone on a SQLite store, it leads
+        # Alone in its group it holds every partition of the orders topic, each read to the end.
         lags = [sample(text, "coterm_consumer_lag_messages", topic=s.settings.topic_orders, partition=str(p))
-                for p in range(4)]
-        assert any(lag == 0 for lag in lags)  # every partition it holds is read to the end
+                for p in range(s.settings.topic_partitions)]
+        assert lags == [0] * s.settings.topic_partitions
+        assert sample(text, "coterm_consumer_lag_messages", topic=s.settings.topic_orders,
+                      partition=str(s.settings.topic_partitions)) is None  # no partition beyond the topic's
         assert wait_for(lambda: sample(get(f"{base}/metrics")[1], "coterm_results_published_total") == 2, 60)  # result + dead letter
         _, body = wait_for(lambda: (r := get(f"{base}/readyz"))[0] == 200 and r, 60)
         assert json.loads(body)["ready"] is True

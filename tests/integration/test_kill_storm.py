@@ -14,14 +14,14 @@ from tests.storm import run_storm
 
 
 @pytest.mark.storm
-def test_a_small_kill_storm_loses_nothing_and_calls_the_vendor_once_per_completed_transfer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_small_kill_storm_loses_nothing_and_calls_the_vendor_once_per_completed_transfer(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
     problem = _postgres_available()
     if problem:
         if os.environ.get("COTERM_REQUIRE_POSTGRES"):
             pytest.fail(f"the kill storm needs PostgreSQL (COTERM_REQUIRE_POSTGRES): {problem}")
         pytest.skip(f"the kill storm needs PostgreSQL: {problem}")
     report = run_storm(transfers=300, migrations=50, kills=8, log_dir=str(tmp_path), say=print,
-                       pauses=2, pause_s=10.0, outage_s=8.0)
+                       pauses=2, pause_s=10.0, outage_s=8.0, bootstrap=broker.bootstrap, bundled=broker.kind == "tansu")
     print(report.table())
     assert report.kills == 8 and report.leader_kills >= 1  # the leader was found and killed
     assert report.pauses == 2 and report.leader_pauses == 1  # ... and paused

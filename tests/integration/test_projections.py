@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import psycopg
 import pytest
@@ -13,6 +12,7 @@ from processor.outbox.process import KeptReadModels, SharedStatus
 from projections.audit import replay
 from projections.projection import Projection
 from tests import seed
+from tests.waiting import wait_for
 
 
 def seeded(app) -> None:  # type: ignore[no-untyped-def]
@@ -113,7 +113,11 @@ def test_overlapping_read_model_writes_wait_instead_of_deadlocking(app, store: s
         other.execute(upsert, ["a"])
         writer = threading.Thread(target=write)
         writer.start()
-        time.sleep(0.5)  # the writer is now waiting on `a` (sorted), or holds `b` (unsorted)
+        # The writer waits on `a` (sorted), or holds `b` and waits on `a` (unsorted): either way,
+        # a lock it asked for and was not granted.
+        with psycopg.connect(url, autocommit=True) as watcher:
+            wait_for(lambda: watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0,  # type: ignore[index]
+                     30, "the writer waiting on a row lock")
         other.execute(upsert, ["b"])
         other.commit()
     writer.join(timeout=30)

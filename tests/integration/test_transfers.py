@@ -1,9 +1,12 @@
 """Seat transfers through the real broker, store and vendor simulator over HTTP."""
 
+from typing import Any
+
 import pytest
 
 from processor.dev.vendor_sim import VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.waiting import wait_for
 
 
 def vendor_calls(vendor: VendorSimulator, op: str) -> list[dict]:
@@ -136,22 +139,32 @@ def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Sce
     seed_reference_data(scenario)
     scenario.process()  # reference data first: the halves below land on other partitions
     ops = [f"multi-{n}" for n in range(6)]
+    apps = [open_store(scenario.store) for _ in range(2)]
+    stop = threading.Event()
+    received, holding = [0, 0], [False, False]
+
+    def watching(n: int) -> Any:
+        def on_progress(progress: Any, inbox: Any, status: Any) -> None:
+            received[n], holding[n] = progress.received, progress.holding
+        return on_progress
+
+    workers = [threading.Thread(target=run, args=(a, scenario.settings, scenario.bootstrap, stop),
+                                kwargs={"until_idle_s": 6.0, "on_progress": watching(n)}) for n, a in enumerate(apps)]
+    for w in workers:
+        w.start()
+    # Both in the group, each holding partitions, before the halves go out: then both consume.
+    wait_for(lambda: all(holding), 60, "both processors holding partitions of the orders topic")
     for n, op in enumerate(ops):  # each pair split over two partitions, in both orders
         first, second = ("transfer.downgrade_ordered", downgrade(op, seats=1)), ("transfer.upgrade_ordered", upgrade(op, seats=1))
         if n % 2:
             first, second = second, first
         scenario.send(*first, partition=n % 3)
         scenario.send(*second, partition=(n + 1) % 3)
-    apps = [open_store(scenario.store) for _ in range(2)]
-    stop = threading.Event()
-    workers = [threading.Thread(target=run, args=(a, scenario.settings, scenario.bootstrap, stop),
-                                kwargs={"until_idle_s": 4.0}) for a in apps]
-    for w in workers:
-        w.start()
     for w in workers:
         w.join(timeout=120)
     for a in apps:
         a.close()
+    assert all(n > 0 for n in received), f"each processor consumed halves: {received}"
     results = scenario.results()
     for op in ops:
         assert [r["type"] for r in results if r["payload"]["operation_id"] == op] == ["transfer.completed"], op

@@ -1,17 +1,15 @@
-"""Vendor faults: 503s then success, 400, exhausted attempts, and a crash between pairing and the call."""
+"""Vendor faults: 503s then success, 400, exhausted attempts, and a crash with the call in flight."""
 
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from aggregates.transfer import Transfer
-from processor.dev.broker import free_port
 from processor.dev.vendor_sim import Faults, VendorSimulator
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 
@@ -69,33 +67,26 @@ def test_unavailable_vendor_parks_the_operation_and_a_cancel_ends_it(scenario: S
     assert [r["type"] for r in scenario.results_for("down")] == ["transfer.failed", "transfer.cancelled"]
 
 
-def test_killed_between_pairing_and_vendor_call_sends_once_after_restart(scenario: Scenario, vendor: VendorSimulator) -> None:
+def test_killed_with_the_vendor_call_in_flight_sends_it_again_under_its_key_and_completes_once(
+        scenario: Scenario, vendor: VendorSimulator) -> None:
     pair(scenario, "crash")
-    env = {**os.environ, **scenario.env(), "COTERM_VENDOR_URL": f"http://127.0.0.1:{free_port()}"}  # nobody listens
+    vendor.state.faults = Faults(delay_s=3.0)  # it answers 3 s late: the call is in flight at the kill
+    env = {**os.environ, **scenario.env()}
     proc = subprocess.Popen([sys.executable, "-m", "processor.cli.coterm", "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until_requested(scenario, "crash", timeout_s=60)
+        wait_for(lambda: any("crash" in keys for keys in vendor.state.open_on.values()), 60,
+                 "the vendor call of crash in flight")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert scenario.results_for("crash") == [] and vendor.state.requests == []
-    scenario.process()  # restarted, with the vendor reachable
+    assert scenario.results_for("crash") == []  # killed before it heard the answer
+    # The vendor goes on with the call nobody waits for any more, and accepts it.
+    wait_for(lambda: "crash" in vendor.state.accepted, 10, "the vendor accepting the orphaned call")
+    vendor.state.faults = Faults()
+    scenario.process()  # restarted: the call goes again under the same key, the vendor says 409 (seen)
     [result] = scenario.results_for("crash")
     assert result["type"] == "transfer.completed"
-    assert len(vendor.state.requests) == 1
-
-
-def _wait_until_requested(scenario: Scenario, op: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        app = scenario.open_store()
-        try:
-            if app.repository.get(Transfer.create_id(op)).awaiting_vendor:  # paired, or sent
-                return
-        except Exception:  # noqa: BLE001 - not there yet
-            pass
-        finally:
-            app.close()
-        time.sleep(0.2)
-    raise AssertionError(f"{op} was never paired")
+    assert result["payload"]["vendor_reference"] == vendor.state.accepted["crash"]["reference"]
+    sent = [r for r in vendor.state.requests if r["key"] == "crash"]
+    assert len(sent) == 2 and len({r["body"] for r in sent}) == 1 and list(vendor.state.accepted) == ["crash"]
