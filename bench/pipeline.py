@@ -1,8 +1,10 @@
 """The whole pipeline, end to end through the wire contract, beside a naive baseline.
 
-  python -m bench.pipeline [--transfers 3000] [--store postgresql://...] [--quick]
+  python -m bench.pipeline [--transfers 3000] [--store postgresql://...] [--quick] [--broker kafka|tansu]
 
-Starts the bundled broker and the vendor simulator (its own process), then:
+Starts the broker (Apache Kafka from its Maven Central jars where Java and Maven are present,
+else, or with `--broker tansu`, the bundled Tansu broker) and the vendor simulator (its own
+process), then:
 1. `coterm run` (its own process): reference data, then N transfers published at once;
    completed transfers/s from the start of publishing to the last `transfer.completed`,
    events written per transfer;
@@ -47,7 +49,8 @@ from bench.running import (
     peak_rss_mb,
     percentile,
 )
-from processor.dev.broker import BundledBroker
+from processor.dev.broker import ON_BUNDLED_BROKER, BundledBroker
+from processor.dev.kafka_cluster import KafkaCluster, missing_tools
 from processor.store.opening import open_store
 
 
@@ -60,7 +63,7 @@ class Figures:
         print(f"  {name}: {value if not isinstance(value, float) else f'{value:,.1f}'}", flush=True)
 
 
-def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: VendorSim, tmp: Path, f: Figures) -> None:
+def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
     tag = f"coterm{uuid.uuid4().hex[:6]}"
     store = args.store or str(tmp / "coterm.sqlite")
     if store.startswith("postgresql://"):
@@ -111,7 +114,7 @@ def bench_coterm(args: argparse.Namespace, broker: BundledBroker, vendor: Vendor
         coterm.stop()
 
 
-def bench_naive(args: argparse.Namespace, broker: BundledBroker, vendor: VendorSim, tmp: Path, f: Figures) -> None:
+def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
     tag = f"naive{uuid.uuid4().hex[:6]}"
     topics = Topics(broker.bootstrap, tag)
     watcher = ResultWatcher(broker.bootstrap, topics.results)
@@ -195,13 +198,19 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy (installed apart) samples coterm's processes during the burst into DIR")
     parser.add_argument("--quick", action="store_true", help="no latency, waiting, replay or limit phases")
+    parser.add_argument("--broker", choices=("kafka", "tansu"),
+                        help="Apache Kafka (default where java and mvn are on PATH) or the bundled Tansu broker")
     args = parser.parse_args()
+    args.broker = args.broker or ("tansu" if missing_tools() else "kafka")
     if args.quick:
         args.steady_seconds, args.waiting, args.replay_events = 0, 0, 0
     f = Figures()
-    print(f"{args.transfers:,} transfers, {args.customers} customers x {args.subscriptions} sources, "
-          f"{PARTITIONS} partitions, store: {args.store or 'SQLite'}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, BundledBroker() as broker:
+    with tempfile.TemporaryDirectory() as tmp, (KafkaCluster() if args.broker == "kafka" else BundledBroker()) as broker:
+        named = f"Apache Kafka {broker.version}" if args.broker == "kafka" else "bundled Tansu"
+        print(f"{args.transfers:,} transfers, {args.customers} customers x {args.subscriptions} sources, "
+              f"{PARTITIONS} partitions, store: {args.store or 'SQLite'}, broker: {named}", flush=True)
+        if args.broker == "tansu":
+            os.environ.update({f"COTERM_{k.upper()}": str(v).lower() for k, v in ON_BUNDLED_BROKER.items()})
         vendor = VendorSim()
         try:
             bench_coterm(args, broker, vendor, Path(tmp), f)
