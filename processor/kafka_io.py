@@ -99,7 +99,11 @@ MAX_MESSAGE_BYTES = 4 << 20
 class KafkaPublisher:
     def __init__(self, bootstrap: str, results_topic: str, deadletter_topic: str, **options: Any) -> None:
         self.topics = {"result": results_topic, "deadletter": deadletter_topic}
-        self.producer = KafkaProducer(**options, bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=10,
+        # Retries are left to the producer's delivery timeout (kafka-python's default, unbounded
+        # retries within it): a broker failure moves partition leadership only once the controller
+        # has fenced the dead broker (broker.session.timeout.ms, 9 s by default), longer than ten
+        # quick retries lasted. `publish` still waits at most 30 s for the acknowledgements.
+        self.producer = KafkaProducer(**options, bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                       client_id="coterm-publisher", max_request_size=MAX_MESSAGE_BYTES)
 
     def publish(self, messages: list[Outbound]) -> None:

@@ -256,17 +256,19 @@ class Processors:
                 return slot
         return None
 
-    def held_partitions(self, topic: str) -> set[int]:
-        """The orders partitions some running processor holds now (from each one's lag metric)."""
-        held: set[int] = set()
+    def all_held(self, partitions: int) -> bool:
+        """Every live processor answers and together they hold every orders partition (each one's
+        `coterm_orders_partitions_held`, set on its latest assignment). A partition's lag metric
+        would not do: it is absent until the partition is fetched from, and one the bulk barrier
+        pauses is not fetched from at all."""
+        held = 0
         for slot in range(len(self.ports)):
             text = self.metrics(slot)
-            if text:
-                held |= {int(m) for m in re.findall(
-                    rf'^coterm_consumer_lag_messages{{[^}}]*partition="(\d+)"[^}}]*topic="{re.escape(topic)}"', text, re.M)}
-                held |= {int(m) for m in re.findall(
-                    rf'^coterm_consumer_lag_messages{{[^}}]*topic="{re.escape(topic)}"[^}}]*partition="(\d+)"', text, re.M)}
-        return held
+            found = text and re.search(r"^coterm_orders_partitions_held ([0-9.]+)$", text, re.M)
+            if not found:
+                return False
+            held += int(float(found.group(1)))
+        return held == partitions
 
     def stop(self) -> None:
         for slot in list(self.paused):
@@ -449,6 +451,8 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             flowing = threading.Thread(target=_publish_orders, args=(producer, topics["orders"], p, store,
                                                                      span * 2 / 3), daemon=True)
             flowing.start()
+            # The faults begin once an outbox leads: the first pause is meant for the leader.
+            _until(lambda: fleet.leader() is not None, time.monotonic(), 60)
             leader_pauses = 0
             for k, fault in enumerate(faults):
                 time.sleep(rnd.uniform(*gap_s))
@@ -474,8 +478,7 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
                     report.kills += 1
                     fleet.start(slot)
                     say(f"storm: kill {report.kills}/{kills}: processor {slot}{' (the outbox leader)' if aimed else ''}")
-                    report.recover_s.append(_until(lambda: len(fleet.held_partitions(topics["orders"])) == PARTITIONS,
-                                                   killed_at, 60))
+                    report.recover_s.append(_until(lambda: fleet.all_held(PARTITIONS), killed_at, 60))
                 else:
                     slot = fleet.leader() if leader_pauses % 2 == 0 else None
                     aimed = slot is not None

@@ -71,7 +71,8 @@ def test_killed_with_the_vendor_call_in_flight_sends_it_again_under_its_key_and_
         scenario: Scenario, vendor: VendorSimulator) -> None:
     pair(scenario, "crash")
     vendor.state.faults = Faults(delay_s=3.0)  # it answers 3 s late: the call is in flight at the kill
-    env = {**os.environ, **scenario.env()}
+    # The broker's least session timeout: the killed member leaves the group sooner for the rerun.
+    env = {**os.environ, **scenario.env(), "COTERM_KAFKA_SESSION_TIMEOUT_MS": "6000"}
     proc = subprocess.Popen([sys.executable, "-m", "processor.cli.coterm", "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
