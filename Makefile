@@ -20,17 +20,12 @@ demo: $(STAMP)
 demo-serve: $(STAMP)
 	$(VENV)/bin/coterm demo --serve $(ARGS)
 
-# Most of the suite waits (group joins, vendor backoff, browsers), so it overlaps well on two
-# cores: the kill storm (marked `storm`, two minutes of faults at its own pace) runs in a pytest of
-# its own beside three workers for the rest; its output follows theirs. The ten slowest tests are
-# printed. Either failing (or collecting no test: exit 5) fails the target.
+# The kill storm (marked `storm`, two minutes of faults at its own pace) runs in a pytest of its
+# own beside three xdist workers for the rest, both on one Apache Kafka broker started once
+# (tests/run_suite.py); the storm's output follows theirs, the ten slowest tests are printed.
+# Either failing (or collecting no test: exit 5) fails the target.
 test: $(STAMP)
-	@storm_log=$$(mktemp); \
-	$(VENV)/bin/python -m pytest -m storm > $$storm_log 2>&1 & storm=$$!; \
-	$(VENV)/bin/python -m pytest -n 3 --dist worksteal --durations=10 -m "not storm"; rest=$$?; \
-	wait $$storm; alone=$$?; \
-	echo "--- the kill storm, run beside the tests above (exit $$alone):"; cat $$storm_log; rm -f $$storm_log; \
-	test $$rest -eq 0 && test $$alone -eq 0
+	$(VENV)/bin/python -m tests.run_suite
 
 # The whole pipeline beside a naive baseline; e.g. make bench ARGS="--store postgresql://postgres@127.0.0.1:5432/test"
 bench: $(STAMP)

@@ -62,7 +62,9 @@ class Started:
         required = bool(os.environ.get("COTERM_REQUIRE_KAFKA"))
         if kind == "external":
             bootstrap = os.environ["COTERM_TEST_KAFKA"].strip()
-            return Session("external", bootstrap, f"your Kafka at {bootstrap} (COTERM_TEST_KAFKA)")
+            # `make test` (tests/run_suite.py) starts Apache Kafka once for both its sessions and says so.
+            detail = os.environ.get("COTERM_TEST_KAFKA_DETAIL") or f"your Kafka at {bootstrap} (COTERM_TEST_KAFKA)"
+            return Session("external", bootstrap, detail)
         if kind == "containers":
             return self._containers()
         if kind == "tansu":
@@ -72,7 +74,7 @@ class Started:
         from processor.dev.kafka_cluster import KafkaCluster, KafkaUnavailable
 
         try:
-            self.cluster = KafkaCluster(brokers=1).start()
+            self.cluster = KafkaCluster(brokers=1, quick=True).start()
         except KafkaUnavailable as why:
             if required or kind == "kafka":
                 raise SystemExit(f"Apache Kafka is required but unavailable: {why}") from None
