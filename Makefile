@@ -43,8 +43,14 @@ bench-hostile: $(STAMP)
 bench-bulk: $(STAMP)
 	$(VENV)/bin/python -m bench.bulk $(ARGS)
 
-# Storm on PostgreSQL: 3 processors, 2,000 transfers (halves on different partitions) + 300 migrations,
-# 50 SIGKILLs, 4 SIGSTOP pauses, a 20 s database outage, then the same stream without faults
+# A consumer group through kills, restarts and pauses, by consumer setting (static membership or
+# not, session timeout, assignor), on Apache Kafka; ARGS="--broker tansu" for the bundled broker
+bench-group: $(STAMP)
+	$(VENV)/bin/python -m bench.group_recovery $(ARGS)
+
+# Storm on PostgreSQL and a 3-broker Apache Kafka cluster: 3 processors, 2,000 transfers (halves on
+# different partitions) + 300 migrations, 50 SIGKILLs, 4 SIGSTOP pauses, a 20 s database outage, two
+# broker kills (the last the active controller), then the same stream without faults
 # (--baseline); also the vendor-outage tests with a 30 s outage. ARGS go to the storm (e.g. --kills 10).
 storm: $(STAMP)
 	$(VENV)/bin/python -m tests.storm --baseline $(ARGS)
