@@ -114,11 +114,12 @@ class Group:
             proc.kill()
 
 
-def watch(group: Group, survivors: set[int], since: float, until: float | None, done: object) -> tuple[float, float]:
-    """(seconds until `done()` held, the survivors' longest stretch without reading a record),
-    watched until `until` (monotonic) or until done and 2 s more."""
+def watch(group: Group, survivors: set[int], since: float, until: float | None, done: object,
+          also: object = None) -> tuple[float, float, float | None]:
+    """(seconds until `done()` held, the survivors' longest stretch without reading a record,
+    seconds until `also()` held), watched until `until` (monotonic) or until both held and 2 s more."""
     last, last_change, stall = group.consumed(survivors), time.monotonic(), 0.0
-    finished = None
+    finished = also_at = None
     while time.monotonic() - since < 60:
         now = time.monotonic()
         count = group.consumed(survivors)
@@ -127,10 +128,13 @@ def watch(group: Group, survivors: set[int], since: float, until: float | None, 
         stall = max(stall, now - last_change)
         if finished is None and done():  # type: ignore[operator]
             finished = now - since
-        if (until is None and finished is not None and now - since > finished + 2) or (until and now > until):
+        if also is not None and also_at is None and also():  # type: ignore[operator]
+            also_at = now - since
+        settled = finished is not None and (also is None or also_at is not None)
+        if (until is None and settled and now - since > max(finished or 0, also_at or 0) + 2) or (until and now > until):
             break
         time.sleep(0.05)
-    return (finished if finished is not None else round(time.monotonic() - since, 1)), stall
+    return (finished if finished is not None else round(time.monotonic() - since, 1)), stall, also_at
 
 
 def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: int, static: bool = False,
@@ -151,10 +155,11 @@ def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: 
             group.files[victim].unlink(missing_ok=True)
             killed = time.monotonic()
             group.procs[victim] = group.start(victim)
-            recover, stall = watch(group, survivors, killed, None, lambda: len(group.held()) == PARTITIONS)
+            recover, stall, back = watch(group, survivors, killed, None, lambda: len(group.held()) == PARTITIONS,
+                                         lambda v=victim: bool(group.held({v})))
             found["recover"].append(recover)
             found["kill_stall"].append(stall)
-            found["back"].append(watch(group, set(), killed, None, lambda v=victim: bool(group.held({v})))[0])
+            found["back"].append(back if back is not None else 60.0)
         victim = 0  # killed for good: how long until the others hold its partitions
         time.sleep(3)
         group.procs[victim].send_signal(signal.SIGKILL)
@@ -172,8 +177,8 @@ def trial(bootstrap: str, tmp: str, faults: int, session_ms: int, rebalance_ms: 
             group.procs[victim].send_signal(signal.SIGSTOP)
             stopped = time.monotonic()
             survivors = {0, 1, 2} - {victim}
-            moved, stall = watch(group, survivors, stopped, stopped + PAUSE_S,
-                                 lambda: len(group.held(survivors)) == PARTITIONS)  # noqa: B023
+            moved, stall, _ = watch(group, survivors, stopped, stopped + PAUSE_S,
+                                    lambda: len(group.held(survivors)) == PARTITIONS)  # noqa: B023
             group.procs[victim].send_signal(signal.SIGCONT)
             found["pause_stall"].append(stall)
             found["pause_moved"].append(moved)
