@@ -21,7 +21,7 @@ demo-serve: $(STAMP)
 	$(VENV)/bin/coterm demo --serve $(ARGS)
 
 # The kill storm (marked `storm`, two minutes of faults at its own pace) runs in a pytest of its
-# own beside three xdist workers for the rest, both on one Apache Kafka broker started once
+# own beside four xdist workers for the rest, both on one Apache Kafka broker started once
 # (tests/run_suite.py); the storm's output follows theirs, the ten slowest tests are printed.
 # Either failing (or collecting no test: exit 5) fails the target.
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""`make test`: the kill storm (marked `storm`) in a pytest of its own beside three xdist workers
+"""`make test`: the kill storm (marked `storm`) in a pytest of its own beside four xdist workers
 for the rest, both on one broker.
 
 Most of the suite waits (group joins, vendor backoff, browsers), so the two overlap well on two
@@ -33,7 +33,7 @@ def main() -> int:
         with tempfile.TemporaryFile("w+") as storm_log:
             storm = subprocess.Popen([python, "-m", "pytest", "-m", "storm"], env=env, stdout=storm_log,
                                      stderr=subprocess.STDOUT)
-            rest = subprocess.call([python, "-m", "pytest", "-n", "3", "--dist", "worksteal", "--durations=10",
+            rest = subprocess.call([python, "-m", "pytest", "-n", "4", "--dist", "worksteal", "--durations=10",
                                     "-m", "not storm"], env=env)
             alone = storm.wait()
             storm_log.seek(0)
