@@ -37,6 +37,7 @@ class Session:
     bootstrap: str = ""  # empty for tansu: each process starts its own (it lives in memory)
     detail: str = ""
     postgres: str = ""
+    ours: bool = True  # started for this run (not a cluster of yours at COTERM_TEST_KAFKA)
 
 
 def chosen_broker() -> str:
@@ -63,8 +64,9 @@ class Started:
         if kind == "external":
             bootstrap = os.environ["COTERM_TEST_KAFKA"].strip()
             # `make test` (tests/run_suite.py) starts Apache Kafka once for both its sessions and says so.
-            detail = os.environ.get("COTERM_TEST_KAFKA_DETAIL") or f"your Kafka at {bootstrap} (COTERM_TEST_KAFKA)"
-            return Session("external", bootstrap, detail)
+            started_for_us = os.environ.get("COTERM_TEST_KAFKA_DETAIL")
+            return Session("external", bootstrap, started_for_us or f"your Kafka at {bootstrap} (COTERM_TEST_KAFKA)",
+                           ours=bool(started_for_us))
         if kind == "containers":
             return self._containers()
         if kind == "tansu":

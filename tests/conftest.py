@@ -53,10 +53,10 @@ def broker() -> Iterator[Any]:
     """The suite's broker: Apache Kafka in CI. Tests take `broker.bootstrap` and nothing else."""
     assert SESSION is not None
     if SESSION.bootstrap:
-        yield SimpleNamespace(bootstrap=SESSION.bootstrap, kind=SESSION.kind)
+        yield SimpleNamespace(bootstrap=SESSION.bootstrap, kind=SESSION.kind, ours=SESSION.ours)
         return
     with BundledBroker() as running:
-        running.kind = "tansu"  # type: ignore[attr-defined]
+        running.kind, running.ours = "tansu", True  # type: ignore[attr-defined]
         TANSU_BOOTSTRAPS.add(running.bootstrap)
         yield running
 
