@@ -86,7 +86,27 @@ class Membership:
             self.slot.release()
 
 
-class FenceWatch:
+class Sustained:
+    """Whether a condition has held, checked after check, for `grace_s` on end; it starts
+    counting again once it has said so."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.since: float | None = None
+
+    def held(self, now_true: bool) -> bool:
+        if not now_true:
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since < self.grace_s:
+            return False
+        self.since = None
+        return True
+
+
+class FenceWatch(Sustained):
     """Tells when Kafka has fenced this static member. kafka-python's heartbeat task, told so by the
     broker, only stops heartbeating: the member stays 'stable' and keeps its assignment, so polls
     would go on reading partitions that now belong to the newer process (seen on Apache Kafka
@@ -95,22 +115,15 @@ class FenceWatch:
     only for its round trip)."""
 
     def __init__(self, heartbeat_interval_ms: int) -> None:
-        self.grace_s = max(2.0, 3 * heartbeat_interval_ms / 1000)
-        self.since: float | None = None
+        super().__init__(max(2.0, 3 * heartbeat_interval_ms / 1000))
 
     def fenced(self, consumer: Any) -> bool:
         c = getattr(consumer, "_coordinator", None)
-        suspect = (c is not None and c.group_instance_id is not None and c.state == MemberState.STABLE
-                   and not c._heartbeat_enabled and not c._heartbeat_closed and not c.rejoin_needed)
-        if not suspect:
-            self.since = None
-            return False
-        now = time.monotonic()
-        self.since = self.since or now
-        return now - self.since >= self.grace_s
+        return self.held(c is not None and c.group_instance_id is not None and c.state == MemberState.STABLE
+                         and not c._heartbeat_enabled and not c._heartbeat_closed and not c.rejoin_needed)
 
 
-class JoinWatch:
+class JoinWatch(Sustained):
     """Tells when a group join has hung. Seen on Apache Kafka 4.3 with kafka-python 3.0.12, now and
     then, with static membership: a leader that re-joins just after its first assignment (the
     topic's metadata changed) never completes the second join, although the broker received its
@@ -120,17 +133,8 @@ class JoinWatch:
     one still under way well past it is replaced by a new consumer under the same instance id."""
 
     def __init__(self, max_poll_interval_ms: int) -> None:
-        self.grace_s = max_poll_interval_ms / 1000 + 10.0
-        self.since: float | None = None
+        super().__init__(max_poll_interval_ms / 1000 + 10.0)
 
     def stuck(self, consumer: Any) -> bool:
         c = getattr(consumer, "_coordinator", None)
-        if c is None or c.state != MemberState.REBALANCING:
-            self.since = None
-            return False
-        now = time.monotonic()
-        self.since = self.since or now
-        if now - self.since < self.grace_s:
-            return False
-        self.since = None
-        return True
+        return self.held(c is not None and c.state == MemberState.REBALANCING)
