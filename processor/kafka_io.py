@@ -20,7 +20,6 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from processor.outbox.results import Outbound
-from processor.settings import Settings
 
 log = structlog.get_logger("coterm.kafka")
 
@@ -48,7 +47,7 @@ class ResumeFromStore(ConsumerRebalanceListener):
         log.info("partitions.revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
 
-def make_consumer(bootstrap: str, group_id: str, group: dict[str, Any] | None = None, **options: Any) -> KafkaConsumer:
+def make_consumer(bootstrap: str, group_id: str, group: dict[str, Any], **options: Any) -> KafkaConsumer:
     """`group`: `Settings.group_options()` (session timeout, heartbeat, poll interval, instance id);
     `options`: `Settings.kafka_options()` (security protocol, SASL, CA file)."""
     return KafkaConsumer(
@@ -64,7 +63,7 @@ def make_consumer(bootstrap: str, group_id: str, group: dict[str, Any] | None = 
         # own, so a long batch does not miss them. The max poll interval is also the rebalance
         # timeout: a member stuck for a while (paused, or blocked on the database) holds the
         # group's rebalance up to this long, so it is short; a batch takes well under a second.
-        **(group or Settings().group_options(static=False)),
+        **group,
         max_poll_records=500,
         # A fetch of a partition with nothing new waits this long before it answers: pairing
         # latency p50 at 200 transfers/s fell from 49 to 16 ms when this went from 200 to 50 ms.

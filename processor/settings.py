@@ -80,11 +80,11 @@ class Settings(BaseModel):
     # Static membership (KIP-345): on unless `false`; the instance id defaults to
     # `<host name>-<slot>`, the slot the lowest one free on this host (`processor/instance_id.py`).
     kafka_static_membership: bool = True
+    kafka_group_instance_id: str | None = Field(None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     # How far a partition is written, for the pairing timeout (processor/outbox/topic_ends.py):
     # `exact` takes ListOffsets' answer, as Apache Kafka defines it; `lower-bound` reads on from
     # it to the high watermark, for a broker that answers less (the bundled Tansu broker does).
     kafka_list_offsets: Literal["exact", "lower-bound"] = "exact"
-    kafka_group_instance_id: str | None = Field(None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
     @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
     @classmethod

@@ -3,9 +3,9 @@ in a process of its own (`outbox_process`), following what this loop records."""
 
 import threading
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
