@@ -18,6 +18,8 @@ a test asks, not at import, so a backend that starts its own database can set it
 
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +29,35 @@ POSTGRES_IMAGE = "postgres:16"
 
 def postgres_url() -> str:
     return os.environ.get("COTERM_TEST_POSTGRES") or POSTGRES_DEFAULT
+
+
+def postgres_problem() -> str | None:
+    """None when the test database answers; else why not."""
+    import psycopg
+
+    try:
+        psycopg.connect(postgres_url(), connect_timeout=3).close()
+    except psycopg.Error as error:
+        return str(error).strip()
+    return None
+
+
+def postgres_store() -> Iterator[str]:
+    """A store in a schema of its own on the test database, dropped afterwards; a skip (a failure
+    under COTERM_REQUIRE_POSTGRES) when no PostgreSQL answers."""
+    import psycopg
+    import pytest
+
+    problem = postgres_problem()
+    url = postgres_url()
+    if problem:
+        if os.environ.get("COTERM_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required (COTERM_REQUIRE_POSTGRES) but {url} failed: {problem}")
+        pytest.skip(f"no PostgreSQL at {url}: {problem}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{url}?schema={schema}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @dataclass
@@ -90,7 +121,7 @@ class Started:
         if problem:
             raise SystemExit(f"COTERM_TEST_BACKEND=containers needs a Docker engine that answers: {problem}")
         from testcontainers.core.container import DockerContainer
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         from processor.dev.broker import free_port
         from processor.dev.kafka_cluster import kafka_version

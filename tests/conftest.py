@@ -70,6 +70,12 @@ def tansu() -> Iterator[BundledBroker]:
 
 
 @pytest.fixture
+def postgres_schema_store() -> Iterator[str]:
+    """A PostgreSQL store in a schema of its own, dropped afterwards (`backend.postgres_store`)."""
+    yield from backend.postgres_store()
+
+
+@pytest.fixture
 def vendor() -> Iterator[VendorSimulator]:
     sim = VendorSimulator().start()
     yield sim

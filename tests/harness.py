@@ -4,6 +4,7 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
@@ -114,6 +115,12 @@ class Scenario:
 
     def results_for(self, key: str) -> list[dict[str, Any]]:
         return [r for r in self.results() if key in (r["payload"].get("operation_id"), r["payload"].get("request_id"))]
+
+
+def log_events(path: Path, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one event a `coterm run` wrote to `path`, in order."""
+    return [json.loads(line) for line in path.read_text(errors="replace").splitlines()
+            if line.startswith("{") and f'"{event}"' in line]
 
 
 # -- a small business world the scenarios share ----------------------------------------------

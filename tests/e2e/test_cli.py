@@ -16,7 +16,7 @@ import pytest
 
 from processor.dev.broker import BundledBroker
 from processor.dev.vendor_sim import VendorSimulator
-from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.harness import Scenario, downgrade, log_events, seed_reference_data, upgrade
 from tests.waiting import wait_for
 
 COTERM = [sys.executable, "-m", "processor.cli.coterm"]
@@ -49,7 +49,7 @@ def test_run_stops_cleanly_on_sigterm(broker: BundledBroker, vendor: VendorSimul
     with open(log, "wb") as err:
         proc = subprocess.Popen([*COTERM, "run"], env={**os.environ, **s.env()}, stderr=err)
     # Running for real: in its group, holding the orders partitions (not still starting up).
-    wait_for(lambda: '"partitions.assigned"' in log.read_text() and s.settings.topic_orders + ":" in log.read_text(),
+    wait_for(lambda: any(held for line in log_events(log, "partitions.assigned") for held in line["partitions"]),
              60, "coterm run holding its partitions")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

@@ -5,7 +5,6 @@ listening port to a free one). Two processor replicas join the group, the dashbo
 /readyz, and a transfer published to the stack's orders topic completes. The Kafka image of the
 compose file is the version the suite's broker runs (deploy/kafka/pom.xml)."""
 
-import json
 import os
 import re
 import subprocess
@@ -15,14 +14,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 
 from processor.dev.broker import free_port
 from processor.dev.kafka_cluster import kafka_version
-from tests.backend import postgres_url
-from tests.harness import TANSU_BOOTSTRAPS, Scenario, downgrade, seed_reference_data, upgrade
+from tests.harness import TANSU_BOOTSTRAPS, Scenario, log_events, downgrade, seed_reference_data, upgrade
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,19 +54,13 @@ def _port_of(service: str, flag: str) -> str:
     return str(command[command.index(flag) + 1])
 
 
-def test_the_compose_services_run_with_their_own_settings(broker: Any, tmp_path: Path) -> None:  # noqa: PLR0915
+def test_the_compose_services_run_with_their_own_settings(broker: Any, postgres_schema_store: str,
+                                                          tmp_path: Path) -> None:
     if broker.bootstrap in TANSU_BOOTSTRAPS:
         pytest.skip("the compose stack runs Apache Kafka; this suite runs on the bundled broker (no Java)")
     if not broker.ours:
         pytest.skip("the stack's own topic names (orders.v1 ...) on your cluster at COTERM_TEST_KAFKA: not published to")
-    try:
-        psycopg.connect(postgres_url(), connect_timeout=3).close()
-    except psycopg.Error as error:
-        if os.environ.get("COTERM_REQUIRE_POSTGRES"):
-            pytest.fail(f"the compose stack needs PostgreSQL: {error}")
-        pytest.skip(f"the compose stack needs PostgreSQL: {error}")
-    schema = f"compose_{uuid.uuid4().hex[:8]}"
-    store = f"{postgres_url()}?schema={schema}"
+    store = postgres_schema_store
     compose_store = SERVICES["processor"]["environment"]["COTERM_STORE"]
     assert str(compose_store).startswith("postgresql://")
     vendor_port, dashboard_port = str(free_port()), str(free_port())
@@ -126,9 +117,8 @@ def test_the_compose_services_run_with_their_own_settings(broker: Any, tmp_path:
         assert all(p.poll() is None for p in procs), logs()
         # Static members, each under an instance id of its own (the host's slots 0 and 1 here;
         # in compose, each replica's container host name).
-        instance_ids = {json.loads(line)["group_instance_id"] for n in range(len(metrics_ports))
-                        for line in (tmp_path / f"processor-{n}.log").read_text().splitlines()
-                        if line.startswith("{") and '"processor.started"' in line}
+        instance_ids = {started["group_instance_id"] for n in range(len(metrics_ports))
+                        for started in log_events(tmp_path / f"processor-{n}.log", "processor.started")}
         assert len(instance_ids) == len(metrics_ports) and None not in instance_ids, instance_ids
 
         def ready() -> bool:
@@ -158,5 +148,3 @@ def test_the_compose_services_run_with_their_own_settings(broker: Any, tmp_path:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with psycopg.connect(postgres_url(), autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -2,7 +2,6 @@
 do not apply and skip): the session timeout it accepts, static members taking their partitions
 back after a restart, and two processes claiming one instance id."""
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from processor.dev.vendor_sim import VendorSimulator
 from processor.settings import Settings
-from tests.harness import TANSU_BOOTSTRAPS, Scenario
+from tests.harness import TANSU_BOOTSTRAPS, Scenario, log_events
 from tests.waiting import wait_for
 
 COTERM = [sys.executable, "-m", "processor.cli.coterm"]
@@ -26,14 +25,6 @@ def kafka(broker: Any) -> Any:
     if broker.bootstrap in TANSU_BOOTSTRAPS:
         pytest.skip("Apache Kafka's group rules: this suite runs on the bundled broker here (no Java)")
     return broker
-
-
-def _lines(path: Path, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"{event}"' in line:
-            found.append(json.loads(line))
-    return found
 
 
 def _start(s: Scenario, log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -61,27 +52,27 @@ def test_a_restarted_static_member_takes_its_partitions_back_without_a_rebalance
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = [_start(s, logs[0], **env)]
     try:
-        wait_for(lambda: _lines(logs[0], "partitions.assigned"), 60, "the first processor holding partitions")
+        wait_for(lambda: log_events(logs[0], "partitions.assigned"), 60, "the first processor holding partitions")
         procs.append(_start(s, logs[1], **env))
-        wait_for(lambda: all(len(_lines(log, "partitions.assigned")) and
-                             _lines(log, "partitions.assigned")[-1]["partitions"] for log in logs)
-                 and sum(len(_lines(log, "partitions.assigned")[-1]["partitions"]) for log in logs) == 3,
+        wait_for(lambda: all(len(log_events(log, "partitions.assigned")) and
+                             log_events(log, "partitions.assigned")[-1]["partitions"] for log in logs)
+                 and sum(len(log_events(log, "partitions.assigned")[-1]["partitions"]) for log in logs) == 3,
                  60, "the two processors sharing the 3 partitions")
-        first_id = _lines(logs[0], "processor.started")[0]["group_instance_id"]
-        held_before = _lines(logs[0], "partitions.assigned")[-1]["partitions"]
-        other_revocations = len(_lines(logs[1], "partitions.revoked"))
+        first_id = log_events(logs[0], "processor.started")[0]["group_instance_id"]
+        held_before = log_events(logs[0], "partitions.assigned")[-1]["partitions"]
+        other_revocations = len(log_events(logs[1], "partitions.revoked"))
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         restarted_log = tmp_path / "restarted.log"
         restarted_at = time.monotonic()
         procs[0] = _start(s, restarted_log, **env)
-        back = wait_for(lambda: _lines(restarted_log, "partitions.assigned"), 30, "the restarted processor's partitions")
+        back = wait_for(lambda: log_events(restarted_log, "partitions.assigned"), 30, "the restarted processor's partitions")
         took_s = time.monotonic() - restarted_at
-        assert _lines(restarted_log, "processor.started")[0]["group_instance_id"] == first_id  # its slot, free again
+        assert log_events(restarted_log, "processor.started")[0]["group_instance_id"] == first_id  # its slot, free again
         assert back[-1]["partitions"] == held_before
         # Well within the session timeout (10 s), and the other member kept its partitions throughout.
         assert took_s < Settings().kafka_session_timeout_ms / 1000, took_s
-        assert len(_lines(logs[1], "partitions.revoked")) == other_revocations
+        assert len(log_events(logs[1], "partitions.revoked")) == other_revocations
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -97,14 +88,14 @@ def test_two_processes_claiming_one_instance_id_the_fenced_one_stops_with_one_li
     older = _start(s, older_log, **same)
     newer = None
     try:
-        wait_for(lambda: _lines(older_log, "partitions.assigned"), 60, "the older processor holding partitions")
+        wait_for(lambda: log_events(older_log, "partitions.assigned"), 60, "the older processor holding partitions")
         newer = _start(s, newer_log, **same)
         assert older.wait(timeout=60) == 2  # it stops; it does not go on reading the newer one's partitions
         last = older_log.read_text().strip().splitlines()[-1]
         assert last.startswith(f"coterm: group {s.settings.group_id}: another processor joined as instance 'twin-0'"), last
         assert "Traceback" not in older_log.read_text()
-        wait_for(lambda: _lines(newer_log, "partitions.assigned") and
-                 len(_lines(newer_log, "partitions.assigned")[-1]["partitions"]) == 3, 30, "the newer holding all")
+        wait_for(lambda: log_events(newer_log, "partitions.assigned") and
+                 len(log_events(newer_log, "partitions.assigned")[-1]["partitions"]) == 3, 30, "the newer holding all")
         assert newer.poll() is None
     finally:
         for proc in (older, newer):

@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from tests.integration.conftest import _postgres_available
+from tests.backend import postgres_problem
 from tests.storm import run_storm
 
 
 @pytest.mark.storm
 def test_a_small_kill_storm_loses_nothing_and_calls_the_vendor_once_per_completed_transfer(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
-    problem = _postgres_available()
+    problem = postgres_problem()
     if problem:
         if os.environ.get("COTERM_REQUIRE_POSTGRES"):
             pytest.fail(f"the kill storm needs PostgreSQL (COTERM_REQUIRE_POSTGRES): {problem}")

@@ -11,7 +11,7 @@ import pytest
 from processor.outbox.leadership import Leadership
 from processor.store.opening import open_store, store_env
 from processor.store.recorders import Fenced
-from tests.integration.conftest import postgres_store
+from tests.backend import postgres_store
 from tests.waiting import seconds_until
 from tests.world import at
 
