@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from kafka import TopicPartition
-from kafka.errors import FencedInstanceIdError, InvalidSessionTimeoutError
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.errors import FencedInstanceIdError, InvalidSessionTimeoutError, KafkaError
 from kafka.structs import MemberState
 
 from processor import instance_id
@@ -57,6 +57,8 @@ class Membership:
         `SettingsError` (the CLI prints its one line and exits 2)."""
         consumer = self.consumer
         if self.join_watch.stuck(consumer):
+            if self._taken_over(consumer):
+                raise self._fenced()  # a newer process joined under this id while this one hung
             log.warning("group.join_stuck", group_id=self.settings.group_id, instance_id=self.instance_id,
                         waited_s=round(self.join_watch.grace_s, 1), action="a new consumer joins in its place")
             consumer.close(autocommit=False)
@@ -73,6 +75,25 @@ class Membership:
         if self.watch.fenced(consumer):
             raise self._fenced()
         return batch  # type: ignore[no-any-return]
+
+    def _taken_over(self, consumer: Any) -> bool:
+        """Whether the group now has another member under this one's instance id. A hung join
+        hides the fencing from this member; joining again would fence the newer process in turn
+        (seen: the newer one stopped, the hung one carried on)."""
+        if self.instance_id is None:
+            return False
+        mine = consumer._coordinator._generation.member_id
+        try:
+            admin = KafkaAdminClient(**self.settings.kafka_options(), bootstrap_servers=self.bootstrap,
+                                     client_id="coterm-membership", request_timeout_ms=5000)
+            try:
+                members = admin.describe_groups([self.settings.group_id])[self.settings.group_id]["members"]
+            finally:
+                admin.close()
+        except KafkaError as error:
+            log.warning("group.describe_failed", group_id=self.settings.group_id, error=str(error)[:300])
+            return False
+        return any(m.get("group_instance_id") == self.instance_id and m.get("member_id") != mine for m in members)
 
     def _fenced(self) -> GroupFenced:
         return GroupFenced(

@@ -102,3 +102,28 @@ def test_two_processes_claiming_one_instance_id_the_fenced_one_stops_with_one_li
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
+
+
+def test_a_member_whose_id_another_took_while_it_hung_knows_it_was_fenced(kafka: Any, vendor: VendorSimulator,
+                                                                        tmp_path: Path) -> None:
+    # kafka-python sometimes hangs in a re-join (Membership's JoinWatch). If a newer process took
+    # the instance id meanwhile, joining again would fence the newer one: the hung one must ask
+    # the group first (seen in CI: the newer stopped, the hung one carried on).
+    from processor.consume.membership import Membership
+
+    s = Scenario(kafka.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
+    settings = s.settings.model_copy(update={"kafka_group_instance_id": "twin-1"})
+
+    def subscribe(consumer: Any) -> None:
+        consumer.subscribe([settings.topic_orders])
+
+    older = Membership(settings, None, kafka.bootstrap, subscribe)
+    wait_for(lambda: older.poll() is not None and older.consumer.assignment(), 60, "the older member joined")
+    assert not older._taken_over(older.consumer)  # alone under its id
+    newer = Membership(settings, None, kafka.bootstrap, subscribe)
+    try:
+        wait_for(lambda: newer.poll() is not None and newer.consumer.assignment(), 60, "the newer member joined")
+        assert older._taken_over(older.consumer) and not newer._taken_over(newer.consumer)
+    finally:
+        newer.close()
+        older.close()
