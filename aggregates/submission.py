@@ -40,11 +40,28 @@ class Submission(Aggregate):
     def create_id(by: str, key: str, **_: Any) -> UUID:
         return aggregate_id("submissions", f"{by}\n{key}")
 
-    @event("Placed")
+    class Placed(Aggregate.Created):
+        # Version 2 added `tenant`: who placed it, when a partner's or distributor's user did.
+        class_version = 2
+        by: str
+        key: str
+        kind: str
+        digest: str
+        messages: list[dict[str, Any]]
+        answer: dict[str, Any]
+        tenant: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["tenant"] = None  # before tenants, only provider staff placed orders
+
+    @event(Placed)
     def __init__(self, by: str, key: str, kind: str, digest: str, messages: list[dict[str, Any]],
-                 answer: dict[str, Any]) -> None:
-        """`messages`: [{"key": partition key or None, "value": the envelope's JSON text}], in order."""
+                 answer: dict[str, Any], tenant: str | None = None) -> None:
+        """`messages`: [{"key": partition key or None, "value": the envelope's JSON text}], in order;
+        `tenant`: "partner P" or "distributor D" when such a user placed them (the audit trail's)."""
         self.by = by
+        self.tenant = tenant
         self.kind = kind
         self.digest = digest
         self.messages = messages

@@ -19,8 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregates.application import Orders
 from projections import auth
+from projections.auth import Identities
 from projections.health import Readiness, ReadinessCollector, ReadModelCollector
 from projections.projection import Projection
+from projections.oidc import Issuer
 from projections.queries import BadQuery, Queries
 from projections.routes import bulk, customers, deadletters, operations, ops
 from projections.routes import orders as start_work
@@ -37,15 +39,16 @@ def _utc_now() -> datetime:
 
 def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_s: float = 30.0,
                orders: OrdersOut | None = None, clock: Callable[[], datetime] = _utc_now,
-               store_problem: Callable[[], str | None] = lambda: None) -> FastAPI:
+               store_problem: Callable[[], str | None] = lambda: None, issuer: Issuer | None = None) -> FastAPI:
     """`orders`: where placed orders go (no broker: start buttons greyed, POSTs 503); `clock`: the
     wall clock that dates placed orders (their `occurred_at`) and the forms' what-ifs;
-    `store_problem`: a reason `/readyz` answers 503 (e.g. the store file was replaced)."""
+    `store_problem`: a reason `/readyz` answers 503 (e.g. the store file was replaced); `issuer`:
+    the OpenID Connect issuer whose tokens `/api` accepts beside the staff file's."""
     projection = Projection(app)
     queries = Queries(app, projection.tables)
     registry = CollectorRegistry()
     ctx = Api(app=app, staff=staff, projection=projection, queries=queries,
-              orders=orders or NoBroker(), clock=clock, registry=registry,
+              orders=orders or NoBroker(), clock=clock, registry=registry, issuer=issuer,
               readiness=Readiness(lambda: ctx.head(), lambda: projection.caught_up_at, ready_max_lag_s,
                                   extra=store_problem))
     registry.register(ReadModelCollector(queries, ctx.head, lambda: projection.position))
@@ -74,9 +77,9 @@ def create_app(app: Orders, staff: Staff, refresh_s: float = 1.0, ready_max_lag_
                          description="Operations, customers, stats, actions and orders of coterm, the order processor.")
     api.state.api = ctx
     _errors(api)
-    auth.install(api, staff)
     for module in ROUTERS:
         api.include_router(module.router)
+    auth.install(api, Identities(staff, issuer))  # after the routes: it checks that each names who may call it
     return api
 
 

@@ -1,61 +1,184 @@
-"""Who may call what: every `/api` call's staff token, and each write's privilege.
+"""Who may call what: every route names who may call it, and each call's caller is found first.
 
 A middleware rather than a route dependency on purpose: FastAPI parses a JSON body before it
 runs dependencies, so a dependency would answer a caller without a token 400 for a malformed
-body. Here a caller without a valid token learns nothing (401), a user without the privilege
-403, before a body is read. Reads need a token only when a staff file is set; writes always.
+body. Here a caller without a valid token learns nothing (401), a caller without the right 403,
+before a body is read.
+
+Deny by default: `ACCESS` names every route; `install` refuses to start an app with a route it
+does not name (and with a name no route has), so a new route cannot slip through unguarded.
+Callers come from the staff file (`staff.py`) or, with COTERM_OIDC_ISSUER, from the issuer's
+bearer JWTs (`oidc.py`). Reads need a caller once either is configured; writes always.
 """
 
-import re
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
-from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff, StaffUser
+from projections.identity import Caller, Refused, caller_for
+from projections.oidc import InvalidToken, Issuer, ProviderUnavailable, claim
+from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff
+
+log = structlog.get_logger("coterm.auth")
 
 MAX_BODY_BYTES = 64 * 1024  # the largest body is a corrected message for a re-drive; actions hold a reason
 
-# Which privilege each staff write needs (projections/staff.py); any other write needs Partial Upgrade.
-WRITES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/api/operations/[^/]+/(cancel|retry)$"), PARTIAL_UPGRADE),
-    (re.compile(r"^/api/transfers$"), PARTIAL_UPGRADE),
-    (re.compile(r"^/api/migrations$"), MIGRATE),
-    (re.compile(r"^/api/bulk(/[^/]+/cancel)?$"), MIGRATE),
-    (re.compile(r"^/api/deadletters/[^/]+/redrive$"), REDRIVE),
-]
+PUBLIC = "public"  # no caller needed: probes, the page, the API's own description
+READ = "read"  # any caller; every answer is confined to the caller's tenant (projections/tenancy.py)
+STAFF = "staff"  # provider staff only (403 for a tenant's user)
+# Writes name the privilege they need (staff.py); partners' and distributors' administrators hold only MIGRATE.
+ACCESS: dict[str, str] = {
+    "GET /": PUBLIC,
+    "GET /healthz": PUBLIC,
+    "GET /readyz": PUBLIC,
+    "GET /metrics": STAFF,  # a Prometheus scrape without a token is let through: see `_metrics`
+    "GET /api/auth": PUBLIC,  # how the dashboard signs in: nothing secret
+    "GET /api/me": READ,
+    "GET /api/stats": READ,
+    "GET /api/customers": READ,
+    "GET /api/customers/{customer_id}": READ,
+    "GET /api/transfers/preview": READ,
+    "GET /api/migrations/preview": READ,
+    "GET /api/migrations/{request_id}": READ,
+    "GET /api/operations": READ,
+    "GET /api/operations/{operation_id}": READ,
+    "GET /api/bulk": READ,
+    "GET /api/bulk/preview": READ,
+    "GET /api/bulk/{bulk_id}": READ,
+    "GET /api/deadletters": STAFF,
+    "GET /api/deadletters/{deadletter_id}": STAFF,
+    "POST /api/operations/{operation_id}/cancel": PARTIAL_UPGRADE,
+    "POST /api/operations/{operation_id}/retry": PARTIAL_UPGRADE,
+    "POST /api/transfers": PARTIAL_UPGRADE,
+    "POST /api/migrations": MIGRATE,
+    "POST /api/bulk": MIGRATE,
+    "POST /api/bulk/{bulk_id}/cancel": MIGRATE,
+    "POST /api/deadletters/{deadletter_id}/redrive": REDRIVE,
+}
+# The API's own description and its assets (FastAPI adds them itself) are public.
+DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static/docs")
 
 
-def privilege_for(path: str) -> str:
-    return next((privilege for pattern, privilege in WRITES if pattern.match(path)), PARTIAL_UPGRADE)
+class UnguardedRoute(RuntimeError):
+    """A route that `ACCESS` does not name: the app refuses to start."""
 
 
-def bearer_user(staff: Staff, request: Request) -> StaffUser | None:
-    """The staff user whose token the request carries, if any."""
-    authorization = request.headers.get("authorization", "")
-    return staff.user(authorization[7:].strip()) if authorization.lower().startswith("bearer ") else None
+def leaf_routes(routes: list[Any]) -> list[Any]:
+    """The app's endpoints with their methods. FastAPI keeps an included router as one entry
+    (`original_router` holds its routes); coterm's routers have no prefix, so their paths are whole."""
+    leaves = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            leaves += leaf_routes(inner.routes)
+        elif getattr(route, "methods", None):
+            leaves.append(route)
+    return leaves
+
+
+def route_names(api: FastAPI) -> list[str]:
+    return [f"{method} {route.path}" for route in leaf_routes(api.routes) if not route.path.startswith(DOCS_PREFIXES)
+            for method in sorted(route.methods - {"HEAD"})]
+
+
+def check_every_route_named(api: FastAPI) -> None:
+    names = route_names(api)
+    unnamed = [n for n in names if n not in ACCESS]
+    if unnamed:
+        raise UnguardedRoute(f"{unnamed[0]} names nobody who may call it: add it to ACCESS in projections/auth.py")
+    stale = sorted(set(ACCESS) - set(names))
+    if stale:
+        raise UnguardedRoute(f"ACCESS names {stale[0]}, which is no route: remove it")
 
 
 def fail(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-def install(api: FastAPI, staff: Staff) -> None:
+class Identities:
+    """Turns a bearer token into a `Caller`: a staff-file user's token, else the issuer's JWT."""
+
+    def __init__(self, staff: Staff, issuer: Issuer | None) -> None:
+        self.staff = staff
+        self.issuer = issuer
+
+    @property
+    def enabled(self) -> bool:
+        return self.staff.enabled or self.issuer is not None
+
+    def caller(self, token: str) -> Caller:
+        """Raises InvalidToken (401), Refused (403) or ProviderUnavailable (503)."""
+        user = self.staff.user(token)
+        if user is not None:
+            return self.staff.caller(user)
+        if self.issuer is None:
+            raise InvalidToken("the token belongs to no staff user")
+        claims = self.issuer.claims(token)
+        config = self.issuer.config
+        roles = claim(claims, config.roles_claim)
+        name = claims.get("preferred_username") or claims.get("sub")
+        if not isinstance(name, str) or not name:
+            raise InvalidToken("the token names no user (preferred_username or sub)")
+        return caller_for(name, roles if isinstance(roles, list) else [], _one(claim(claims, config.partner_claim)),
+                          _one(claim(claims, config.distributor_claim)), self.staff.roles)
+
+
+def _one(value: Any) -> str | None:
+    """A tenant claim: a string, or a list of exactly one (Keycloak maps user attributes so)."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value if isinstance(value, str) and value else None
+
+
+def bearer(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+
+
+def access_of(api: FastAPI, request: Request) -> str:
+    """Who may call the route this request reaches; a path that reaches no route needs a caller
+    (READ): a 404 is told only to someone signed in."""
+    path = request.url.path
+    if path.startswith(DOCS_PREFIXES):
+        return PUBLIC
+    for route in leaf_routes(api.routes):
+        if route.matches(request.scope)[0] == Match.FULL:
+            return ACCESS[f"{request.method if request.method != 'HEAD' else 'GET'} {route.path}"]
+    return READ
+
+
+def install(api: FastAPI, identities: Identities) -> None:
+    check_every_route_named(api)
+
     @api.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        if not request.url.path.startswith("/api/"):
-            return await call_next(request)
+        access = access_of(api, request)
         write = request.method not in ("GET", "HEAD")
-        if write or staff.enabled:
-            if not request.headers.get("authorization", "").lower().startswith("bearer "):
-                return fail(401, "UNAUTHENTICATED", "send Authorization: Bearer <token> of a staff user")
-            user = bearer_user(staff, request)
-            if user is None:
-                return fail(401, "UNAUTHENTICATED", "the token belongs to no staff user")
-            needed = privilege_for(request.url.path)
-            if write and needed not in staff.privileges(user):
-                return fail(403, "FORBIDDEN", f"{user.name} lacks the {needed} privilege")
-            request.state.user = user.name
+        request.state.caller = None
+        token = bearer(request)
+        if access == STAFF and request.url.path == "/metrics" and token is None:
+            return await call_next(request)  # `_metrics`: the scraper sends no token
+        if access != PUBLIC and (write or identities.enabled or token is not None):
+            if token is None:
+                return fail(401, "UNAUTHENTICATED", "send Authorization: Bearer <token>")
+            try:
+                caller = await run_in_threadpool(identities.caller, token)  # may fetch the issuer's keys
+            except InvalidToken as error:
+                return fail(401, "UNAUTHENTICATED", str(error))
+            except Refused as error:
+                return fail(403, "FORBIDDEN", str(error))
+            except ProviderUnavailable as error:
+                log.warning("auth.issuer_unavailable", detail=str(error))
+                return fail(503, "IDENTITY_PROVIDER_UNAVAILABLE", "the identity provider cannot be reached; try again")
+            if access == STAFF and not caller.staff:
+                return fail(403, "FORBIDDEN", "provider staff only")
+            if access not in (READ, STAFF) and access not in caller.privileges:
+                return fail(403, "FORBIDDEN", f"{caller.name} lacks the {access} privilege")
+            request.state.caller = caller
         if write:
             size = request.headers.get("content-length")
             if size is None or not size.isdigit():

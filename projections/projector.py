@@ -183,7 +183,8 @@ def _customer(rows: Rows, e: Any, position: int) -> None:
         elif isinstance(e, Customer.BundleJoined):
             doc["bundle"] = joined_bundle(doc["bundle"] or [], e.entries)
     doc["updated_at"] = _at(e)
-    rows.put("customers", row_id, doc, customer_id=doc["customer_id"])
+    rows.put("customers", row_id, doc, customer_id=doc["customer_id"], partner_id=doc.get("partner_id"),
+             distributor_id=doc.get("distributor_id"))
 
 
 def _window_opens(doc: Doc) -> str | None:

@@ -10,22 +10,14 @@ from aggregates import commands, previews
 from aggregates.application import Orders
 from aggregates.inbox import recorded_dead_letter
 from aggregates.transfer import Transfer
+from projections.identity import Tenant
 from projections.recorders import PostgresReadModels, SQLiteReadModels
+from projections.stats import BULK_STATUSES, STATUSES, Stats
 from projections.timeline import event_record
-
-BULK_STATUSES = ("requested", "deciding", "finished", "cancelled")
-STATUSES = ("waiting_for_pair", "paired", "sent", "completed", "rejected", "failed", "cancelled", "expired")
 
 
 class BadQuery(ValueError):
     """A query parameter is unusable; the message says which and why."""
-
-
-def _percentile(values: list[int], share: float) -> int | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 def _when(text: str, name: str) -> str:
@@ -72,19 +64,18 @@ def _decode_after(cursor: str) -> str:
     return value
 
 
-class Queries:
+class Queries(Stats):
     def __init__(self, app: Orders, tables: SQLiteReadModels | PostgresReadModels) -> None:
         self.app = app
         self.tables = tables
 
-    def _t(self, name: str) -> str:
-        return self.tables.table(name)
-
     def list_operations(self, status: str | None = None, customer: str | None = None, reason: str | None = None,
                         since: str | None = None, until: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> dict[str, Any]:
+                        cursor: str | None = None, tenant: Tenant | None = None) -> dict[str, Any]:
         """Newest first; the cursor is the creation position, so pages stay stable while rows change."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        self._of_tenant(tenant, where, params)
         if status is not None:
             if status not in STATUSES:
                 raise BadQuery(f"status={status!r} is not one of {', '.join(STATUSES)}")
@@ -111,8 +102,10 @@ class Queries:
         next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return {"items": items, "next_cursor": next_cursor}
 
-    def operation(self, operation_id: str) -> dict[str, Any] | None:
-        rows = self.tables.fetch(f"SELECT doc FROM {self._t('operations')} WHERE operation_id = ?", [operation_id])
+    def operation(self, operation_id: str, tenant: Tenant | None = None) -> dict[str, Any] | None:
+        where, params = ["operation_id = ?"], [operation_id]
+        self._of_tenant(tenant, where, params)
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('operations')} WHERE {' AND '.join(where)}", params)
         if not rows:
             return None
         doc = json.loads(rows[0]["doc"])
@@ -139,8 +132,10 @@ class Queries:
                           "reason_code": other[0]["reason_code"] if other else None})
         return waits
 
-    def customer(self, customer_id: str, on: date) -> dict[str, Any] | None:
-        rows = self.tables.fetch(f"SELECT doc FROM {self._t('customers')} WHERE customer_id = ?", [customer_id])
+    def customer(self, customer_id: str, on: date, tenant: Tenant | None = None) -> dict[str, Any] | None:
+        where, params = ["customer_id = ?"], [customer_id]
+        self._of_tenant(tenant, where, params)
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('customers')} WHERE {' AND '.join(where)}", params)
         if not rows:
             return None
         doc = json.loads(rows[0]["doc"])
@@ -153,7 +148,8 @@ class Queries:
         doc["migration_eligibility"] = {"on": on.isoformat(), "products": self.eligibility(customer_id, on)}
         return doc
 
-    def list_customers(self, q: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    def list_customers(self, q: str | None = None, limit: int = 50, cursor: str | None = None,
+                       tenant: Tenant | None = None) -> dict[str, Any]:
         """By customer id; `q` keeps those whose id or name holds it (any case). The cursor is the
         last id shown, so a page stays stable while customers register."""
         if not 1 <= limit <= 500:
@@ -166,14 +162,18 @@ class Queries:
         items: list[dict[str, Any]] = []
         while len(items) <= limit:
             # The document holds the name: a cheap filter in SQL, the exact one here.
-            rows = self.tables.fetch(f"SELECT customer_id, doc FROM {self._t('customers')} WHERE customer_id > ?"
-                                     + (" AND lower(doc) LIKE ? ESCAPE '\\'" if pattern else "")
-                                     + " ORDER BY customer_id LIMIT 500", [after, pattern] if pattern else [after])
+            where, params = ["customer_id > ?"], [after]
+            if pattern:
+                where.append("lower(doc) LIKE ? ESCAPE '\\'")
+                params.append(pattern)
+            self._of_tenant(tenant, where, params)
+            rows = self.tables.fetch(f"SELECT customer_id, doc FROM {self._t('customers')} WHERE {' AND '.join(where)}"
+                                     " ORDER BY customer_id LIMIT 500", params)
             for row in rows:
                 doc = json.loads(row["doc"])
                 if needle in doc["customer_id"].lower() or needle in str(doc.get("name", "")).lower():
                     items.append({k: doc.get(k) for k in ("customer_id", "name", "partner_id", "channel",
-                                                           "data_complete")}
+                                                           "distributor_id", "data_complete")}
                                  | {"subscriptions": len(doc.get("subscription_ids", [])),
                                     "usage_based_bundle": doc.get("bundle") is not None})
             if len(rows) < 500:
@@ -185,8 +185,10 @@ class Queries:
             next_cursor = base64.urlsafe_b64encode(f"after:{items[-1]['customer_id']}".encode()).decode()
         return {"items": items, "next_cursor": next_cursor}
 
-    def migration(self, request_id: str) -> dict[str, Any] | None:
-        rows = self.tables.fetch(f"SELECT doc FROM {self._t('migrations')} WHERE request_id = ?", [request_id])
+    def migration(self, request_id: str, tenant: Tenant | None = None) -> dict[str, Any] | None:
+        where, params = ["request_id = ?"], [request_id]
+        self._of_tenant(tenant, where, params)
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('migrations')} WHERE {' AND '.join(where)}", params)
         return json.loads(rows[0]["doc"]) if rows else None
 
     def eligibility(self, customer_id: str, on: date) -> list[dict[str, Any]]:
@@ -218,15 +220,18 @@ class Queries:
         uow = self.app.unit_of_work()
         return previews.preview_migration(uow, customer_id, product_ids, on or self.business_date())
 
-    def bulk_doc(self, bulk_id: str) -> dict[str, Any] | None:
-        rows = self.tables.fetch(f"SELECT doc FROM {self._t('bulks')} WHERE bulk_id = ?", [bulk_id])
-        return json.loads(rows[0]["doc"]) if rows else None
+    def bulk_doc(self, bulk_id: str, tenant: Tenant | None = None) -> dict[str, Any] | None:
+        where, params = ["bulk_id = ?"], [bulk_id]
+        self._bulks_of(tenant, where, params)
+        rows = self.tables.fetch(f"SELECT doc FROM {self._t('bulks')} WHERE {' AND '.join(where)}", params)
+        return self._confine_bulk(json.loads(rows[0]["doc"]), tenant) if rows else None
 
     def list_bulks(self, partner: str | None = None, status: str | None = None, limit: int = 50,
-                   cursor: str | None = None) -> dict[str, Any]:
+                   cursor: str | None = None, tenant: Tenant | None = None) -> dict[str, Any]:
         """Newest first; each bulk without its per-customer detail (`bulk_doc` has it)."""
         where: list[str] = []
         params: list[Any] = []
+        self._bulks_of(tenant, where, params)
         if partner:
             where.append("partner_id = ?")
             params.append(partner)
@@ -237,16 +242,21 @@ class Queries:
             params.append(status)
         _page_bounds(limit, cursor, where, params)
         sql = f"SELECT seq, doc FROM {self._t('bulks')}" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.tables.fetch(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
-        items = []
-        for row in rows[:limit]:
-            doc = json.loads(row["doc"])
+        items: list[dict[str, Any]] = []
+        last_seq = None
+        # A distributor's page may pass over bulks with none of its customers: read on until it is full.
+        for row in self.tables.fetch(sql + " ORDER BY seq DESC", params):
+            doc = self._confine_bulk(json.loads(row["doc"]), tenant)
+            if doc is None:
+                continue
+            if len(items) == limit:
+                return {"items": items, "next_cursor": encode_cursor(last_seq)}
             doc.pop("customers")
             doc.pop("customer_ids", None)  # up to 50,000 ids: the bulk's own page lists them
             doc["customers"] = len(doc.pop("customer_order"))
             items.append(doc)
-        next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return {"items": items, "next_cursor": next_cursor}
+            last_seq = row["seq"]
+        return {"items": items, "next_cursor": None}
 
     def list_deadletters(self, reason: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
@@ -292,48 +302,3 @@ class Queries:
         except (ValueError, RecursionError):
             doc["original_json"] = None
         return doc
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Operations by status and by reason, dead letters by reason, bulk migrations by status:
-        four GROUP BYs (`/metrics`)."""
-        ops = self._t("operations")
-        by_status = {r["status"]: r["n"] for r in self.tables.fetch(f"SELECT status, COUNT(*) AS n FROM {ops} GROUP BY status")}
-        by_reason = {r["reason_code"]: r["n"] for r in self.tables.fetch(
-            f"SELECT reason_code, COUNT(*) AS n FROM {ops} WHERE reason_code IS NOT NULL GROUP BY reason_code")}
-        letters = {r["reason"]: r["n"] for r in self.tables.fetch(
-            f"SELECT reason, COUNT(*) AS n FROM {self._t('deadletters')} GROUP BY reason")}
-        bulks = {r["status"]: r["n"] for r in self.tables.fetch(
-            f"SELECT status, COUNT(*) AS n FROM {self._t('bulks')} GROUP BY status")}
-        return {"total": sum(by_status.values()), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
-                "by_reason": dict(sorted(by_reason.items())), "dead_letters": dict(sorted(letters.items())),
-                "bulks": {s: bulks.get(s, 0) for s in BULK_STATUSES}}
-
-    def stats(self) -> dict[str, Any]:
-        ops = self._t("operations")
-        counts = self.counts()
-        seats = {r["plan_id"]: {"seats": r["seats"], "subscriptions": r["n"]} for r in self.tables.fetch(
-            f"SELECT plan_id, CAST(SUM(seats) AS BIGINT) AS seats, COUNT(*) AS n FROM {self._t('subscriptions')} GROUP BY plan_id")}
-        migrations = {r["outcome"]: r["n"] for r in self.tables.fetch(
-            f"SELECT outcome, COUNT(*) AS n FROM {self._t('migrations')} GROUP BY outcome")}
-        pairing = [r["v"] for r in self.tables.fetch(f"SELECT pairing_latency_ms AS v FROM {ops} WHERE pairing_latency_ms IS NOT NULL")]
-        vendor = [r["v"] for r in self.tables.fetch(f"SELECT vendor_latency_ms AS v FROM {ops} WHERE vendor_latency_ms IS NOT NULL")]
-        # Operations ended per minute (their last change), for the last 30 minutes with any activity.
-        ended = self.tables.fetch(
-            f"SELECT substr(updated_at, 1, 16) AS minute, status, COUNT(*) AS n FROM {ops} "
-            f"WHERE status IN ('completed', 'rejected', 'failed', 'expired', 'cancelled') "
-            f"GROUP BY substr(updated_at, 1, 16), status ORDER BY minute DESC LIMIT 150")
-        minutes: dict[str, dict[str, int]] = {}
-        for r in ended:
-            if r["minute"] in minutes or len(minutes) < 30:
-                bucket = minutes.setdefault(r["minute"], {"completed": 0, "not_completed": 0})
-                bucket["completed" if r["status"] == "completed" else "not_completed"] += r["n"]
-        return {
-            "operations": {k: counts[k] for k in ("total", "by_status", "by_reason")},
-            "migrations": migrations,
-            "bulk_migrations": counts["bulks"],
-            "seats_by_plan": dict(sorted(seats.items())),
-            "dead_letters": {"total": sum(counts["dead_letters"].values()), "by_reason": counts["dead_letters"]},
-            "pairing_latency_ms": {"p50": _percentile(pairing, 0.5), "p95": _percentile(pairing, 0.95), "n": len(pairing)},
-            "vendor_latency_ms": {"p50": _percentile(vendor, 0.5), "p95": _percentile(vendor, 0.95), "n": len(vendor)},
-            "ended_per_minute": [{"minute": m, **minutes[m]} for m in sorted(minutes)],
-        }

@@ -22,13 +22,13 @@ TABLES: dict[str, dict[str, str]] = {
                    "vendor_latency_ms": "BIGINT"},
     "subscriptions": {"subscription_id": "TEXT", "customer_id": "TEXT", "plan_id": "TEXT", "product_id": "TEXT",
                       "billing_model": "TEXT", "seats": "BIGINT"},
-    "customers": {"customer_id": "TEXT"},
+    "customers": {"customer_id": "TEXT", "partner_id": "TEXT", "distributor_id": "TEXT"},
     "migrations": {"request_id": "TEXT", "customer_id": "TEXT", "outcome": "TEXT"},
     "deadletters": {"reason": "TEXT", "seq": "BIGINT"},
     "bulks": {"bulk_id": "TEXT", "partner_id": "TEXT", "status": "TEXT", "seq": "BIGINT"},
 }
 INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id"],
-           "customers": ["customer_id"], "migrations": ["customer_id"],
+           "customers": ["customer_id", "partner_id", "distributor_id"], "migrations": ["customer_id"],
            "bulks": ["bulk_id", "seq"]}
 
 
@@ -46,16 +46,17 @@ class ReadModelTables:
 
     placeholder = "?"
     prefix = "rm"
+    if_not_exists = ""  # PostgreSQL's, for two processes starting at once; SQLite has none
 
     def table(self, name: str) -> str:
         return f"{self.prefix}_{name}"
 
-    def ddl(self) -> list[str]:
+    def ddl_tables_only(self) -> list[str]:
+        """The tables; their indexes follow in `add_missing_columns`, once every column is there."""
         statements = []
         for name, columns in TABLES.items():
             cols = ", ".join(f"{c} {t}" for c, t in columns.items())
             statements.append(f"CREATE TABLE IF NOT EXISTS {self.table(name)} (id TEXT PRIMARY KEY, {cols}, doc TEXT NOT NULL)")
-            statements.extend(self.index_ddl(name))
         return statements
 
     def index_ddl(self, name: str, drop: bool = False) -> list[str]:
@@ -74,6 +75,20 @@ class ReadModelTables:
             for name in TABLES:
                 for statement in self.index_ddl(name, drop=not present):
                     cursor.execute(statement)
+
+    def add_missing_columns(self, cursor: Any, present: dict[str, set[str]]) -> None:
+        """Read models written by an earlier version lack the columns added since (the tenant's
+        ids on customers): add them, filled from each row's document, which always held them."""
+        for name, columns in TABLES.items():
+            for column, kind in columns.items():
+                if column not in present[name]:
+                    cursor.execute(f"ALTER TABLE {self.table(name)} ADD COLUMN {self.if_not_exists}{column} {kind}")
+                    cursor.execute(f"UPDATE {self.table(name)} SET {column} = {self.json_field('doc', column)}")
+            for statement in self.index_ddl(name):
+                cursor.execute(statement)
+
+    def json_field(self, doc: str, key: str) -> str:
+        raise NotImplementedError
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", self.placeholder)
@@ -126,7 +141,19 @@ class SQLiteReadModels(ReadModelTables, SQLiteTrackingRecorder):
         super().__init__(datastore)
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *self.ddl()]
+        return [*super().construct_create_table_statements(), *self.ddl_tables_only()]
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            present = {}
+            for name in TABLES:
+                cursor.execute(f"PRAGMA table_info({self.table(name)})")
+                present[name] = {row[1] for row in cursor.fetchall()}
+            self.add_missing_columns(cursor, present)
+
+    def json_field(self, doc: str, key: str) -> str:
+        return f"json_extract({doc}, '$.{key}')"
 
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -138,6 +165,7 @@ class SQLiteReadModels(ReadModelTables, SQLiteTrackingRecorder):
 
 class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
     placeholder = "%s"
+    if_not_exists = "IF NOT EXISTS "
 
     def table(self, name: str) -> str:
         return f'"{self.datastore.schema}".{self.prefix}_{name}'
@@ -148,7 +176,20 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, prefix: str = "rm") -> None:
         self.prefix = prefix
         super().__init__(datastore, tracking_table_name="coterm_readmodel_tracking")
-        self.sql_create_statements.extend(SQL(statement) for statement in self.ddl())  # type: ignore[arg-type]
+        self.sql_create_statements.extend(SQL(statement) for statement in self.ddl_tables_only())  # type: ignore[arg-type]
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+                           (self.datastore.schema,))
+            present: dict[str, set[str]] = {}
+            for row in cursor.fetchall():
+                present.setdefault(row["table_name"], set()).add(row["column_name"])
+            self.add_missing_columns(cursor, {name: present.get(f"{self.prefix}_{name}", set()) for name in TABLES})
+
+    def json_field(self, doc: str, key: str) -> str:
+        return f"({doc}::jsonb ->> '{key}')"
 
     def write_rows(self, rows: dict[str, dict[str, dict[str, Any]]]) -> None:
         """A rebuild's rows, each written once into tables that do not hold it yet: `COPY`, not

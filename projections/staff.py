@@ -13,6 +13,10 @@ Privileges, each needed by some staff writes (reads need any staff user):
 - "Re-drive Dead Letters": publish a dead letter again.
 The Account Administrator role holds all three by default (as in the provider's upgrade tool,
 where it holds Partial Upgrade) unless the file gives that role its own list.
+
+A user may belong to a tenant instead (CONTRACT.md section 6): `partner_id` with "Partner
+Administrator" or "Partner Viewer", or `distributor_id` with "Distributor Administrator" or
+"Distributor Viewer" (`projections/identity.py`).
 """
 
 import hashlib
@@ -22,8 +26,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from projections.identity import DISTRIBUTOR_ROLES, MIGRATE, PARTNER_ROLES, TENANT_ROLES, Caller, caller_for
+
 PARTIAL_UPGRADE = "Partial Upgrade"
-MIGRATE = "Usage-Based Migration"
 REDRIVE = "Re-drive Dead Letters"
 PRIVILEGES = (PARTIAL_UPGRADE, MIGRATE, REDRIVE)
 DEFAULT_ROLES = {"Account Administrator": list(PRIVILEGES)}
@@ -35,11 +40,32 @@ class StaffUser(BaseModel):
     token: str | None = Field(None, min_length=16)
     token_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$", description="hex SHA-256 of the token")
     roles: list[str] = []
+    partner_id: str | None = Field(None, min_length=1, max_length=200)
+    distributor_id: str | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _one_credential(self) -> "StaffUser":
         if (self.token is None) == (self.token_sha256 is None):
             raise ValueError(f"user {self.name!r} needs exactly one of token and token_sha256")
+        return self
+
+    @model_validator(mode="after")
+    def _one_reach(self) -> "StaffUser":
+        """A tenant's user holds its tenant's roles only, and the id they need: a mixture would
+        leave it unclear whose customers they see."""
+        kinds = [(kind, value, roles) for kind, value, roles in (("partner_id", self.partner_id, PARTNER_ROLES),
+                                                                  ("distributor_id", self.distributor_id, DISTRIBUTOR_ROLES))
+                 if value is not None or any(r in roles for r in self.roles)]
+        if len(kinds) > 1:
+            raise ValueError(f"user {self.name!r} belongs to a partner or a distributor, not both")
+        for kind, value, roles in kinds:
+            if value is None:
+                raise ValueError(f"user {self.name!r} has the role {next(r for r in self.roles if r in roles)!r} "
+                                 f"and needs a {kind}")
+            others = [r for r in self.roles if r not in roles]
+            if others or not self.roles:
+                raise ValueError(f"user {self.name!r} has a {kind}: give them {' or '.join(repr(r) for r in roles)}"
+                                 + (f", not {others[0]!r}" if others else ""))
         return self
 
     def holds(self, token: str, digest: str) -> bool:
@@ -65,7 +91,10 @@ class StaffFile(BaseModel):
             unknown = [p for p in privileges if p not in PRIVILEGES]
             if unknown:
                 raise ValueError(f"role {role!r} grants unknown privilege {unknown[0]!r} (known: {', '.join(PRIVILEGES)})")
-        known = {**DEFAULT_ROLES, **self.roles}
+        clash = [role for role in self.roles if role in TENANT_ROLES]
+        if clash:
+            raise ValueError(f"role {clash[0]!r} is a tenant's role; it cannot be redefined")
+        known = {**DEFAULT_ROLES, **self.roles, **dict.fromkeys(TENANT_ROLES, [])}
         names: set[str] = set()
         digests: dict[str, str] = {}
         for user in self.users:
@@ -117,7 +146,14 @@ class Staff:
         return found
 
     def privileges(self, user: StaffUser) -> set[str]:
-        return {p for role in user.roles for p in self.roles.get(role, [])}
+        return set(self.caller(user).privileges)
+
+    def caller(self, user: StaffUser) -> Caller:
+        return caller_for(user.name, user.roles, user.partner_id, user.distributor_id, self.roles, require_role=False)
+
+    @property
+    def known_roles(self) -> list[str]:
+        return sorted({*self.roles, *TENANT_ROLES})
 
 
 def _first_problem(error: ValidationError) -> str:

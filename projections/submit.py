@@ -79,7 +79,7 @@ class TransferOrder(_Body):
 
 
 class BulkOrder(_Body):
-    partner_id: str
+    partner_id: str | None = Field(None, description="the partner; a partner's user may leave it out (its own)")
     product_ids: list[str]
     customer_ids: list[str] | None = Field(None, description="these customers, or")
     all_customers_of_partner: bool | None = Field(None, description="true: every customer of the partner")
@@ -108,7 +108,7 @@ Build = Callable[[Callable[[str], str]], tuple[list[dict[str, Any]], dict[str, A
 
 
 def place(app: Orders, orders: OrdersOut, by: str, key: str, kind: str, request: dict[str, Any],
-          build: Build) -> tuple[dict[str, Any], bool]:
+          build: Build, tenant: str | None = None) -> tuple[dict[str, Any], bool]:
     """Record the submission (once per user and key) and publish its messages; returns the
     answer and whether this was a repeat of the key. `build(derive)` makes the checked messages
     and the answer, deriving every new id from the key. In this order: a reused key (422), a bad
@@ -131,7 +131,8 @@ def place(app: Orders, orders: OrdersOut, by: str, key: str, kind: str, request:
             return existing, True
         assert built is not None
         messages, answer = built
-        return uow.add(Submission(by=by, key=key, kind=kind, digest=wanted, messages=messages, answer=answer)), False
+        return uow.add(Submission(by=by, key=key, kind=kind, digest=wanted, messages=messages, answer=answer,
+                                  tenant=tenant)), False
 
     submission, repeat = app.decide(record)
     if not submission.published:

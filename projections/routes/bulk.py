@@ -12,7 +12,9 @@ from aggregates import bulk_commands
 from aggregates.context import Context
 from contracts.fields import MAX_COUNT
 from projections.bulk_report import bulk_csv, bulk_view
-from projections.routes.context import ApiError, Ctx, Id, ProductIds
+from projections.identity import Tenant
+from projections.queries import Queries
+from projections.routes.context import Ctx, Id, ProductIds, Scope, not_found
 
 router = APIRouter()
 
@@ -23,16 +25,35 @@ def _safe(name: str) -> str:
 
 
 @router.get("/api/bulk", tags=["bulk migrations"])
-def list_bulks(ctx: Ctx, partner: str | None = None, status: str | None = None,
+def list_bulks(ctx: Ctx, tenant: Scope, partner: str | None = None, status: str | None = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None) -> dict[str, Any]:
     """Bulk migrations, newest first, with their counts and next scheduled day."""
-    return ctx.queries.list_bulks(partner, status, limit, cursor)
+    return ctx.queries.list_bulks(partner, status, limit, cursor, tenant)
+
+
+def tenant_bulk_customers(queries: Queries, tenant: Tenant, partner: str, customers: list[str] | None) -> list[str]:
+    """The customers a tenant's bulk for `partner` covers: the listed ones, each of them the
+    tenant's (else 404, as for an unknown id), or all of the tenant's customers of that partner.
+    A distributor's "all" is expanded here, at placing, into the list of its own: the processor
+    would otherwise take every customer of the reseller, the distributor's or not."""
+    if tenant.kind == "partner" and partner != tenant.id:
+        raise not_found("partner", partner)
+    mine = queries.tenant_customers(tenant, partner=partner)
+    if tenant.kind == "distributor" and not mine:
+        raise not_found("partner", partner)
+    if customers is None:
+        return mine
+    outside = [c for c in dict.fromkeys(customers) if c not in set(mine)]
+    if outside:
+        raise not_found("customer", outside[0])
+    return customers
 
 
 # Before /api/bulk/{bulk_id}: a route declared first wins.
 @router.get("/api/bulk/preview", tags=["what-if"])
 def preview_bulk(
     ctx: Ctx,
+    tenant: Scope,
     partner: Id,
     product: ProductIds,
     customer: Annotated[list[str] | None, Query(max_length=MAX_COUNT, description="customer_id; repeat, or omit for all of the partner's")] = None,
@@ -41,6 +62,8 @@ def preview_bulk(
     """What a bulk migration requested on that date would decide, recording nothing: how many
     products migrate at once, how many are scheduled (by date) and how many are refused (by reason)."""
     day = on or ctx.clock().date()
+    if tenant is not None:
+        customer = tenant_bulk_customers(ctx.queries, tenant, partner, customer)
     request_body = {"partner_id": partner, "requested_by": "preview", "product_ids": list(dict.fromkeys(product)),
                     "customer_ids": customer or None, "all_customers_of_partner": not customer}
     at = datetime.combine(day, datetime.min.time(), tzinfo=ctx.clock().tzinfo)
@@ -68,12 +91,12 @@ def preview_bulk(
 
 
 @router.get("/api/bulk/{bulk_id}", tags=["bulk migrations"])
-def get_bulk(ctx: Ctx, bulk_id: str, format: Annotated[str, Query(pattern="^(json|csv)$",
+def get_bulk(ctx: Ctx, tenant: Scope, bulk_id: str, format: Annotated[str, Query(pattern="^(json|csv)$",
              description="json (default), or csv: one row per customer and product")] = "json") -> Any:
     """One bulk migration: per customer and product, migrated, refused (why) or scheduled (for when)."""
-    doc = ctx.queries.bulk_doc(bulk_id)
+    doc = ctx.queries.bulk_doc(bulk_id, tenant)
     if doc is None:
-        raise ApiError(404, "NOT_FOUND", f"bulk {bulk_id} is unknown")
+        raise not_found("bulk", bulk_id)
     if format == "csv":
         return PlainTextResponse(bulk_csv(doc), media_type="text/csv",
                                  headers={"content-disposition": f'attachment; filename="bulk-{_safe(bulk_id)}.csv"'})

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from aggregates.application import Orders
 from projections.health import Readiness
+from projections.identity import Caller, Tenant
+from projections.oidc import Issuer
 from projections.projection import Projection
 from projections.queries import Queries
 from projections.staff import Staff
@@ -35,6 +37,7 @@ class Api:
     clock: Callable[[], datetime]  # dates placed orders (`occurred_at`) and the forms' what-ifs
     readiness: Readiness
     registry: CollectorRegistry
+    issuer: Issuer | None = None  # COTERM_OIDC_ISSUER's, when set
     # Staff writes and dry runs: cached aggregates are shared between requests, not copied.
     writing: threading.Lock = field(default_factory=threading.Lock)
     _projecting: threading.Lock = field(default_factory=threading.Lock)
@@ -52,13 +55,32 @@ def _api(request: Request) -> Api:
     return request.app.state.api  # type: ignore[no-any-return]
 
 
+def _caller(request: Request) -> Caller | None:
+    """Who `authenticate` (projections/auth.py) let through: None only for a read without any
+    staff file or issuer configured (every tenant, as provider staff)."""
+    return getattr(request.state, "caller", None)
+
+
 def _user(request: Request) -> str:
-    """The staff user `authenticate` (projections/auth.py) let through to a write."""
-    return request.state.user  # type: ignore[no-any-return]
+    """The caller of a write (`authenticate` lets no write through without one)."""
+    return request.state.caller.name  # type: ignore[no-any-return]
+
+
+def _tenant(request: Request) -> Tenant | None:
+    """The tenant every read and write of this request is confined to (None: provider staff)."""
+    caller = _caller(request)
+    return caller.tenant if caller is not None else None
 
 
 Ctx = Annotated[Api, Depends(_api)]
 User = Annotated[str, Depends(_user)]
+Who = Annotated[Caller | None, Depends(_caller)]
+Scope = Annotated[Tenant | None, Depends(_tenant)]
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    """One answer for an id that does not exist and an id of another tenant."""
+    return ApiError(404, "NOT_FOUND", f"{what} {ident} is unknown")
 
 # Query parameters the what-ifs share.
 Id = Annotated[str, Query(min_length=1, max_length=200)]

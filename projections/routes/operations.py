@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from aggregates import errors, transfer_commands
 from aggregates.application import KeptConflicting, UnitOfWork
 from aggregates.transfer import Transfer
-from projections.routes.context import Api, ApiError, Ctx, User
+from projections.routes.context import Api, ApiError, Ctx, Scope, User, not_found
 
 router = APIRouter()
 ACTIONS = ("cancel", "retry")
@@ -29,22 +29,24 @@ class ActionResult(BaseModel):
 
 @router.get("/api/operations", tags=["operations"])
 def list_operations(
-    ctx: Ctx, status: str | None = None, customer: str | None = None, reason: str | None = None,
+    ctx: Ctx, tenant: Scope, status: str | None = None, customer: str | None = None, reason: str | None = None,
     since: Annotated[str | None, Query(description="ISO date or timestamp: created at or after")] = None,
     until: Annotated[str | None, Query(description="ISO date or timestamp: created before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
 ) -> dict[str, Any]:
-    return ctx.queries.list_operations(status, customer, reason, since, until, limit, cursor)
+    return ctx.queries.list_operations(status, customer, reason, since, until, limit, cursor, tenant)
 
 
 @router.get("/api/operations/{operation_id}", tags=["operations"])
-def get_operation(ctx: Ctx, operation_id: str) -> dict[str, Any]:
+def get_operation(ctx: Ctx, tenant: Scope, operation_id: str) -> dict[str, Any]:
     """The operation, its timeline, what it waits for, and `allowed_actions`: what cancel and retry
-    would answer now."""
-    found = ctx.queries.operation(operation_id)
+    would answer now (provider staff's actions: never allowed to a partner's or distributor's user)."""
+    found = ctx.queries.operation(operation_id, tenant)
     if found is None:
-        raise ApiError(404, "NOT_FOUND", f"operation {operation_id} is unknown")
-    found["allowed_actions"] = {action: _dry_run(ctx, action, operation_id) for action in ACTIONS}
+        raise not_found("operation", operation_id)
+    found["allowed_actions"] = {action: _dry_run(ctx, action, operation_id) if tenant is None else
+                                {"allowed": False, "reason_code": None, "why_not": "provider staff only"}
+                                for action in ACTIONS}
     return found
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from projections.routes.context import Ctx
+from projections.routes.context import Ctx, Scope
 
 DASHBOARD = Path(__file__).parent.parent / "static" / "dashboard.html"
 router = APIRouter()
@@ -36,8 +36,9 @@ def metrics(ctx: Ctx) -> Response:
 
 
 @router.get("/api/stats", tags=["ops"])
-def stats(ctx: Ctx) -> dict[str, Any]:
-    return ctx.queries.stats()
+def stats(ctx: Ctx, tenant: Scope) -> dict[str, Any]:
+    """Counts and charts: a partner's or distributor's user sees its own customers' only."""
+    return ctx.queries.stats(tenant)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -21,7 +21,9 @@ from aggregates.inbox import recorded_dead_letter
 from aggregates.redrive import message_for, new_message_id, redrive
 from aggregates.submission import KeyReused
 from aggregates.transfer_commands import subscription_of
-from projections.routes.context import Api, ApiError, Ctx, User
+from projections.identity import Tenant
+from projections.routes.bulk import tenant_bulk_customers
+from projections.routes.context import Api, ApiError, Ctx, Scope, User, not_found
 from projections.submit import (
     BadOrder,
     BulkCancelOrder,
@@ -61,12 +63,14 @@ Build = Callable[[Callable[[str], str], datetime], Built]
 router = APIRouter()
 
 
-def _submit(ctx: Api, by: str, key: str | None, kind: str, body: dict[str, Any], build: Build) -> JSONResponse:
+def _submit(ctx: Api, by: str, key: str | None, kind: str, body: dict[str, Any], build: Build,
+            tenant: Tenant | None = None) -> JSONResponse:
     idempotency_key = _key(key)
     now = ctx.clock()
     try:
         with ctx.writing:
-            answer, repeat = place(ctx.app, ctx.orders, by, idempotency_key, kind, body, lambda derive: build(derive, now))
+            answer, repeat = place(ctx.app, ctx.orders, by, idempotency_key, kind, body, lambda derive: build(derive, now),
+                                   tenant=str(tenant) if tenant else None)
     except BadOrder as error:
         raise ApiError(400, "INVALID_ORDER", str(error)) from None
     except KeyReused as error:
@@ -80,10 +84,13 @@ def _submit(ctx: Api, by: str, key: str | None, kind: str, body: dict[str, Any],
 
 
 @router.post("/api/migrations", tags=["start work"], status_code=202)
-def request_migration(ctx: Ctx, by: User, order: Annotated[MigrationOrder, Body()],
+def request_migration(ctx: Ctx, by: User, tenant: Scope, order: Annotated[MigrationOrder, Body()],
                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Migrate a customer's products to usage-based billing: one `migration.requested`, as the
-    portal's "Migrate to usage-based" window places it (`requested_by`: you). Follow it at `follow`."""
+    portal's "Migrate to usage-based" window places it (`requested_by`: you). Follow it at `follow`.
+    A partner's or distributor's administrator migrates its own customers only."""
+    if tenant is not None and not ctx.queries.visible_customer(order.customer_id, tenant):
+        raise not_found("customer", order.customer_id)
     def build(derive: Callable[[str], str], now: datetime) -> Built:
         request_id = order.request_id or derive("request")
         payload = {"request_id": request_id, "customer_id": order.customer_id, "product_ids": order.product_ids,
@@ -91,7 +98,7 @@ def request_migration(ctx: Ctx, by: User, order: Annotated[MigrationOrder, Body(
         message = checked(envelope(derive("message"), "migration.requested", payload, now), order.customer_id)
         return [message], {"kind": "migration", "request_id": request_id, "customer_id": order.customer_id,
                            "message_ids": [derive("message")], "follow": f"/api/migrations/{request_id}"}
-    return _submit(ctx, by, idempotency_key, "migration", order.model_dump(), build)
+    return _submit(ctx, by, idempotency_key, "migration", order.model_dump(), build, tenant)
 
 
 @router.post("/api/transfers", tags=["start work"], status_code=202)
@@ -130,30 +137,52 @@ def request_transfer(ctx: Ctx, by: User, order: Annotated[TransferOrder, Body()]
 
 
 @router.post("/api/bulk", tags=["start work"], status_code=202)
-def request_bulk(ctx: Ctx, by: User, order: Annotated[BulkOrder, Body()],
+def request_bulk(ctx: Ctx, by: User, tenant: Scope, order: Annotated[BulkOrder, Body()],
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    """A bulk migration: one `migration.bulk_requested` for a partner's listed customers or all of them."""
+    """A bulk migration: one `migration.bulk_requested` for a partner's listed customers or all of them.
+    A partner's user: its own partner's (`partner_id` may be left out). A distributor's: its own
+    customers of one reseller (`partner_id`); "all" becomes the list of them."""
+    partner_id = order.partner_id or (tenant.id if tenant is not None and tenant.kind == "partner" else None)
+    if partner_id is None:
+        raise ApiError(400, "INVALID_ORDER", "partner_id: the partner whose customers to migrate")
+    customer_ids, every = order.customer_ids, order.all_customers_of_partner
+    if tenant is not None:
+        listed = None if every and customer_ids is None else customer_ids
+        customer_ids = tenant_bulk_customers(ctx.queries, tenant, partner_id, listed)
+        if tenant.kind == "distributor":
+            every = None  # the list above is all of its own, no more
+        elif listed is None:
+            customer_ids = None  # a partner's "all" is all of its own: the processor's list, at deciding
+
     def build(derive: Callable[[str], str], now: datetime) -> Built:
         bulk_id = order.bulk_id or derive("bulk")
-        payload: dict[str, Any] = {"bulk_id": bulk_id, "partner_id": order.partner_id,
+        payload: dict[str, Any] = {"bulk_id": bulk_id, "partner_id": partner_id,
                                    "requested_by": by, "product_ids": order.product_ids}
-        if order.customer_ids is not None:
-            payload["customer_ids"] = order.customer_ids
-        if order.all_customers_of_partner is not None:
-            payload["all_customers_of_partner"] = order.all_customers_of_partner
-        message = checked(envelope(derive("message"), "migration.bulk_requested", payload, now), order.partner_id)
+        if customer_ids is not None:
+            payload["customer_ids"] = customer_ids
+        if every is not None:
+            payload["all_customers_of_partner"] = every
+        message = checked(envelope(derive("message"), "migration.bulk_requested", payload, now), partner_id)
         return [message], {"kind": "bulk", "bulk_id": bulk_id, "message_ids": [derive("message")],
                            "follow": f"/api/bulk/{bulk_id}"}
-    return _submit(ctx, by, idempotency_key, "bulk", order.model_dump(), build)
+    return _submit(ctx, by, idempotency_key, "bulk", order.model_dump(), build, tenant)
 
 
 @router.post("/api/bulk/{bulk_id}/cancel", tags=["start work"], status_code=202)
-def cancel_bulk(ctx: Ctx, by: User, bulk_id: str, order: Annotated[BulkCancelOrder, Body()],
+def cancel_bulk(ctx: Ctx, by: User, tenant: Scope, bulk_id: str, order: Annotated[BulkCancelOrder, Body()],
                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    """Cancel a running bulk migration: one `migration.bulk_cancelled`. Products already migrated stay so."""
+    """Cancel a running bulk migration: one `migration.bulk_cancelled`. Products already migrated stay so.
+    A partner's or distributor's administrator cancels only a bulk all of whose customers are its own."""
     bulk = ctx.app.unit_of_work().get(Bulk, Bulk.create_id(bulk_id))
-    if bulk is None:  # published, it would be a dead letter (UNKNOWN_REFERENCE): say so now instead
-        raise ApiError(404, "NOT_FOUND", f"bulk {bulk_id} is unknown")
+    if bulk is None or (tenant is not None and ctx.queries.bulk_doc(bulk_id, tenant) is None):
+        # published, it would be a dead letter (UNKNOWN_REFERENCE): say so now instead
+        raise not_found("bulk", bulk_id)
+    if tenant is not None:
+        whole = ctx.queries.bulk_doc(bulk_id) or {"customers": {}}
+        theirs = ctx.queries.bulk_doc(bulk_id, tenant) or {"customers": {}}
+        if set(whole["customers"]) - set(theirs["customers"]):
+            raise ApiError(403, "FORBIDDEN", f"bulk {bulk_id} covers customers that are not {tenant}'s: "
+                           "provider staff may cancel it")
     if not bulk.open:
         raise ApiError(409, "BULK_CLOSED", f"bulk {bulk_id} is already {bulk.status}: nothing is left to cancel")
 
@@ -163,7 +192,7 @@ def cancel_bulk(ctx: Ctx, by: User, bulk_id: str, order: Annotated[BulkCancelOrd
         message = checked(envelope(derive("message"), "migration.bulk_cancelled", payload, now), None)
         return [message], {"kind": "bulk_cancel", "bulk_id": bulk_id, "message_ids": [derive("message")],
                            "follow": f"/api/bulk/{bulk_id}"}
-    return _submit(ctx, by, idempotency_key, "bulk_cancel", {"bulk_id": bulk_id, **order.model_dump()}, build)
+    return _submit(ctx, by, idempotency_key, "bulk_cancel", {"bulk_id": bulk_id, **order.model_dump()}, build, tenant)
 
 
 @router.post("/api/deadletters/{deadletter_id}/redrive", tags=["start work"], status_code=202)
