@@ -85,6 +85,14 @@ class Settings(BaseModel):
     # `exact` takes ListOffsets' answer, as Apache Kafka defines it; `lower-bound` reads on from
     # it to the high watermark, for a broker that answers less (the bundled Tansu broker does).
     kafka_list_offsets: Literal["exact", "lower-bound"] = "exact"
+    # `coterm serve` sign-in through an OpenID Connect issuer (CONTRACT.md section 6), beside the staff file.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = Field(None, min_length=1, max_length=500)
+    oidc_client_id: str | None = Field(None, min_length=1, max_length=500)  # the dashboard's public client
+    oidc_scopes: str = Field("openid profile", min_length=1, max_length=500)
+    oidc_roles_claim: str = Field("roles", min_length=1, max_length=200)  # dotted: realm_access.roles (Keycloak)
+    oidc_partner_claim: str = Field("partner_id", min_length=1, max_length=200)
+    oidc_distributor_claim: str = Field("distributor_id", min_length=1, max_length=200)
 
     @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
     @classmethod
@@ -123,7 +131,16 @@ class Settings(BaseModel):
             raise ValueError(problem)
         return value
 
-    @field_validator("vendor_url")
+    @model_validator(mode="after")
+    def _issuer_with_audience(self) -> "Settings":
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("COTERM_OIDC_ISSUER needs COTERM_OIDC_AUDIENCE: the `aud` a token must carry "
+                             "(without it, a token the issuer made for any other application would pass)")
+        if self.oidc_audience and not self.oidc_issuer:
+            raise ValueError("COTERM_OIDC_AUDIENCE is set without COTERM_OIDC_ISSUER")
+        return self
+
+    @field_validator("vendor_url", "oidc_issuer")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None:

@@ -129,7 +129,7 @@ class Staff:
         except OSError as error:
             raise StaffError(f"COTERM_STAFF_FILE={path!r} cannot be read: {error.strerror}") from None
         except ValidationError as error:
-            raise StaffError(f"COTERM_STAFF_FILE={path!r} is not a valid staff file: {_first_problem(error)}") from None
+            raise StaffError(f"COTERM_STAFF_FILE={path!r} is not a valid staff file: {first_problem(error)}") from None
         except ValueError as error:  # not JSON
             raise StaffError(f"COTERM_STAFF_FILE={path!r} is not JSON: {error}") from None
 
@@ -156,7 +156,7 @@ class Staff:
         return sorted({*self.roles, *TENANT_ROLES})
 
 
-def _first_problem(error: ValidationError) -> str:
+def first_problem(error: ValidationError) -> str:
     """One line naming where and what, never the value (it may be a token)."""
     first = error.errors(include_input=False, include_url=False)[0]
     where = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]).replace(".[", "[")

@@ -17,7 +17,9 @@ from processor.settings import SettingsError
 
 def cmd_staff_add(args: argparse.Namespace) -> int:
     """A new user with a fresh token: the token goes to standard output once, its hash to the file."""
-    from projections.staff import Staff, StaffError, hash_token
+    from pydantic import ValidationError
+
+    from projections.staff import Staff, StaffError, StaffFile, first_problem, hash_token
 
     path = args.file or os.environ.get("COTERM_STAFF_FILE", "").strip()
     if not path:
@@ -35,11 +37,20 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
             print(f"coterm: {path} already has a user {args.name!r}; nothing changed", file=sys.stderr)
             return 0
         raise SettingsError(f"{path} already has a user {args.name!r} (a new token for it: remove it first)")
-    unknown = [role for role in args.role if role not in staff.roles]
+    unknown = [role for role in args.role if role not in staff.known_roles]
     if unknown:
-        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(sorted(staff.roles))})")
+        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(staff.known_roles)})")
     token = secrets.token_urlsafe(24)
-    document.setdefault("users", []).append({"name": args.name, "token_sha256": hash_token(token), "roles": args.role})
+    user: dict[str, Any] = {"name": args.name, "token_sha256": hash_token(token), "roles": args.role}
+    if args.partner:
+        user["partner_id"] = args.partner
+    if args.distributor:
+        user["distributor_id"] = args.distributor
+    document.setdefault("users", []).append(user)
+    try:
+        StaffFile.model_validate(document)  # the user as serve will read it: a tenant role needs its id, and so on
+    except ValidationError as error:
+        raise SettingsError(f"--partner/--distributor/--role: {first_problem(error)}") from None
     _write(Path(path), document)
     print(f"coterm: added {args.name!r} ({', '.join(args.role) or 'no role'}) to {path}; its token follows, shown "
           "this once (the file holds only its SHA-256)", file=sys.stderr)
@@ -74,6 +85,11 @@ def add_parser(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--role", action="append", default=[], metavar="ROLE",
                      help='e.g. "Account Administrator" (all privileges); repeat for several')
+    tenant = add.add_mutually_exclusive_group()
+    tenant.add_argument("--partner", metavar="PARTNER_ID", help='a partner\'s user: with --role "Partner Administrator" '
+                        'or "Partner Viewer"; sees and migrates only that partner\'s customers')
+    tenant.add_argument("--distributor", metavar="DISTRIBUTOR_ID", help='a distributor\'s user: with --role '
+                        '"Distributor Administrator" or "Distributor Viewer"')
     add.add_argument("--file", metavar="PATH", help="the staff file (default: COTERM_STAFF_FILE); created if missing")
     add.add_argument("--if-absent", action="store_true", help="a user of that name already there is no error "
                      "(nothing changes): for a stack's first-start step")
