@@ -115,15 +115,23 @@ def _play(stream: Any, bootstrap: str, topic: str, watch: "_Watch") -> None:
 def _serve_live(settings: Settings, store: str, host: str, port: int) -> None:
     """The dashboard over the demo's store, with orders placed from it going to the demo's broker,
     decided by the demo's processor and sent to its vendor simulator; until Ctrl-C."""
-    token = secrets.token_urlsafe(18)  # a fresh one each run; the file holds only its hash
+    # Fresh tokens each run; the file holds only their hashes. Beside the staff user, a partner's and
+    # a distributor's administrator: their view is their own customers only.
+    token, partner_token, distributor_token = (secrets.token_urlsafe(18) for _ in range(3))
     staff_file = DEMO_DIR / "staff.json"
-    staff_file.write_text(json.dumps({"users": [{"name": "demo-admin", "token_sha256": hash_token(token),
-                                                 "roles": ["Account Administrator"]}]}, indent=2))
+    staff_file.write_text(json.dumps({"users": [
+        {"name": "demo-admin", "token_sha256": hash_token(token), "roles": ["Account Administrator"]},
+        {"name": "partner-3-admin", "token_sha256": hash_token(partner_token), "roles": ["Partner Administrator"],
+         "partner_id": "partner-3"},
+        {"name": "dist-1-admin", "token_sha256": hash_token(distributor_token), "roles": ["Distributor Administrator"],
+         "distributor_id": "dist-1"}]}, indent=2))
     orders = KafkaOrders(settings)
     app = open_store(store)
     say(f"\nServing the dashboard on http://{host}:{port}/ with a processor, the broker and the vendor simulator "
         f"behind it.\n  Sign in with the staff token  {token}  (user demo-admin, Account Administrator: "
-        f"{staff_file} holds its hash).\n  Start a migration from a customer's page, a partial upgrade from one "
+        f"{staff_file} holds its hash),\n  or as partner-3's administrator  {partner_token}  (its customers only),"
+        f"\n  or as distributor dist-1's administrator  {distributor_token}  (its resellers' customers).\n"
+        "  Start a migration from a customer's page, a partial upgrade from one "
         "of its subscriptions,\n  a bulk migration from Bulk migrations, a re-drive from a dead letter. "
         "Ctrl-C stops everything.")
     try:

@@ -57,7 +57,9 @@ def test_urls_name_services_of_the_stack_on_the_ports_they_listen_on() -> None:
 
 def test_the_first_start_writes_the_staff_file_the_dashboard_loads() -> None:
     dashboard, init = SERVICES["dashboard"], SERVICES["staff-init"]
-    path = dashboard["environment"]["COTERM_STAFF_FILE"]
+    # `${COTERM_STAFF_FILE-default}`: the default unless .env sets it (empty: an issuer alone).
+    path = re.sub(r"\$\{COTERM_STAFF_FILE-([^}]*)\}", r"\1", dashboard["environment"]["COTERM_STAFF_FILE"])
+    assert path.startswith("/var/lib/coterm/staff/")
     command = init["command"]
     assert command[1:3] == ["staff", "add"] and command[command.index("--file") + 1] == path
     assert "--if-absent" in command  # a restart of the stack changes nothing

@@ -299,3 +299,49 @@ def test_the_readme_audit_example_works_on_a_demo_store(demo_dir: Path, tmp_path
         done = coterm(*args[1:], env=env, cwd=tmp_path, timeout=120)
         assert done.returncode == 0, (line, done.stderr[-500:])
     assert (tmp_path / "audit.jsonl").stat().st_size > 0
+
+
+def test_serve_signs_in_through_an_issuer_and_staff_add_learns_tenants(tmp_path: Path) -> None:
+    from processor.dev.broker import free_port
+    from tests import tenants
+    from tests.http_server import call
+    from tests.oidc_provider import AUDIENCE, CLIENT_ID, running
+
+    staff = tmp_path / "staff.json"
+    added = coterm("staff", "add", "pam", "--role", "Partner Administrator", "--partner", "P-ALPHA", "--file", str(staff))
+    assert added.returncode == 0, added.stderr
+    pam_token = added.stdout.strip()
+    refused = coterm("staff", "add", "pete", "--role", "Partner Viewer", "--file", str(staff))
+    assert refused.returncode == 2 and "needs a partner_id" in refused.stderr
+    assert coterm("serve", env={"COTERM_OIDC_ISSUER": "https://sso.example.com/realms/x",
+                                "COTERM_STORE": str(tmp_path / "s.sqlite")}).returncode == 2  # no audience
+    with running(tenants.USERS) as provider:
+        port = free_port()
+        env = {**os.environ, "COTERM_STORE": str(tmp_path / "s.sqlite"), "COTERM_STAFF_FILE": str(staff),
+               "COTERM_OIDC_ISSUER": provider.issuer, "COTERM_OIDC_AUDIENCE": AUDIENCE, "COTERM_OIDC_CLIENT_ID": CLIENT_ID}
+        server = subprocess.Popen([*COTERM, "serve", "--create-store", "--port", str(port)], env=env,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _answers(url + "/healthz"), 30, "coterm serve")
+            status, auth = call(url + "/api/auth")
+            assert status == 200 and auth["oidc"]["client_id"] == CLIENT_ID and auth["staff_tokens"] is True
+            assert auth["oidc"]["token_endpoint"] == provider.issuer + "/token"
+            assert call(url + "/api/me", token=provider.mint("quinn"))[1]["tenant"] == {"kind": "partner", "id": "P-BRAVO"}
+            assert call(url + "/api/me", token=pam_token)[1]["tenant"] == {"kind": "partner", "id": "P-ALPHA"}
+            assert call(url + "/api/customers", token=provider.mint("quinn", aud="other"))[0] == 401
+            assert call(url + "/api/customers")[0] == 401
+        finally:
+            server.terminate()
+            _, err = server.communicate(timeout=30)
+        assert f"accepting tokens of {provider.issuer} for audience {AUDIENCE} (RS256)" in err
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False

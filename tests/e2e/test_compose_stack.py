@@ -42,7 +42,8 @@ def _command(service: str, ports: dict[str, str], staff_dir: Path) -> list[str]:
 def _environment(service: str, mapped: dict[str, str], staff_dir: Path) -> dict[str, str]:
     env = {}
     for name, value in (SERVICES[service].get("environment") or {}).items():
-        value = str(value)
+        # As compose reads it with an .env that sets none of them: `${NAME:-default}` is its default.
+        value = re.sub(r"\$\{\w+:?-([^}]*)\}", lambda m: m.group(1), str(value))
         for compose_value, here in mapped.items():
             value = value.replace(compose_value, here)
         env[name] = value.replace("/var/lib/coterm/staff", str(staff_dir))
