@@ -262,3 +262,53 @@ def test_partners_and_distributors_migrate_their_own_customers(api: str, world: 
         assert app.repository.get(Submission.create_id("dora", "dora-1")).tenant == "distributor D-NORTH"
     finally:
         app.close()
+
+
+def _reach(user: str) -> tuple[set[str], set[str]]:
+    """The customers and partners a user may place orders for."""
+    own = tenants.own_customers(user)
+    return own, {tenants.CUSTOMERS[c][0] for c in own}
+
+
+@pytest.mark.integration
+def test_schemathesis_drives_every_route_as_each_tenant_and_finds_no_foreign_row(api: str, world: Scenario,
+                                                                                   provider: Provider) -> None:
+    """Schemathesis makes requests of every operation in the OpenAPI document (random, and with
+    another tenant's ids put into the path and the query): no answer is a 5xx, no answer holds
+    another tenant's id, and whatever a tenant's administrator placed is for its own customers."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    _, document = call(api + "/openapi.json")
+    schema = schemathesis.openapi.from_dict(document)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {"GET /api/customers/{customer_id}", "POST /api/bulk"}
+    id_params = ("customer_id", "operation_id", "request_id", "bulk_id", "customer", "source", "target_subscription",
+                 "partner", "q")
+    for user in ("pam", "dora"):
+        token, foreign = provider.mint(user), sorted(tenants.foreign_ids(user))
+        for operation in operations:
+            @settings(max_examples=12, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(), hostile=st.sampled_from(foreign), swap=st.booleans())
+            def request(case: Any, hostile: str, swap: bool) -> None:
+                if swap:  # another tenant's id wherever an id goes
+                    for name in list(case.path_parameters or {}):
+                        if name in id_params:
+                            case.path_parameters[name] = hostile
+                    for name in list(case.query or {}):
+                        if name in id_params:
+                            case.query[name] = hostile
+                response = case.call(base_url=api, headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code < 500, (user, case.method, case.formatted_path, response.text[:300])
+                if response.status_code == 200:
+                    leaks = _leaks(response.text, set(foreign))
+                    assert not leaks, (user, case.method, case.formatted_path, case.query, leaks)
+
+            request()
+        own, partners = _reach(user)
+        for message in placed(world):
+            payload = message["payload"]
+            assert set(payload.get("customer_ids") or []) <= own and payload.get("customer_id", next(iter(own))) in own
+            assert payload.get("partner_id", next(iter(partners))) in partners, message
