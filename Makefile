@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-serve test install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
+.PHONY: demo demo-serve test test-keycloak install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo-serve: $(STAMP)
 # Either failing (or collecting no test: exit 5) fails the target.
 test: $(STAMP)
 	$(VENV)/bin/python -m tests.run_suite
+
+# Only the tests against Keycloak (Maven Central's keycloak-quarkus-dist, fetched and built once
+# into ~/.cache/coterm): `make test` runs them too, after the storm.
+test-keycloak: $(STAMP)
+	$(VENV)/bin/python -m pytest -m keycloak
 
 # The whole pipeline beside a naive baseline; e.g. make bench ARGS="--store postgresql://postgres@127.0.0.1:5432/test"
 bench: $(STAMP)

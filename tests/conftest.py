@@ -69,6 +69,15 @@ def tansu() -> Iterator[BundledBroker]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def keycloak_server() -> Iterator[Any]:
+    """Keycloak from Maven Central, started once for the session's `keycloak` tests (each makes a realm)."""
+    from tests import keycloak
+
+    with keycloak.running() as server:
+        yield server
+
+
 @pytest.fixture
 def postgres_schema_store() -> Iterator[str]:
     """A PostgreSQL store in a schema of its own, dropped afterwards (`backend.postgres_store`)."""
@@ -91,3 +100,9 @@ def sqlite_store(tmp_path: object) -> str:
 def sqlite_scenario(broker: Any, sqlite_store: str, vendor: VendorSimulator) -> Scenario:
     """A world of its own (topics, group, SQLite store) on the session's broker."""
     return Scenario(broker.bootstrap, sqlite_store, vendor.url)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The storm first, where it shares a session with the Keycloak tests (`tests/run_suite.py`):
+    its faults run at their own pace, and Keycloak's start would crowd the two cores during them."""
+    items.sort(key=lambda item: item.get_closest_marker("storm") is None)

@@ -7,6 +7,7 @@ import hmac
 import json
 import math
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,5 +123,45 @@ def test_an_unreachable_issuer_is_503_not_a_pass(sqlite_scenario: Scenario) -> N
             status, body = call(f"{url}/api/customers", token=token)
             assert (status, body["error"]) == (503, "IDENTITY_PROVIDER_UNAVAILABLE")
             assert call(f"{url}/api/customers")[0] == 401
+    finally:
+        app.close()
+
+
+@pytest.mark.keycloak
+def test_keycloak_tokens_are_read_and_forged_ones_refused(sqlite_scenario: Scenario, keycloak_server: Any) -> None:
+    """The same checks against Keycloak itself, set up as the README says (realm roles in
+    `realm_access.roles`, an audience mapper, user attributes for the tenant)."""
+    kc = keycloak_server
+    kc.make_realm("coterm-tokens", "http://127.0.0.1/", tenants.USERS)
+    kc.make_realm("coterm-elsewhere", "http://127.0.0.1/", tenants.USERS)  # a second issuer, the same users and claims
+    app = sqlite_scenario.open_store()
+    tenants.build(app)
+    issuer = Issuer(OidcConfig(issuer=f"{kc.url}/realms/coterm-tokens", audience=AUDIENCE, roles_claim="realm_access.roles"))
+    try:
+        with serving(app, Staff(None), issuer=issuer) as url:
+            pam = kc.password_grant("pam", realm="coterm-tokens")["access_token"]
+            status, me = call(f"{url}/api/me", token=pam)
+            assert status == 200 and me["tenant"] == {"kind": "partner", "id": "P-ALPHA"}, me
+            assert {c["customer_id"] for c in call(f"{url}/api/customers", token=pam)[1]["items"]} == tenants.own_customers("pam")
+            staff = kc.password_grant("sam", realm="coterm-tokens")["access_token"]
+            assert call(f"{url}/api/deadletters", token=staff)[0] == 200
+            assert call(f"{url}/api/customers", token=kc.password_grant("nobody", realm="coterm-tokens")["access_token"])[0] == 403
+            header, payload, signature = pam.split(".")
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+            forged = {
+                "a second issuer with the same claims": kc.password_grant("pam", realm="coterm-elsewhere")["access_token"],
+                "another application's token (audience)": kc.password_grant("pam", "other-app", realm="coterm-tokens")["access_token"],
+                "tampered payload": f"{header}.{_segment({**claims, 'partner_id': 'P-BRAVO'})}.{signature}",
+                "alg none": f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
+            }
+            jwks = json.loads(urllib.request.urlopen(f"{issuer.config.issuer}/protocol/openid-connect/certs").read())
+            rsa = next(k for k in jwks["keys"] if k["kty"] == "RSA" and k.get("use") == "sig")
+            public_pem = RSAKey.import_key(rsa).as_pem(private=False)
+            hs_header = _segment({"alg": "HS256", "typ": "JWT", "kid": rsa["kid"]})
+            forged["HS256 signed with the issuer's public key"] = (
+                f"{hs_header}.{payload}.{_b64(hmac.new(public_pem, f'{hs_header}.{payload}'.encode(), hashlib.sha256).digest())}")
+            for name, token in forged.items():
+                status, body = call(f"{url}/api/customers", token=token)
+                assert (status, body["error"]) == (401, "UNAUTHENTICATED"), name
     finally:
         app.close()
