@@ -103,7 +103,9 @@ class StaffFile(BaseModel):
             names.add(user.name)
             unknown = [r for r in user.roles if r not in known]
             if unknown:
-                raise ValueError(f"user {user.name!r} has unknown role {unknown[0]!r} (known: {', '.join(sorted(known))})")
+                staff_roles = sorted(r for r in known if r not in TENANT_ROLES)
+                raise ValueError(f"user {user.name!r} has unknown role {unknown[0]!r} (known: {', '.join(staff_roles)}); "
+                                 f"a partner's or distributor's user holds one of {', '.join(TENANT_ROLES)}")
             digest = user.token_sha256 or hash_token(str(user.token))
             if digest in digests:
                 raise ValueError(f"users {digests[digest]!r} and {user.name!r} have the same token")

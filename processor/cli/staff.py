@@ -19,6 +19,7 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
     """A new user with a fresh token: the token goes to standard output once, its hash to the file."""
     from pydantic import ValidationError
 
+    from projections.identity import TENANT_ROLES
     from projections.staff import Staff, StaffError, StaffFile, first_problem, hash_token
 
     path = args.file or os.environ.get("COTERM_STAFF_FILE", "").strip()
@@ -39,7 +40,8 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
         raise SettingsError(f"{path} already has a user {args.name!r} (a new token for it: remove it first)")
     unknown = [role for role in args.role if role not in staff.known_roles]
     if unknown:
-        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(staff.known_roles)})")
+        raise SettingsError(f"--role {unknown[0]!r} is not a role of {path} (known: {', '.join(sorted(staff.roles))}; "
+                            f"with --partner or --distributor: {', '.join(TENANT_ROLES)})")
     token = secrets.token_urlsafe(24)
     user: dict[str, Any] = {"name": args.name, "token_sha256": hash_token(token), "roles": args.role}
     if args.partner:
