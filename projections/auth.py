@@ -123,6 +123,7 @@ class Identities:
         name = claims.get("preferred_username") or claims.get("sub")
         if not isinstance(name, str) or not name:
             raise InvalidToken("the token names no user (preferred_username or sub)")
+        roles = [roles] if isinstance(roles, str) else roles  # one role may come as a plain string
         return caller_for(name, roles if isinstance(roles, list) else [], _one(claim(claims, config.partner_claim)),
                           _one(claim(claims, config.distributor_claim)), self.staff.roles)
 

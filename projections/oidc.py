@@ -34,7 +34,7 @@ class OidcConfig:
     distributor_claim: str = "distributor_id"
     client_id: str | None = None  # the dashboard's public client (Authorization Code with PKCE)
     scopes: str = "openid profile"
-    leeway_s: int = 30
+    leeway_s: int = 10  # clock skew between the issuer and coterm, no more
     keys_max_age_s: float = 600.0
     refetch_interval_s: float = 1.0
     fetch_timeout_s: float = 5.0

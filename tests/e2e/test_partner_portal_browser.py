@@ -44,7 +44,7 @@ class Idp:
 @pytest.fixture(params=["tests-provider", pytest.param("keycloak", marks=pytest.mark.keycloak)])
 def idp(request: pytest.FixtureRequest) -> Iterator[Idp]:
     if request.param == "tests-provider":
-        with running(USERS) as provider:
+        with running(USERS, token_lifetime_s=65) as provider:  # the page renews it after 10 s
             yield Idp(provider.issuer, "roles", lambda: provider.mint("sam"), lambda _: None, provider)
         return
     kc = request.getfixturevalue("keycloak_server")
@@ -157,5 +157,11 @@ def test_a_partner_and_a_distributor_sign_in_and_migrate_their_own(  # type: ign
     for customer in ("cu-bolt-pa", "cu-cora-pb"):
         assert call(f"{url}/api/customers/{customer}", token=staff)[1]["migrations"] == []
     if idp.provider is not None:  # the page exchanged its code with a PKCE verifier, as a public client: no secret
-        grants = [r for r in idp.provider.token_requests if r.get("grant_type") == "authorization_code"]
+        requests = idp.provider.token_requests
+        grants = [r for r in requests if r.get("grant_type") == "authorization_code"]
         assert len(grants) == 2 and all(r.get("code_verifier") and "client_secret" not in r for r in grants)
+        # Before the token expires, the page renews it with the refresh token, and goes on reading.
+        wait_for(lambda: any(r.get("grant_type") == "refresh_token" for r in requests), 30, "the token renewed")
+        browser.get(url + "/#/bulk")
+        browser.get(url + "/#/customer")
+        wait_for(lambda: sorted(_customers_listed(browser)) == ["cu-bolt-pa", "cu-dune-pb"], what="reading on")

@@ -68,6 +68,8 @@ def attacks(provider: Provider) -> dict[str, str]:
         "wrong aud": provider.mint("sam", aud="another-app"),
         "expired": provider.mint("sam", iat=now - 7200, nbf=now - 7200, exp=now - 3600),
         "not yet valid": provider.mint("sam", nbf=now + 3600, exp=now + 7200),
+        "expired a minute ago (past the leeway)": provider.mint("sam", iat=now - 400, nbf=now - 400, exp=now - 60),
+        "valid in a minute (past the leeway)": provider.mint("sam", nbf=now + 60, exp=now + 600),
         "no exp": provider.mint("sam", exp=None),
         "unknown kid": provider.mint("sam", key=RSAKey.generate_key(2048, parameters={"kid": "key-404", "alg": "RS256"})),
         "tampered payload": f"{header}.{_segment({**claims, 'roles': ['Account Administrator'], 'partner_id': None})}.{signature}",
