@@ -130,8 +130,9 @@ class ReadModelTables:
                 cursor.executemany(self.upsert_sql(name), [self.row_params(name, i, changes[i]) for i in sorted(changes)])
 
     def fetch(self, statement: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        # A value asked for as it is stored (`_column`): PostgreSQL refuses a parameter holding U+0000.
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self.sql(statement), list(params))
+            cursor.execute(self.sql(statement), [_column(p) for p in params])
             return [dict(row) for row in cursor.fetchall()]
 
 
