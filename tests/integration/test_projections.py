@@ -166,3 +166,28 @@ def test_an_event_recorded_while_the_projection_finds_nothing_new_is_not_skipped
         app.process_recorder.select_rows = select
     projection.run_to_end()
     assert any(json.loads(doc)["customer_id"] == "c-late" for doc in docs(projection, "customers").values())
+
+
+def test_read_models_of_an_earlier_version_gain_the_tenant_columns(app) -> None:  # type: ignore[no-untyped-def]
+    """A store whose customers table predates tenants (no partner_id, distributor_id columns):
+    opening it adds them, filled from each row's document, so tenant queries see old customers."""
+    from projections.identity import Tenant
+    from projections.queries import Queries
+    from tests import tenants
+
+    tenants.build(app)
+    projection = Projection(app)
+    projection.run_to_end()
+    table = projection.tables.table("customers")
+    with projection.tables.datastore.transaction(commit=True) as cursor:  # as an earlier version left it
+        for column in ("partner_id", "distributor_id"):
+            cursor.execute(f"DROP INDEX IF EXISTS {projection.tables.index(f'rm_customers_{column}')}")
+            cursor.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    with pytest.raises(Exception, match="(?i)partner_id"):
+        projection.tables.fetch(f"SELECT partner_id FROM {table}")
+    upgraded = Projection(app)  # opening again: the columns come back, from the documents
+    queries = Queries(app, upgraded.tables)
+    for user in ("pam", "dora"):
+        claims = tenants.USERS[user]
+        tenant = Tenant("partner", claims["partner_id"]) if "partner_id" in claims else Tenant("distributor", claims["distributor_id"])
+        assert {c["customer_id"] for c in queries.list_customers(tenant=tenant)["items"]} == tenants.own_customers(user)
