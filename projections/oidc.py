@@ -40,6 +40,17 @@ class OidcConfig:
     fetch_timeout_s: float = 5.0
 
 
+# What PyJWT found wrong, as the 401 says it: the check, never a value. The last one catches the rest.
+FAILED_CHECKS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "the token is not meant for coterm (audience)"),
+    (jwt.InvalidIssuerError, "the token is from another issuer"),
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.PyJWTError, "the token is not valid"),
+)
+
+
 class InvalidToken(Exception):
     """The token fails a check (401). The message names the check only."""
 
@@ -146,18 +157,8 @@ class Issuer:
             return jwt.decode(token, key, algorithms=[alg], audience=self.config.audience,
                               issuer=self.discovery()["issuer"], leeway=self.config.leeway_s,
                               options={"require": ["exp", "iss", "aud"]})
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("the token is not meant for coterm (audience)") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken("the token is from another issuer") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is not valid") from None
+        except jwt.PyJWTError as error:
+            raise InvalidToken(next(why for kind, why in FAILED_CHECKS if isinstance(error, kind))) from None
 
     def public(self) -> dict[str, Any]:
         """What the dashboard needs to sign in (nothing secret: a public client has no secret)."""

@@ -3,6 +3,8 @@
 import json
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,25 @@ def upgrade(op: str, customer: str = "c1", seats: int = 3, existing: bool = Fals
                "plan_id": plan, "term_months": 12})
     return {"operation_id": op, "order_id": f"{op}-up", "customer_id": customer, "seats": seats,
             "requested_by": "ops", "target": target, **extra}
+
+
+@contextmanager
+def serving_live(s: Scenario, staff: Any, **options: Any) -> Iterator[str]:
+    """`coterm serve` (its app, over real HTTP) placing orders on the scenario's topic, and a
+    processor deciding them in the background, as a stack runs them; the API's URL."""
+    from processor.orders_out import KafkaOrders
+    from tests.http_server import serving
+
+    processor_store, stop = s.open_store(), threading.Event()
+    worker = threading.Thread(target=run, args=(processor_store, s.settings, s.bootstrap, stop), daemon=True)
+    worker.start()
+    app, orders = s.open_store(), KafkaOrders(s.settings)
+    try:
+        with serving(app, staff, orders=orders, **options) as url:
+            yield url
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+        orders.close()
+        app.close()
+        processor_store.close()

@@ -5,7 +5,6 @@ customers, migrate one of their own through the migration window, and never see 
 Against the suite's provider (`tests/oidc_provider.py`) in `make test`, and against Keycloak in
 `make test-keycloak` (marked `keycloak`: its start costs ~15 s of both cores)."""
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,12 +12,10 @@ from typing import Any
 
 import pytest
 
-from processor.consume.runner import run
-from processor.orders_out import KafkaOrders
 from projections.oidc import Issuer, OidcConfig
 from projections.staff import Staff
-from tests.harness import Scenario
-from tests.http_server import call, serving
+from tests.harness import Scenario, serving_live
+from tests.http_server import call
 from tests.oidc_provider import AUDIENCE, CLIENT_ID, Provider, running
 from tests.waiting import wait_for
 
@@ -67,24 +64,13 @@ def live(sqlite_scenario: Scenario, idp: Idp) -> Iterator[tuple[Scenario, str, I
                                           "seats": 10, "term_months": 12, "start_date": "2026-01-05",
                                           "end_date": "2027-01-04", "subscription_key": f"KEY-{customer}"},
                occurred_at="2026-01-05T09:00:00Z")
-    processor_store, stop = s.open_store(), threading.Event()
-    worker = threading.Thread(target=run, args=(processor_store, s.settings, s.bootstrap, stop), daemon=True)
-    worker.start()
-    app, orders = s.open_store(), KafkaOrders(s.settings)
-    try:
-        # The issuer's documents are read when the first token arrives: the realm may follow the port.
-        issuer = Issuer(OidcConfig(issuer=idp.issuer, audience=AUDIENCE, client_id=CLIENT_ID, roles_claim=idp.roles_claim))
-        with serving(app, Staff(None), orders=orders, clock=lambda: NOW, issuer=issuer) as url:
-            idp.prepare(url)
-            wait_for(lambda: call(f"{url}/api/customers/cu-dune-pb", token=idp.staff_token())[0] == 200, 60,
-                     "the seeded world")
-            yield s, url, idp
-    finally:
-        stop.set()
-        worker.join(timeout=60)
-        orders.close()
-        app.close()
-        processor_store.close()
+    # The issuer's documents are read when the first token arrives: the realm may follow the port.
+    issuer = Issuer(OidcConfig(issuer=idp.issuer, audience=AUDIENCE, client_id=CLIENT_ID, roles_claim=idp.roles_claim))
+    with serving_live(s, Staff(None), clock=lambda: NOW, issuer=issuer) as url:
+        idp.prepare(url)
+        wait_for(lambda: call(f"{url}/api/customers/cu-dune-pb", token=idp.staff_token())[0] == 200, 60,
+                 "the seeded world")
+        yield s, url, idp
 
 
 def _sign_in(browser: Any, url: str, user: str, tenant: str) -> None:

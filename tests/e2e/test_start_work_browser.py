@@ -4,7 +4,6 @@ existing subscription, a bulk migration previewed, started and cancelled, and a 
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,12 +11,10 @@ from typing import Any
 
 import pytest
 
-from processor.consume.runner import run
 from processor.kafka_io import read_topic
-from processor.orders_out import KafkaOrders
 from projections.staff import Staff
-from tests.harness import Scenario, seed_reference_data
-from tests.http_server import call, serving
+from tests.harness import Scenario, seed_reference_data, serving_live
+from tests.http_server import call
 from tests.waiting import wait_for
 
 TOKEN = "admin-token-0123456789"
@@ -47,20 +44,9 @@ def live(sqlite_scenario: Scenario, tmp_path: Path) -> Iterator[tuple[Scenario, 
     _register(s, "c4", "partner-2")
     staff_file = tmp_path / "staff.json"
     staff_file.write_text(json.dumps({"users": [{"name": "alice", "token": TOKEN, "roles": ["Account Administrator"]}]}))
-    processor_store, stop = s.open_store(), threading.Event()
-    worker = threading.Thread(target=run, args=(processor_store, s.settings, s.bootstrap, stop), daemon=True)
-    worker.start()
-    app, orders = s.open_store(), KafkaOrders(s.settings)
-    try:
-        with serving(app, Staff.load(str(staff_file)), orders=orders, clock=lambda: NOW) as url:
-            wait_for(lambda: call(f"{url}/api/customers/c4", token=TOKEN)[0] == 200, 60, "the seeded world")
-            yield s, url
-    finally:
-        stop.set()
-        worker.join(timeout=60)
-        orders.close()
-        app.close()
-        processor_store.close()
+    with serving_live(s, Staff.load(str(staff_file)), clock=lambda: NOW) as url:
+        wait_for(lambda: call(f"{url}/api/customers/c4", token=TOKEN)[0] == 200, 60, "the seeded world")
+        yield s, url
 
 
 def _sign_in(browser: Any, url: str, page: str) -> None:

@@ -32,6 +32,11 @@ def _segment(value: dict[str, Any]) -> str:
     return _b64(json.dumps(value).encode())
 
 
+CHECK_NAMED = {"expired": "expired", "wrong aud": "audience", "wrong iss": "another issuer",
+               "not yet valid": "not valid yet", "tampered payload": "signature", "unknown kid": "no signing key",
+               "alg none": "algorithm", "HS256 signed with the issuer's public key": "algorithm"}
+
+
 @pytest.fixture
 def provider() -> Iterator[Provider]:
     with running(tenants.USERS) as p:
@@ -89,6 +94,7 @@ def test_every_token_attack_is_401_and_places_nothing(live: tuple[str, Issuer, S
         status, body = call(f"{api}/api/customers", token=token)
         assert (status, body["error"]) == (401, "UNAUTHENTICATED"), name
         assert "secret" not in body["detail"] and token[:20] not in body["detail"], name  # names the check only
+        assert CHECK_NAMED.get(name, "") in body["detail"], (name, body["detail"])
         status, _ = call(f"{api}/api/migrations", "POST", {"customer_id": "cu-acme-pa", "product_ids": ["prod-e3"]},
                          token=token, key=f"attack-{name}")
         assert status == 401, name
