@@ -146,13 +146,10 @@ def request_bulk(ctx: Ctx, by: User, tenant: Scope, order: Annotated[BulkOrder, 
     if partner_id is None:
         raise ApiError(400, "INVALID_ORDER", "partner_id: the partner whose customers to migrate")
     customer_ids, every = order.customer_ids, order.all_customers_of_partner
-    if tenant is not None:
-        listed = None if every and customer_ids is None else customer_ids
-        customer_ids = tenant_bulk_customers(ctx.queries, tenant, partner_id, listed)
-        if tenant.kind == "distributor":
-            every = None  # the list above is all of its own, no more
-        elif listed is None:
-            customer_ids = None  # a partner's "all" is all of its own: the processor's list, at deciding
+    if tenant is not None:  # its partner and every listed customer its own, else 404
+        own = tenant_bulk_customers(ctx.queries, tenant, partner_id, customer_ids)
+        if tenant.kind == "distributor" and every and customer_ids is None:
+            customer_ids, every = own, None  # "all" is all of its own, listed now
 
     def build(derive: Callable[[str], str], now: datetime) -> Built:
         bulk_id = order.bulk_id or derive("bulk")
