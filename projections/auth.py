@@ -140,13 +140,13 @@ def bearer(request: Request) -> str | None:
     return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
 
 
-def access_of(api: FastAPI, request: Request) -> str:
+def access_of(routes: list[Any], request: Request) -> str:
     """Who may call the route this request reaches; a path that reaches no route needs a caller
     (READ): a 404 is told only to someone signed in."""
     path = request.url.path
     if path.startswith(DOCS_PREFIXES):
         return PUBLIC
-    for route in leaf_routes(api.routes):
+    for route in routes:
         if route.matches(request.scope)[0] == Match.FULL:
             return ACCESS[f"{request.method if request.method != 'HEAD' else 'GET'} {route.path}"]
     return READ
@@ -154,10 +154,11 @@ def access_of(api: FastAPI, request: Request) -> str:
 
 def install(api: FastAPI, identities: Identities) -> None:
     check_every_route_named(api)
+    routes = leaf_routes(api.routes)  # fixed from here on: found once, not per request
 
     @api.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        access = access_of(api, request)
+        access = access_of(routes, request)
         write = request.method not in ("GET", "HEAD")
         request.state.caller = None
         token = bearer(request)
