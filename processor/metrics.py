@@ -23,15 +23,24 @@ from projections.health import Readiness, ReadinessCollector
 
 VENDOR_RESULTS = ("success", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE")
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-# Layout of the shared array: calls per result, retries, latency sum, then one count per bucket and +Inf.
-VENDOR_SLOTS = len(VENDOR_RESULTS) + 2 + len(LATENCY_BUCKETS_S) + 1
+# Layout of the shared array: calls per result, retries, latency sum, then one count per bucket and +Inf,
+# then the throttled answers (429) and the limit of calls out at once (`throttle.Limiter`).
+VENDOR_SLOTS = len(VENDOR_RESULTS) + 2 + len(LATENCY_BUCKETS_S) + 1 + 2
+THROTTLED_SLOT, LIMIT_SLOT = VENDOR_SLOTS - 2, VENDOR_SLOTS - 1
 
 
 class VendorStats:
     """Vendor call outcomes as the outbox sees them: one count per finished call (all its attempts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: Any = None) -> None:
         self.values = [0.0] * VENDOR_SLOTS
+        self.limiter = limiter  # the process's `throttle.Limiter`, read when the values are shared
+
+    def snapshot(self) -> list[float]:
+        if self.limiter is not None:
+            self.values[THROTTLED_SLOT] = self.limiter.throttled
+            self.values[LIMIT_SLOT] = int(self.limiter.limit)
+        return self.values
 
     def record(self, ok: bool, reason_code: str | None, attempts: int, latency_ms: int) -> None:
         result = "success" if ok else (reason_code or "VENDOR_UNAVAILABLE")
@@ -51,8 +60,8 @@ def vendor_metrics(values: Any, pending: int) -> Iterator[Metric]:
         calls.add_metric([result], values[i])
     yield calls
     base = len(VENDOR_RESULTS)
-    yield CounterMetricFamily("coterm_vendor_retries", "Vendor attempts after the first (503s, timeouts, "
-                              "connection errors)", value=values[base])
+    yield CounterMetricFamily("coterm_vendor_retries", "Vendor attempts after the first (5xx, 429, 408, "
+                              "timeouts, connection errors)", value=values[base])
     buckets, running = [], 0.0
     for i, bound in enumerate((*LATENCY_BUCKETS_S, float("inf"))):
         running += values[base + 2 + i]
@@ -60,6 +69,10 @@ def vendor_metrics(values: Any, pending: int) -> Iterator[Metric]:
     yield HistogramMetricFamily("coterm_vendor_call_seconds", "Vendor call latency, first attempt to answer",
                                 buckets=buckets, sum_value=values[base + 1])
     yield GaugeMetricFamily("coterm_vendor_calls_pending", "Vendor calls requested and not yet answered", value=pending)
+    yield CounterMetricFamily("coterm_vendor_throttled", "Vendor answers 429 (throttled): each halves the calls "
+                              "sent at once, for a while", value=values[THROTTLED_SLOT])
+    yield GaugeMetricFamily("coterm_vendor_concurrency_limit", "Vendor calls this outbox sends at once at most now "
+                            "(lower while the vendor throttles; 0 before the first call)", value=values[LIMIT_SLOT])
 
 
 def partition_metrics(check: Any) -> Iterator[Metric]:

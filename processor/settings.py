@@ -57,6 +57,8 @@ class Settings(BaseModel):
     group_id: str = Field("coterm-processor", min_length=1, max_length=255)
     pairing_timeout_s: float = 900.0
     vendor_max_attempts: int = Field(8, ge=1, le=100)
+    # The longest `Retry-After` a vendor answer may impose on a call (a longer one is cut to this).
+    vendor_retry_after_max_s: float = 60.0
     staff_file: str | None = None
     ready_max_lag_s: float = 30.0
     kafka_connect_timeout_s: float = 30.0
@@ -94,7 +96,7 @@ class Settings(BaseModel):
     oidc_partner_claim: str = Field("partner_id", min_length=1, max_length=200)
     oidc_distributor_claim: str = Field("distributor_id", min_length=1, max_length=200)
 
-    @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s")
+    @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s", "vendor_retry_after_max_s")
     @classmethod
     def _finite(cls, value: float) -> float:
         return _positive_finite(value)

@@ -93,7 +93,9 @@ def _metrics_server(host: str, port: int, app: Any, max_lag_s: float) -> Callabl
 def cmd_vendor_sim(args: argparse.Namespace) -> int:
     from processor.dev.vendor_sim import Faults, VendorSimulator
 
-    faults = Faults(fail_rate=args.fail_rate, fail_first=args.fail_first, reject_plans=args.reject_plan or [])
+    faults = Faults(fail_rate=args.fail_rate, fail_first=args.fail_first, reject_plans=args.reject_plan or [],
+                    throttle_rate=args.throttle, throttle_share=args.throttle_share,
+                    retry_after_s=[args.retry_after[0], args.retry_after[-1]])
     try:
         sim = VendorSimulator(args.port, faults, host=args.host)
     except OSError as error:
@@ -205,6 +207,12 @@ def _add_processing(sub: Any) -> None:
     sim.add_argument("--fail-rate", type=_positive(float), default=0.0, help="share of attempts answered 503")
     sim.add_argument("--fail-first", type=int, default=0, help="answer the first N attempts of every key with 503")
     sim.add_argument("--reject-plan", action="append", metavar="PLAN_ID", help="answer 400 for this target plan")
+    sim.add_argument("--throttle", type=_positive(float), default=0.0, metavar="RATE",
+                     help="answer 429 (Retry-After: 1) to requests beyond RATE a second, as a throttling vendor does")
+    sim.add_argument("--throttle-share", type=_positive(float), default=0.0, metavar="SHARE",
+                     help="answer 429 to this share of attempts, with a Retry-After from --retry-after")
+    sim.add_argument("--retry-after", type=int, nargs="+", default=[1], metavar="S",
+                     help="the Retry-After of --throttle-share's 429s: S seconds, or LOW HIGH to draw from")
     sim.set_defaults(func=cmd_vendor_sim)
 
     serve = sub.add_parser("serve", help="query API and operations dashboard over the store")

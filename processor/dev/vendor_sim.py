@@ -2,8 +2,13 @@
 
 It dedupes by Idempotency-Key (a repeat gets 409 with the first vendor_reference), and
 can inject faults: a share of 503s, the first N attempts per key failing, or plans it
-rejects with 400. `GET /_sim/requests` lists what it received; `POST /_sim/faults` changes
-the faults at run time.
+rejects with 400. It throttles as a real vendor does: above `throttle_rate` requests a second,
+or for a share of attempts (`throttle_share`), it answers 429 with a `Retry-After` of
+`retry_after_s` seconds (a [low, high] range draws whole seconds in it); `script` answers the
+next requests with given statuses and headers, in order (429, 408, a 3xx...).
+`GET /_sim/requests` lists what it received (each attempt with its time and the answer's status
+and `Retry-After`), and the most requests it had open at once; `POST /_sim/faults` changes the
+faults at run time.
 """
 
 import json
@@ -27,6 +32,10 @@ class Faults:
     reject_plans: list[str] = field(default_factory=list)  # plan ids answered 400
     hang_s: float = 0.0  # every attempt waits this long, then 503 (beyond the client's timeout: a timeout)
     delay_s: float = 0.0  # every attempt is answered this much later (a slow vendor; calls pile up)
+    throttle_rate: float = 0.0  # requests a second taken before answering 429 (0: no limit)
+    throttle_share: float = 0.0  # share of attempts answered 429
+    retry_after_s: list[int] = field(default_factory=lambda: [1, 1])  # the 429's Retry-After, drawn in [low, high]
+    script: list[dict[str, Any]] = field(default_factory=list)  # next answers: {"status", "retry_after", "location"}
     seed: int = 7
 
 
@@ -43,6 +52,9 @@ class VendorState:
         self.open_on: dict[str, set[str]] = {}
         self.overlaps: list[dict[str, Any]] = []
         self.traceparents: dict[str, list[str]] = {}  # key -> the `traceparent` of each attempt that sent one
+        self.open_now = 0  # transfer requests being handled now, and the most at once
+        self.most_open = 0
+        self.window: list[float] = []  # when the requests of the last second came (throttle_rate)
 
     def record(self, key: str | None, raw: bytes, complete: bool = True, sender: str | None = None) -> None:
         """Every attempt as received; `complete` False: the body stopped short of its Content-Length."""
@@ -72,29 +84,56 @@ class VendorState:
             for sub in touched:
                 self.open_on.get(sub, set()).discard(key or "")
 
-    def handle(self, key: str | None, raw: bytes, sender: str | None = None) -> tuple[int, dict[str, Any]]:
+    def throttled(self) -> tuple[int, dict[str, str]] | None:
+        """A 429 (or a scripted answer) instead of handling the request, if one is due; under the lock."""
+        if self.faults.script:
+            answer = self.faults.script.pop(0)
+            headers = {name: str(answer[field]) for field, name in (("retry_after", "Retry-After"), ("location", "Location"))
+                       if answer.get(field) is not None}
+            return int(answer["status"]), headers
+        now = time.monotonic()
+        if self.faults.throttle_rate > 0:
+            self.window = [t for t in self.window if now - t < 1.0]
+            if len(self.window) >= self.faults.throttle_rate:
+                return 429, {"Retry-After": "1"}
+            self.window.append(now)
+        if self.faults.throttle_share > 0 and self.random.random() < self.faults.throttle_share:
+            low, high = self.faults.retry_after_s
+            return 429, {"Retry-After": str(self.random.randint(low, high))}
+        return None
+
+    def handle(self, key: str | None, raw: bytes, sender: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The status, body and headers of the answer to one attempt."""
         with self.lock:  # recorded and answered in one step: the log's order is the order of answers
             self.record(key, raw, sender=sender)
-            if not key:
-                return 400, {"error": "Idempotency-Key header is required"}
-            try:
-                body = VendorTransferRequest.model_validate_json(raw)
-            except ValidationError as error:
-                return 400, {"error": f"invalid transfer request: {error.errors(include_url=False)[:3]}"}
-            seen = self.accepted.get(key)
-            if seen is not None:
-                if seen["body"] != body:
-                    return 422, {"error": "Idempotency-Key reused with a different body"}
-                return 409, {"vendor_reference": seen["reference"], "error": "duplicate Idempotency-Key"}
-            self.attempts[key] = self.attempts.get(key, 0) + 1
-            if self.attempts[key] <= self.faults.fail_first or self.random.random() < self.faults.fail_rate:
-                return 503, {"error": "vendor temporarily unavailable"}
-            plan = getattr(body.target, "plan_id", None)
-            if plan in self.faults.reject_plans:
-                return 400, {"error": f"plan {plan} is retired and takes no new subscriptions"}
-            reference = f"VND-{len(self.accepted) + 1:06d}"
-            self.accepted[key] = {"reference": reference, "body": body, "at": time.time()}
-            return 201, {"vendor_reference": reference}
+            status, body, headers = self._answer(key, raw)
+            self.requests[-1].update(status=status, retry_after=headers.get("Retry-After"), open=self.open_now)
+            return status, body, headers
+
+    def _answer(self, key: str | None, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if not key:
+            return 400, {"error": "Idempotency-Key header is required"}, {}
+        try:
+            body = VendorTransferRequest.model_validate_json(raw)
+        except ValidationError as error:
+            return 400, {"error": f"invalid transfer request: {error.errors(include_url=False)[:3]}"}, {}
+        throttled = self.throttled()
+        if throttled is not None:
+            return throttled[0], {"error": f"HTTP {throttled[0]} (simulated)"}, throttled[1]
+        seen = self.accepted.get(key)
+        if seen is not None:
+            if seen["body"] != body:
+                return 422, {"error": "Idempotency-Key reused with a different body"}, {}
+            return 409, {"vendor_reference": seen["reference"], "error": "duplicate Idempotency-Key"}, {}
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if self.attempts[key] <= self.faults.fail_first or self.random.random() < self.faults.fail_rate:
+            return 503, {"error": "vendor temporarily unavailable"}, {}
+        plan = getattr(body.target, "plan_id", None)
+        if plan in self.faults.reject_plans:
+            return 400, {"error": f"plan {plan} is retired and takes no new subscriptions"}, {}
+        reference = f"VND-{len(self.accepted) + 1:06d}"
+        self.accepted[key] = {"reference": reference, "body": body, "at": time.time()}
+        return 201, {"vendor_reference": reference}, {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,11 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo read /_sim
         pass
 
-    def _reply(self, status: int, body: Any) -> None:
+    def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -134,12 +175,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(503, {"error": "vendor timed out"})
                 return
             touched = state.opened(key, body)
+            with state.lock:
+                state.open_now += 1
+                state.most_open = max(state.most_open, state.open_now)
             try:
                 if state.faults.delay_s > 0:  # outside the lock: calls are slow side by side
                     time.sleep(state.faults.delay_s)
                 self._reply(*state.handle(key, body, sender))
             finally:
                 state.closed(key, touched)
+                with state.lock:
+                    state.open_now -= 1
         elif self.path == "/_sim/faults":
             try:
                 changes = json.loads(self._body())
@@ -156,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if self.path == "/_sim/requests":
             with state.lock:
-                self._reply(200, {"requests": state.requests, "overlaps": state.overlaps,
+                self._reply(200, {"requests": state.requests, "overlaps": state.overlaps, "most_open": state.most_open,
                                   "accepted": {k: v["reference"] for k, v in state.accepted.items()}})
         elif self.path == "/healthz":
             self._reply(200, {"ok": True})

@@ -33,6 +33,7 @@ from processor.metrics import VENDOR_SLOTS, VendorStats
 from processor.outbox.dispatch import Outbox
 from processor.outbox.leadership import Leadership
 from processor.outbox.topic_ends import TopicEnds, store_positions
+from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
@@ -161,11 +162,13 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     ends = TopicEnds(bootstrap, settings.topic_orders, settings.kafka_list_offsets, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
-    vendor_stats = VendorStats()  # kept across leaderships: the counts of this process's life
+    limiter = Limiter(32, cooldown_s=1.0)  # calls out at once, shared by the vendor workers, across leaderships
+    vendor_stats = VendorStats(limiter)  # kept across leaderships: the counts of this process's life
     last_expiry = 0.0
 
     def new_outbox() -> Outbox:
-        vendor = (VendorClient(settings.vendor_url, settings.vendor_max_attempts, sender=f"coterm-run/{parent_pid}")
+        vendor = (VendorClient(settings.vendor_url, settings.vendor_max_attempts, sender=f"coterm-run/{parent_pid}",
+                               retry_after_max_s=settings.vendor_retry_after_max_s, limiter=limiter)
                   if settings.vendor_url else None)
         return Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats,
                       topic_ends=ends.measure,
@@ -269,7 +272,7 @@ class KeptReadModels:
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats, knows_leader: bool) -> None:
     if worked:
         status.worked_at.value = time.monotonic()
-        status.vendor[:] = vendor_stats.values
+        status.vendor[:] = vendor_stats.snapshot()
     if outbox is not None:
         status.published.value = outbox.published
         status.outbox_position.value = outbox.read_at

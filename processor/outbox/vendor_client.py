@@ -1,7 +1,11 @@
 """HTTP client for the vendor's transfer API (CONTRACT.md section 4).
 
-Retries 5xx, timeouts and refused connections with exponential backoff, always with the
-same Idempotency-Key and body; 409 means the vendor already has it and is a success.
+Retries 5xx, 429 (throttled), 408 (too slow for the vendor), timeouts and refused connections
+with full-jitter exponential backoff, never sooner than the answer's `Retry-After`, always with
+the same Idempotency-Key and body (`throttle.py`); 409 means the vendor already has it and is a
+success; other 4xx are refusals. A 3xx is no answer of the API's: COTERM_VENDOR_URL points
+elsewhere, so the call is parked at once with one clear log line rather than retried.
+Every worker of the process shares one `Limiter`: while the vendor throttles, fewer calls go out.
 """
 
 import http.client
@@ -13,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
+
 from processor import tracing
+from processor.outbox.throttle import Limiter, delay_s, retry_after_s
+
+log = structlog.get_logger("coterm.vendor")
+RETRIED_4XX = (408, 429)  # contract 1.3: throttled or too slow, not refused
 
 
 @dataclass(frozen=True)
@@ -37,8 +47,10 @@ class Stopped(Exception):
 class VendorClient:
     def __init__(self, base_url: str, max_attempts: int = 8, backoff_initial_s: float = 0.2,
                  backoff_max_s: float = 10.0, timeout_s: float = 5.0, stop: threading.Event | None = None,
-                 sender: str | None = None) -> None:
-        """`sender`: names this processor in an `X-Coterm-Sender` header (logs and tests tell who sent what)."""
+                 sender: str | None = None, retry_after_max_s: float = 60.0, limiter: Limiter | None = None) -> None:
+        """`sender`: names this processor in an `X-Coterm-Sender` header (logs and tests tell who sent what);
+        `retry_after_max_s`: the longest `Retry-After` honoured; `limiter`: calls out at once (default:
+        32, the outbox's vendor workers)."""
         self.url = base_url.rstrip("/") + "/v1/transfers"
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
@@ -51,6 +63,8 @@ class VendorClient:
         self.timeout_s = timeout_s
         self.stop = stop or threading.Event()
         self.sender = sender
+        self.retry_after_max_s = retry_after_max_s
+        self.limiter = limiter or Limiter(32)
 
     def send(self, request: dict[str, Any], key: str | None = None,
              may_send: Callable[[], bool] = lambda: True, trace: Any = None) -> VendorOutcome:
@@ -63,32 +77,45 @@ class VendorClient:
         started = time.monotonic()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
-            if not may_send():
+            if not may_send() or not self.limiter.acquire(self.stop):
                 raise Stopped()
-            with tracing.span("coterm.vendor_call", trace, tracing.CLIENT, **{
-                    "http.request.method": "POST", "url.full": self.url, "coterm.operation_id": request["operation_id"],
-                    "coterm.attempt": attempt}) as current:
-                status, text = self._post(body, key or request["operation_id"], tracing.traceparent(current))
-                if current is not None and status is not None:
-                    current.set_attribute("http.response.status_code", status)
+            status: int | None = None
+            try:
+                with tracing.span("coterm.vendor_call", trace, tracing.CLIENT, **{
+                        "http.request.method": "POST", "url.full": self.url, "coterm.operation_id": request["operation_id"],
+                        "coterm.attempt": attempt}) as current:
+                    status, text, headers = self._post(body, key or request["operation_id"], tracing.traceparent(current))
+                    if current is not None and status is not None:
+                        current.set_attribute("http.response.status_code", status)
+            finally:
+                self.limiter.release(throttled=status == 429)
             elapsed = int((time.monotonic() - started) * 1000)
             if status is not None and (200 <= status < 300 or status == 409):
                 # Done (or done before): asking again would only repeat the answer.
                 reference = _reference(text) or f"(HTTP {status} without a vendor_reference)"
                 return VendorOutcome(True, attempt, elapsed, vendor_reference=reference)
-            if status is not None and 400 <= status < 500:
+            if status is not None and 300 <= status < 400:
+                detail = (f"vendor answered HTTP {status} (to {headers.get('location') or 'no Location'}): "
+                          "COTERM_VENDOR_URL is not the vendor's API; fix it, then retry the call")
+                log.error("vendor.redirected", operation_id=request["operation_id"], status=status,
+                          location=headers.get("location"), detail=detail)
+                return VendorOutcome(False, attempt, elapsed, reason_code="VENDOR_UNAVAILABLE", detail=detail)
+            if status is not None and 400 <= status < 500 and status not in RETRIED_4XX:
                 return VendorOutcome(False, attempt, elapsed, reason_code="VENDOR_REJECTED",
                                      detail=f"vendor answered HTTP {status}: {text[:500]}")
             last = f"HTTP {status}: {text[:200]}" if status is not None else text
             if attempt < self.max_attempts:
-                delay = min(self.backoff_initial_s * 2 ** (attempt - 1), self.backoff_max_s)
-                if self.stop.wait(delay):
+                wait = delay_s(attempt, self.backoff_initial_s, self.backoff_max_s,
+                               retry_after_s(headers.get("retry-after")), self.retry_after_max_s)
+                if self.stop.wait(wait):
                     raise Stopped()
         elapsed = int((time.monotonic() - started) * 1000)
         return VendorOutcome(False, self.max_attempts, elapsed, reason_code="VENDOR_UNAVAILABLE",
                              detail=f"no answer after {self.max_attempts} attempts; last: {last}")
 
-    def _post(self, body: bytes, operation_id: str, traceparent: str | None = None) -> tuple[int | None, str]:
+    def _post(self, body: bytes, operation_id: str,
+              traceparent: str | None = None) -> tuple[int | None, str, dict[str, str]]:
+        """The status (None: no answer), the body's text (or what went wrong) and the headers (lower-case names)."""
         headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
         if self.sender:
             headers["X-Coterm-Sender"] = self.sender
@@ -102,14 +129,14 @@ class VendorClient:
                 text = response.read().decode("utf-8", "replace")
                 if response.will_close:
                     self._drop()
-                return response.status, text
+                return response.status, text, {name.lower(): value for name, value in response.getheaders()}
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
                 self._drop()
                 if fresh:
-                    return None, f"{type(error).__name__}: {error}"
+                    return None, f"{type(error).__name__}: {error}", {}
             except (http.client.HTTPException, TimeoutError, OSError) as error:
                 self._drop()
-                return None, f"{type(error).__name__}: {error}"
+                return None, f"{type(error).__name__}: {error}", {}
         raise AssertionError("unreachable")
 
     def _connection(self, fresh: bool) -> http.client.HTTPConnection:

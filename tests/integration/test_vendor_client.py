@@ -38,3 +38,58 @@ def test_refused_connections_are_retried() -> None:
     outcome = fast(f"http://127.0.0.1:{free_port()}", attempts=2).send(REQUEST)
     assert (outcome.reason_code, outcome.attempts) == ("VENDOR_UNAVAILABLE", 2)
     assert "Connection refused" in outcome.detail or "URLError" in outcome.detail
+
+
+def _times(vendor: VendorSimulator) -> list[tuple[float, int, str | None]]:
+    return [(r["at"], r["status"], r.get("retry_after")) for r in vendor.state.requests]
+
+
+def test_429_and_408_are_retried_with_the_same_key_and_body_never_before_retry_after(vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(script=[{"status": 429, "retry_after": 2}, {"status": 408},
+                                         {"status": 429, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"}])  # a past date: 0
+    outcome = fast(vendor.url, attempts=4).send(REQUEST)
+    assert outcome.ok and outcome.attempts == 4
+    attempts = _times(vendor)
+    assert [status for _, status, _ in attempts] == [429, 408, 429, 201]
+    assert attempts[1][0] - attempts[0][0] >= 2.0  # the Retry-After of the first answer, at least
+    assert len({(r["key"], r["body"]) for r in vendor.state.requests}) == 1
+
+
+def test_a_hostile_retry_after_is_cut_to_the_setting(vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(script=[{"status": 429, "retry_after": 86400}])
+    client = VendorClient(vendor.url, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, retry_after_max_s=0.5)
+    outcome = client.send(REQUEST)
+    first, second = _times(vendor)
+    assert outcome.ok and 0.5 <= second[0] - first[0] < 5
+
+
+def test_a_redirect_parks_the_call_at_once_naming_the_url(vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(script=[{"status": 301, "location": "https://portal.vendor.example/login"}])
+    outcome = fast(vendor.url, attempts=5).send(REQUEST)
+    assert (outcome.ok, outcome.reason_code, outcome.retryable, outcome.attempts) == (False, "VENDOR_UNAVAILABLE", True, 1)
+    assert "COTERM_VENDOR_URL" in outcome.detail and "portal.vendor.example" in outcome.detail
+
+
+def test_throttled_calls_lower_the_calls_sent_at_once(vendor: VendorSimulator) -> None:
+    """32 workers against a vendor answering 429 to most attempts: the shared limiter halves the
+    calls out at once; every call still completes, once."""
+    import threading
+
+    from processor.outbox.throttle import Limiter
+
+    vendor.state.faults = Faults(throttle_share=0.6, retry_after_s=[0, 0], delay_s=0.05)
+    limiter = Limiter(32, cooldown_s=0.05)
+    client = VendorClient(vendor.url, max_attempts=40, backoff_initial_s=0.01, backoff_max_s=0.05, limiter=limiter)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda n=n: results.append(client.send({**REQUEST, "operation_id": f"op-{n}"}).ok))
+               for n in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [True] * 64 and len(vendor.state.accepted) == 64
+    assert limiter.throttled > 0 and limiter.limit < 32
+    # Once throttled, the vendor sees fewer calls at once than the 32 workers would send.
+    first_429 = next(r["at"] for r in vendor.state.requests if r["status"] == 429)
+    later = [r["open"] for r in vendor.state.requests if r["at"] > first_429 + 0.3]
+    assert vendor.state.most_open > 16 and later and max(later) <= 16, (vendor.state.most_open, later[:20])
