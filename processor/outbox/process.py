@@ -152,6 +152,13 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_m
     _follow(settings, bootstrap, status, parent_pid, read_models)
 
 
+def _vendor(settings: Settings, parent_pid: int, limiter: Limiter) -> VendorClient | None:
+    if not settings.vendor_url:
+        return None
+    return VendorClient(settings.vendor_url, settings.vendor_max_attempts, sender=f"coterm-run/{parent_pid}",
+                        retry_after_max_s=settings.vendor_retry_after_max_s, limiter=limiter)
+
+
 def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
     # Room for every subscription and the transfers at their turn during a burst of thousands of
     # decided calls: each miss is an aggregate rebuilt from the store. Transfers leave the cache
@@ -167,10 +174,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     last_expiry = 0.0
 
     def new_outbox() -> Outbox:
-        vendor = (VendorClient(settings.vendor_url, settings.vendor_max_attempts, sender=f"coterm-run/{parent_pid}",
-                               retry_after_max_s=settings.vendor_retry_after_max_s, limiter=limiter)
-                  if settings.vendor_url else None)
-        return Outbox(app, publisher, vendor, settings.pairing_timeout_s, utc_now, vendor_stats,
+        return Outbox(app, publisher, _vendor(settings, parent_pid, limiter), settings.pairing_timeout_s, utc_now, vendor_stats,
                       topic_ends=ends.measure,
                       store_positions=partial(store_positions, app.process_recorder, settings.topic_orders),
                       fence=leadership.fence, may_send=leadership.held)
