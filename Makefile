@@ -59,6 +59,7 @@ bench-group: $(STAMP)
 # (--baseline); also the vendor-outage tests with a 30 s outage. ARGS go to the storm (e.g. --kills 10).
 storm: $(STAMP)
 	$(VENV)/bin/python -m tests.storm --baseline $(ARGS)
+	$(VENV)/bin/python -m tests.storm --throttle-share 0.3 --transfers 1000 --migrations 100 --kills 10 --pauses 2 --outage 0 --broker-kills 0
 	COTERM_OUTAGE_S=30 $(VENV)/bin/python -m pytest -q tests/integration/test_vendor_outage.py
 
 schemas: $(STAMP)

@@ -314,6 +314,10 @@ class Report:
     recover_s: list[float] = field(default_factory=list)  # kill -> every partition held again
     takeover_s: list[float] = field(default_factory=list)  # leader paused -> another leads
     calls_during_leader_pause: list[int] = field(default_factory=list)  # vendor requests while the leader was stopped
+    throttled: int = 0  # vendor answers 429 (a throttled storm)
+    most_open_before_throttle: int = 0  # the most calls the vendor had open at once before its first 429
+    most_open_throttled: int = 0  # ... and from a second after it on
+    drain_s: float = 0.0  # last order published -> last outcome
     storm_s: float = 0.0  # first order published -> every outcome
     flow_s: float = 0.0  # orders were published over two thirds of this
     wall_s: float = 0.0
@@ -355,9 +359,30 @@ class Report:
                 ("kill -> all partitions held again (p50 / max)", spread(self.recover_s)),
                 ("leader paused -> another leads (p50 / max)", spread(self.takeover_s)),
                 ("vendor requests while the leader was paused", ", ".join(map(str, self.calls_during_leader_pause)) or "-"),
+                ("vendor 429s; most calls open at once before / while throttled",
+                 f"{self.throttled}; {self.most_open_before_throttle} / {self.most_open_throttled}" if self.throttled else "-"),
+                ("last order published -> last outcome (drain)", f"{self.drain_s:.1f} s"),
                 ("completed transfers/s, first order to last outcome", f"{self.completed_per_s:.1f}"),
                 ("wall time", f"{self.wall_s:.0f} s")]
         return "| figure | value |\n| --- | ---: |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _throttling(report: Report, requests: list[dict[str, Any]]) -> None:
+    """The vendor's 429s, how many calls it had open at once before and while it throttled, and
+    any attempt that came before the `Retry-After` its call's last answer gave (a problem)."""
+    throttled = [r["at"] for r in requests if r.get("status") == 429]
+    report.throttled = len(throttled)
+    if throttled:
+        report.most_open_before_throttle = max((r.get("open", 0) for r in requests if r["at"] < throttled[0]), default=0)
+        report.most_open_throttled = max((r.get("open", 0) for r in requests if r["at"] >= throttled[0] + 1), default=0)
+    last: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        before = last.get(request["key"])
+        if before is not None and before.get("retry_after") is not None and \
+                request["at"] - before["at"] < float(before["retry_after"]):
+            report.vendor_problems.append(f"{request['key']}: sent {request['at'] - before['at']:.2f} s after a "
+                                          f"Retry-After of {before['retry_after']}")
+        last[request["key"]] = request
 
 
 @dataclass
@@ -374,14 +399,16 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
               log_dir: str | None = None, say: Any = print, gap_s: tuple[float, float] = (2.0, 4.0),
               leader_every: int = 4, pauses: int = 2, pause_s: float = 10.0, outage_s: float = 0.0,
               pairing_timeout_s: float = 8.0, vendor_delay_s: float = 0.05, flow_s: float | None = None,
-              bootstrap: str | None = None, brokers: int = 1, broker_kills: int = 0, bundled: bool = False) -> Report:
+              bootstrap: str | None = None, brokers: int = 1, broker_kills: int = 0, bundled: bool = False,
+              throttle_share: float = 0.0) -> Report:
     """Faults, in order, one every `gap_s`: kills and `pauses` (SIGSTOP for `pause_s`, longer than
     the session timeout of 6 s and the pairing timeout; every other one at the outbox leader)
     spread among them, `broker_kills` (SIGKILL of the broker leading the most orders partitions,
     the last one of the active controller, each restarted after 3 s) while orders flow, and a
     database outage of `outage_s` half way through. On the Kafka at `bootstrap`, or on an Apache
     Kafka cluster of `brokers` nodes started here (broker kills need one of 3); `bundled`: the
-    broker at `bootstrap` is the bundled Tansu one (coterm runs with what it sets on it)."""
+    broker at `bootstrap` is the bundled Tansu one (coterm runs with what it sets on it);
+    `throttle_share`: the vendor answers 429 with a `Retry-After` of 1-3 s to that share of attempts."""
     import contextlib
     import tempfile
 
@@ -416,7 +443,8 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
         bootstrap = bootstrap or cluster.bootstrap  # type: ignore[union-attr]
         if cluster is not None:
             say(f"storm: Apache Kafka {cluster.version}, {brokers} broker(s), started in {cluster.started_in_s:.1f} s")
-        vendor = VendorSimulator(faults=Faults(delay_s=vendor_delay_s)).start()
+        vendor = VendorSimulator(faults=Faults(delay_s=vendor_delay_s, throttle_share=throttle_share,
+                                               retry_after_s=[1, 3])).start()
         try:
             ensure_topics(bootstrap, list(topics.values()), partitions=PARTITIONS)
             open_store(store).close()  # tables made once, before several processes race for them
@@ -500,9 +528,11 @@ def run_storm(transfers: int, migrations: int, kills: int, processes: int = 3, s
             report.leader_pauses = sum(x.leader for x in pauses_done)
             flowing.join()
             producer.close()
+            published_all = time.monotonic()
             say("storm: faults done; waiting for every outcome")
             results = _wait_for_outcomes(bootstrap, topics["results"], p, timeout_s=300 + transfers / 10)
             report.storm_s = time.monotonic() - flowing_since
+            report.drain_s = time.monotonic() - published_all
             time.sleep(2)  # a last vendor retry in flight would show below
             fleet.stop()
             results = [json.loads(r.value) for r in read_topic(bootstrap, topics["results"], timeout_s=30)]
@@ -692,6 +722,7 @@ def _check(report: Report, p: Plan, results: list[dict[str, Any]], letters: list
             report.cut_short += 1
     report.vendor_requests = len(vendor.state.requests)
     report.vendor_accepted = len(vendor.state.accepted)
+    _throttling(report, vendor.state.requests)
     if set(vendor.state.accepted) != completed:
         report.vendor_problems.append(f"accepted calls for {len(vendor.state.accepted)} keys, "
                                       f"{len(completed)} transfers completed")
@@ -776,6 +807,8 @@ def main() -> int:
     parser.add_argument("--pauses", type=int, default=4, help="SIGSTOPs (every other one at the leader)")
     parser.add_argument("--pause-s", type=float, default=12.0, help="how long each pause lasts")
     parser.add_argument("--outage", type=float, default=20.0, metavar="S", help="database outage half way (0: none)")
+    parser.add_argument("--throttle-share", type=float, default=0.0, metavar="SHARE",
+                        help="the vendor answers 429 (Retry-After 1-3 s) to this share of attempts")
     parser.add_argument("--baseline", action="store_true",
                         help="also run the same stream without faults, for storm-time throughput as a share of it")
     args = parser.parse_args()
@@ -784,7 +817,7 @@ def main() -> int:
     report = run_storm(args.transfers, args.migrations, args.kills, args.processes, args.seed, args.logs,
                        gap_s=tuple(args.gap), leader_every=max(1, args.leader_every),  # type: ignore[arg-type]
                        pauses=args.pauses, pause_s=args.pause_s, outage_s=args.outage, brokers=args.brokers,
-                       broker_kills=args.broker_kills)
+                       broker_kills=args.broker_kills, throttle_share=args.throttle_share)
     print(report.table())
     if args.baseline:
         calm = run_storm(args.transfers, args.migrations, 0, args.processes, args.seed, None, say=lambda _: None,

@@ -6,13 +6,16 @@ rejects with 400. It throttles as a real vendor does: above `throttle_rate` requ
 or for a share of attempts (`throttle_share`), it answers 429 with a `Retry-After` of
 `retry_after_s` seconds (a [low, high] range draws whole seconds in it); `script` answers the
 next requests with given statuses and headers, in order (429, 408, a 3xx...).
-`GET /_sim/requests` lists what it received (each attempt with its time and the answer's status
+It answers `GET /v1/subscriptions/{id}` (contract 1.3, section 7) with the seats its accepted
+calls left there (`POST /_sim/seats` sets them behind coterm's back, as the vendor's own portal
+would; 404 for a subscription it never heard of). `GET /_sim/requests` lists what it received (each attempt with its time and the answer's status
 and `Retry-After`), and the most requests it had open at once; `POST /_sim/faults` changes the
 faults at run time.
 """
 
 import json
 import random
+import urllib.parse
 import sys
 import threading
 import time
@@ -55,6 +58,7 @@ class VendorState:
         self.open_now = 0  # transfer requests being handled now, and the most at once
         self.most_open = 0
         self.window: list[float] = []  # when the requests of the last second came (throttle_rate)
+        self.seats: dict[str, int] = {}  # subscription -> seats, as accepted calls (or POST /_sim/seats) left them
 
     def record(self, key: str | None, raw: bytes, complete: bool = True, sender: str | None = None) -> None:
         """Every attempt as received; `complete` False: the body stopped short of its Content-Length."""
@@ -133,7 +137,18 @@ class VendorState:
             return 400, {"error": f"plan {plan} is retired and takes no new subscriptions"}, {}
         reference = f"VND-{len(self.accepted) + 1:06d}"
         self.accepted[key] = {"reference": reference, "body": body, "at": time.time()}
+        self.seats[body.source.subscription_id] = body.source.seats_after
+        self.seats[body.target.subscription_id] = body.target.seats_after
         return 201, {"vendor_reference": reference}, {}
+
+    def subscription(self, subscription_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self.lock:
+            throttled = self.throttled()
+            if throttled is not None:
+                return throttled[0], {"error": f"HTTP {throttled[0]} (simulated)"}, throttled[1]
+            if subscription_id not in self.seats:
+                return 404, {"error": f"no subscription {subscription_id}"}, {}
+            return 200, {"subscription_id": subscription_id, "seats": self.seats[subscription_id]}, {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -186,6 +201,15 @@ class _Handler(BaseHTTPRequestHandler):
                 state.closed(key, touched)
                 with state.lock:
                     state.open_now -= 1
+        elif self.path == "/_sim/seats":
+            try:
+                changes = {str(k): int(v) for k, v in json.loads(self._body()).items()}
+            except (ValueError, TypeError, AttributeError) as error:
+                self._reply(400, {"error": str(error)})
+                return
+            with state.lock:
+                state.seats.update(changes)
+            self._reply(200, {"seats": changes})
         elif self.path == "/_sim/faults":
             try:
                 changes = json.loads(self._body())
@@ -206,6 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
                                   "accepted": {k: v["reference"] for k, v in state.accepted.items()}})
         elif self.path == "/healthz":
             self._reply(200, {"ok": True})
+        elif self.path.startswith("/v1/subscriptions/"):
+            self._reply(*state.subscription(urllib.parse.unquote(self.path.removeprefix("/v1/subscriptions/"))))
         else:
             self._reply(404, {"error": f"no route {self.path}"})
 

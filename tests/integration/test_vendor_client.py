@@ -93,3 +93,24 @@ def test_throttled_calls_lower_the_calls_sent_at_once(vendor: VendorSimulator) -
     first_429 = next(r["at"] for r in vendor.state.requests if r["status"] == 429)
     later = [r["open"] for r in vendor.state.requests if r["at"] > first_429 + 0.3]
     assert vendor.state.most_open > 16 and later and max(later) <= 16, (vendor.state.most_open, later[:20])
+
+
+def test_the_simulator_answers_the_seats_its_calls_left_and_those_set_behind_coterms_back(vendor: VendorSimulator) -> None:
+    import json as json_
+    import urllib.error
+    import urllib.request
+
+    def seats(sub: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        try:
+            with urllib.request.urlopen(f"{vendor.url}/v1/subscriptions/{sub}", timeout=5) as answer:
+                return answer.status, json_.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json_.loads(error.read())
+
+    assert seats("s")[0] == 404
+    assert fast(vendor.url).send(REQUEST).ok
+    assert seats("s") == (200, {"subscription_id": "s", "seats": 7}) and seats("t")[1]["seats"] == 4
+    urllib.request.urlopen(urllib.request.Request(f"{vendor.url}/_sim/seats", data=b'{"s": 9}', method="POST"), timeout=5)
+    assert seats("s")[1]["seats"] == 9  # changed in the vendor's own portal
+    vendor.state.faults = Faults(script=[{"status": 429, "retry_after": 1}])
+    assert seats("s")[0] == 429
