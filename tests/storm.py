@@ -316,7 +316,7 @@ class Report:
     calls_during_leader_pause: list[int] = field(default_factory=list)  # vendor requests while the leader was stopped
     throttled: int = 0  # vendor answers 429 (a throttled storm)
     most_open_before_throttle: int = 0  # the most calls the vendor had open at once before its first 429
-    most_open_throttled: int = 0  # ... and from a second after it on
+    open_throttled: list[int] = field(default_factory=list)  # calls open at each attempt from a second after it on
     drain_s: float = 0.0  # last order published -> last outcome
     storm_s: float = 0.0  # first order published -> every outcome
     flow_s: float = 0.0  # orders were published over two thirds of this
@@ -359,12 +359,20 @@ class Report:
                 ("kill -> all partitions held again (p50 / max)", spread(self.recover_s)),
                 ("leader paused -> another leads (p50 / max)", spread(self.takeover_s)),
                 ("vendor requests while the leader was paused", ", ".join(map(str, self.calls_during_leader_pause)) or "-"),
-                ("vendor 429s; most calls open at once before / while throttled",
-                 f"{self.throttled}; {self.most_open_before_throttle} / {self.most_open_throttled}" if self.throttled else "-"),
+                ("vendor 429s; calls open at once: most before the first, p50 / p90 / max after it",
+                 f"{self.throttled}; {self.most_open_before_throttle}, {_quantiles(self.open_throttled)}"
+                 if self.throttled else "-"),
                 ("last order published -> last outcome (drain)", f"{self.drain_s:.1f} s"),
                 ("completed transfers/s, first order to last outcome", f"{self.completed_per_s:.1f}"),
                 ("wall time", f"{self.wall_s:.0f} s")]
         return "| figure | value |\n| --- | ---: |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _quantiles(values: list[int]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return " / ".join(str(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) for q in (0.5, 0.9, 1.0))
 
 
 def _throttling(report: Report, requests: list[dict[str, Any]]) -> None:
@@ -374,7 +382,7 @@ def _throttling(report: Report, requests: list[dict[str, Any]]) -> None:
     report.throttled = len(throttled)
     if throttled:
         report.most_open_before_throttle = max((r.get("open", 0) for r in requests if r["at"] < throttled[0]), default=0)
-        report.most_open_throttled = max((r.get("open", 0) for r in requests if r["at"] >= throttled[0] + 1), default=0)
+        report.open_throttled = [r.get("open", 0) for r in requests if r["at"] >= throttled[0] + 1]
     last: dict[str, dict[str, Any]] = {}
     for request in requests:
         before = last.get(request["key"])
