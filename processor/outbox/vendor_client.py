@@ -77,7 +77,11 @@ class VendorClient:
         started = time.monotonic()
         last = ""
         for attempt in range(1, self.max_attempts + 1):
-            if not may_send() or not self.limiter.acquire(self.stop):
+            if not self.limiter.acquire(self.stop):
+                raise Stopped()
+            # Asked once a slot is ours: a wait for one (a throttled vendor) may outlast the leadership.
+            if not may_send():
+                self.limiter.release(throttled=False)
                 raise Stopped()
             status: int | None = None
             try:

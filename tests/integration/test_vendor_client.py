@@ -114,3 +114,32 @@ def test_the_simulator_answers_the_seats_its_calls_left_and_those_set_behind_cot
     assert seats("s")[1]["seats"] == 9  # changed in the vendor's own portal
     vendor.state.faults = Faults(script=[{"status": 429, "retry_after": 1}])
     assert seats("s")[0] == 429
+
+
+def test_a_call_waiting_for_a_slot_asks_again_whether_it_may_send(vendor: VendorSimulator) -> None:
+    """The leadership may lapse while a call waits for the limiter: it is then not sent."""
+    import threading
+    import time
+
+    from processor.outbox.throttle import Limiter
+    from processor.outbox.vendor_client import Stopped
+
+    limiter, lead = Limiter(1), threading.Event()
+    lead.set()
+    assert limiter.acquire(threading.Event())  # the one slot, taken by another call
+    client = VendorClient(vendor.url, max_attempts=2, limiter=limiter)
+    outcome: list[object] = []
+
+    def send() -> None:
+        try:
+            outcome.append(client.send(REQUEST, may_send=lead.is_set))
+        except Stopped:
+            outcome.append("stopped")
+
+    waiting = threading.Thread(target=send)
+    waiting.start()
+    time.sleep(0.3)  # it waits for the slot now
+    lead.clear()  # the lease is lost while it waits
+    limiter.release(throttled=False)
+    waiting.join(10)
+    assert outcome == ["stopped"] and vendor.state.requests == [] and limiter.out == 0
