@@ -44,9 +44,6 @@ class TenantScope:
         self._of_tenant(tenant, where, params)
         return bool(self.tables.fetch(f"SELECT 1 AS x FROM {self._t('subscriptions')} WHERE {' AND '.join(where)}", params))
 
-    def visible_bulk(self, bulk_id: str, tenant: Tenant | None) -> bool:
-        return self.bulk_doc(bulk_id, tenant) is not None
-
     def tenant_customers(self, tenant: Tenant, among: list[str] | None = None, partner: str | None = None) -> list[str]:
         """The tenant's customer ids (of one partner, or among some ids), sorted."""
         where, params = [f"{self._tenant_column(tenant)} = ?"], [tenant.id]
@@ -56,7 +53,10 @@ class TenantScope:
         rows = self.tables.fetch(f"SELECT customer_id FROM {self._t('customers')} WHERE {' AND '.join(where)} "
                                  "ORDER BY customer_id", params)
         ids = [r["customer_id"] for r in rows]
-        return ids if among is None else [c for c in ids if c in set(among)]
+        if among is None:
+            return ids
+        wanted = set(among)  # once: a bulk names up to 50,000 customers
+        return [c for c in ids if c in wanted]
 
     def _bulks_of(self, tenant: Tenant | None, where: list[str], params: list[Any]) -> None:
         """A partner's bulks; a distributor's: its resellers' (`_confine_bulk` keeps its customers)."""

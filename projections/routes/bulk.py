@@ -43,7 +43,8 @@ def tenant_bulk_customers(queries: Queries, tenant: Tenant, partner: str, custom
         raise not_found("partner", partner)
     if customers is None:
         return mine
-    outside = [c for c in dict.fromkeys(customers) if c not in set(mine)]
+    own = set(mine)  # once: a bulk names up to 50,000 customers
+    outside = [c for c in dict.fromkeys(customers) if c not in own]
     if outside:
         raise not_found("customer", outside[0])
     return customers

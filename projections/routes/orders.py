@@ -171,12 +171,12 @@ def cancel_bulk(ctx: Ctx, by: User, tenant: Scope, bulk_id: str, order: Annotate
     """Cancel a running bulk migration: one `migration.bulk_cancelled`. Products already migrated stay so.
     A partner's or distributor's administrator cancels only a bulk all of whose customers are its own."""
     bulk = ctx.app.unit_of_work().get(Bulk, Bulk.create_id(bulk_id))
-    if bulk is None or (tenant is not None and ctx.queries.bulk_doc(bulk_id, tenant) is None):
+    theirs = ctx.queries.bulk_doc(bulk_id, tenant) if tenant is not None and bulk is not None else None
+    if bulk is None or (tenant is not None and theirs is None):
         # published, it would be a dead letter (UNKNOWN_REFERENCE): say so now instead
         raise not_found("bulk", bulk_id)
-    if tenant is not None:
+    if theirs is not None:
         whole = ctx.queries.bulk_doc(bulk_id) or {"customers": {}}
-        theirs = ctx.queries.bulk_doc(bulk_id, tenant) or {"customers": {}}
         if set(whole["customers"]) - set(theirs["customers"]):
             raise ApiError(403, "FORBIDDEN", f"bulk {bulk_id} covers customers that are not {tenant}'s: "
                            "provider staff may cancel it")

@@ -219,6 +219,11 @@ def test_who_the_token_says_and_what_it_may_not_be(api: str, provider: Provider)
     for path in ("/api/deadletters", f"/api/deadletters/{DEADLETTER}", "/metrics"):
         assert call(api + path, token=provider.mint("pam"))[0] == 403, path
     assert call(api + "/api/deadletters", token=provider.mint("sam"))[0] == 200
+    # A distributor cancels only a bulk all of whose customers are its own; a partner its own bulk.
+    status, body = call(f"{api}/api/bulk/bulk-P-ALPHA/cancel", "POST", {"reason": "x"}, token=provider.mint("dora"), key="c1")
+    assert (status, body["error"]) == (403, "FORBIDDEN"), body
+    status, body = call(f"{api}/api/bulk/bulk-P-ALPHA/cancel", "POST", {"reason": "x"}, token=provider.mint("pam"), key="c2")
+    assert (status, body["error"]) == (409, "BULK_CLOSED"), body  # its own, already finished
     # Viewers place nothing, even for their own customers.
     status, body = call(f"{api}/api/migrations", "POST", {"customer_id": "cu-acme-pa", "product_ids": ["prod-e3"]},
                         token=provider.mint("pete"), key="k")
