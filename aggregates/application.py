@@ -26,6 +26,7 @@ from aggregates.calendar import Calendar
 from aggregates.catalog import Catalog
 from aggregates.customer import Customer
 from aggregates.partner import Partner
+from aggregates.reconciliation import Reconciliation
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 
@@ -62,7 +63,7 @@ class Orders(Application):
     env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100, Partner: 100,  # type: ignore[dict-item]
-                              Calendar: 100}
+                              Calendar: 100, Reconciliation: 100}
     # A transfer that ended leaves the cache: the room is better spent on the operations still open.
     leave_cache = frozenset(get_topic(c) for c in (Transfer.Completed, Transfer.Rejected, Transfer.Failed,
                                                    Transfer.Expired, Transfer.Cancelled))

@@ -75,3 +75,10 @@ NON_FINAL_REASONS = frozenset(r.reason for r in (DuplicateHalf, OperationClosed,
 MIGRATION_REASONS = tuple(r.reason for r in MIGRATION_REFUSALS)
 TRANSFER_REASONS = tuple(r.reason for r in TRANSFER_REFUSALS)
 FAILURE_REASONS = ("PAIRING_TIMEOUT", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE")
+
+# Staff actions on seat drift (CONTRACT.md section 7): answered by the API (409), never on the wire.
+DRIFT_REFUSALS = (
+    NoDrift := _refusal("NoDrift", "NO_DRIFT"),
+    TransferInFlight := _refusal("TransferInFlight", "TRANSFER_IN_FLIGHT"),
+    DriftStale := _refusal("DriftStale", "DRIFT_STALE"),
+)

@@ -7,6 +7,10 @@ subscription lets only its first transfer in flight go to the vendor (`first_in_
 vendor's accepted calls on it form a chain of seat counts. Holding it here, on the aggregate,
 makes two processors deciding from one source at once conflict (a version check) instead of
 both passing `INSUFFICIENT_SEATS`.
+
+Seat drift (CONTRACT.md section 7, 1.3): what reconciliation found when the vendor's count
+differed from coterm's, kept in `drift` until staff resolve it, explain it, or the two agree
+again. It never changes the seats by itself; only a resolve does, with who and why.
 """
 
 from datetime import date
@@ -19,12 +23,16 @@ from aggregates.ids import aggregate_id
 
 
 class Subscription(Aggregate):
-    # Version 2 added `in_flight`; snapshots taken before it had none.
-    class_version = 2
+    # Version 2 added `in_flight`, version 3 `drift`; snapshots taken before had none.
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["in_flight"] = {}
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["drift"] = None
 
     @staticmethod
     def create_id(subscription_id: str, **_: Any) -> UUID:
@@ -68,6 +76,9 @@ class Subscription(Aggregate):
         self.upsized_on: list[date] = []
         # operation id -> seats it takes away (negative: seats it brings, as a target), in decision order
         self.in_flight: dict[str, int] = {}
+        # The last seat drift reconciliation found: None, or its counts, when, who, and its status
+        # ("open", "explained", "resolved", "cleared": the vendor agrees again).
+        self.drift: dict[str, Any] | None = None
 
     def is_active(self, on: date) -> bool:
         return self.start_date <= on <= self.end_date
@@ -140,3 +151,47 @@ class Subscription(Aggregate):
     def transfer_in(self, operation_id: str, seats: int, message_id: str) -> None:
         self.seats += seats
         self.in_flight = {k: v for k, v in self.in_flight.items() if k != operation_id}
+
+    # -- seat drift (reconciliation with the vendor) -----------------------------------------
+    @property
+    def drift_pair(self) -> tuple[int, int] | None:
+        """(coterm's seats, the vendor's) of the drift still standing (open or explained)."""
+        if self.drift is None or self.drift["status"] not in ("open", "explained"):
+            return None
+        return self.drift["coterm_seats"], self.drift["vendor_seats"]
+
+    def observe_vendor(self, vendor_seats: int, found_at: str, found_by: str) -> bool:
+        """The vendor's count, read while nothing was in flight: a drift is recorded once per
+        distinct pair of counts in a row (a repeated pass over the same difference records
+        nothing), and the standing one is cleared when the two agree again. True: recorded."""
+        pair = (self.seats, vendor_seats)
+        if vendor_seats != self.seats and pair != self.drift_pair:
+            self._drift_found(coterm_seats=self.seats, vendor_seats=vendor_seats, found_at=found_at, found_by=found_by)
+            return True
+        if vendor_seats == self.seats and self.drift_pair is not None:
+            self._drift_cleared(seats=vendor_seats, found_at=found_at, found_by=found_by)
+            return True
+        return False
+
+    @event("DriftFound")
+    def _drift_found(self, coterm_seats: int, vendor_seats: int, found_at: str, found_by: str) -> None:
+        self.drift = {"status": "open", "coterm_seats": coterm_seats, "vendor_seats": vendor_seats,
+                      "found_at": found_at, "found_by": found_by}
+
+    @event("DriftCleared")
+    def _drift_cleared(self, seats: int, found_at: str, found_by: str) -> None:
+        assert self.drift is not None
+        self.drift = {**self.drift, "status": "cleared", "cleared_at": found_at, "cleared_by": found_by}
+
+    @event("DriftExplained")
+    def explain_drift(self, by: str, why: str, action_id: str) -> None:
+        assert self.drift is not None
+        self.drift = {**self.drift, "status": "explained", "by": by, "why": why}
+
+    # The vendor's count becomes coterm's, like a transfer's seat change but with who and why in
+    # place of an operation; it is not an upsize (coterm does not know when the vendor's changed).
+    @event("DriftResolved")
+    def resolve_drift(self, seats: int, previous_seats: int, by: str, why: str, action_id: str) -> None:
+        assert self.drift is not None
+        self.seats = seats
+        self.drift = {**self.drift, "status": "resolved", "by": by, "why": why}

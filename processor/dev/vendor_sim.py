@@ -154,6 +154,9 @@ class VendorState:
 class _Handler(BaseHTTPRequestHandler):
     server: "VendorSimulator"
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection (every reply has a Content-Length)
+    # Headers and body go out in two writes: with Nagle's algorithm the body waited for the
+    # client's delayed ACK, 40 ms per answer on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo read /_sim
         pass

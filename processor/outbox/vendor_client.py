@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import structlog
 
@@ -44,6 +44,14 @@ class Stopped(Exception):
     """The processor is stopping: the call stays requested and is sent again on restart."""
 
 
+class VendorUnreachable(Exception):
+    """A read got no answer (or only 5xx, 429, 408) after every attempt."""
+
+
+class VendorReadRefused(Exception):
+    """A read was answered with a 3xx, a 4xx other than 404, 408 and 429, or a body without seats."""
+
+
 class VendorClient:
     def __init__(self, base_url: str, max_attempts: int = 8, backoff_initial_s: float = 0.2,
                  backoff_max_s: float = 10.0, timeout_s: float = 5.0, stop: threading.Event | None = None,
@@ -56,6 +64,7 @@ class VendorClient:
         self._https = parts.scheme == "https"
         self._netloc = parts.netloc
         self._path = parts.path
+        self._subscriptions = parts.path.removesuffix("/transfers") + "/subscriptions/"
         self._local = threading.local()  # one kept-alive connection per worker thread
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
@@ -117,18 +126,50 @@ class VendorClient:
         return VendorOutcome(False, self.max_attempts, elapsed, reason_code="VENDOR_UNAVAILABLE",
                              detail=f"no answer after {self.max_attempts} attempts; last: {last}")
 
+    def seats(self, subscription_id: str) -> int | None:
+        """The vendor's seat count of a subscription (CONTRACT.md section 7); None when the vendor
+        does not know it (404). Retried as `send` is, through the same limiter: reconciliation
+        reads count against a throttling vendor's patience like calls do."""
+        path = self._subscriptions + quote(subscription_id, safe="")
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            if not self.limiter.acquire(self.stop):
+                raise Stopped()
+            status: int | None = None
+            try:
+                status, text, headers = self._request("GET", path)
+            finally:
+                self.limiter.release(throttled=status == 429)
+            if status == 200:
+                return _seats(subscription_id, text)
+            if status == 404:
+                return None
+            if status is not None and 300 <= status < 500 and status not in RETRIED_4XX:
+                raise VendorReadRefused(f"GET {path}: vendor answered HTTP {status}: {text[:300]}")
+            last = f"HTTP {status}: {text[:200]}" if status is not None else text
+            if attempt < self.max_attempts and self.stop.wait(delay_s(
+                    attempt, self.backoff_initial_s, self.backoff_max_s, retry_after_s(headers.get("retry-after")),
+                    self.retry_after_max_s)):
+                raise Stopped()
+        raise VendorUnreachable(f"GET {path}: no answer after {self.max_attempts} attempts; last: {last}")
+
     def _post(self, body: bytes, operation_id: str,
               traceparent: str | None = None) -> tuple[int | None, str, dict[str, str]]:
-        """The status (None: no answer), the body's text (or what went wrong) and the headers (lower-case names)."""
         headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
-        if self.sender:
-            headers["X-Coterm-Sender"] = self.sender
         if traceparent:
             headers["traceparent"] = traceparent
+        return self._request("POST", self._path, body, headers)
+
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int | None, str, dict[str, str]]:
+        """The status (None: no answer), the body's text (or what went wrong) and the headers (lower-case names)."""
+        headers = dict(headers or {})
+        if self.sender:
+            headers["X-Coterm-Sender"] = self.sender
         for fresh in (False, True):  # a kept-alive connection the server closed meanwhile: reconnect once
             conn = self._connection(fresh)
             try:
-                conn.request("POST", self._path, body=body, headers=headers)
+                conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 text = response.read().decode("utf-8", "replace")
                 if response.will_close:
@@ -156,6 +197,17 @@ class VendorClient:
         self._local.conn = None
         if conn is not None:
             conn.close()
+
+
+def _seats(subscription_id: str, text: str) -> int:
+    try:
+        answer = json.loads(text)
+        seats = answer["seats"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise VendorReadRefused(f"the vendor's answer for {subscription_id} has no seats: {text[:300]}") from error
+    if type(seats) is not int or seats < 0 or answer.get("subscription_id", subscription_id) != subscription_id:
+        raise VendorReadRefused(f"the vendor's answer for {subscription_id} is not its seat count: {text[:300]}")
+    return seats
 
 
 def _reference(text: str) -> str | None:
