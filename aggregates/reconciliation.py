@@ -9,7 +9,10 @@ from eventsourcing.domain import Aggregate, event
 
 from aggregates.ids import aggregate_id
 
-COUNTS = ("checked", "agrees", "drift", "known", "cleared", "vendor_unknown", "moved", "in_flight")
+# checked: compared with the vendor's count, once each; agrees / drift (new) / known (already on
+# record) / cleared (agree again) / vendor_unknown (404): how each compared; revisited: skipped
+# (in flight) or moved while asked, and come back to; in_flight: still in flight at the end.
+COUNTS = ("checked", "agrees", "drift", "known", "cleared", "vendor_unknown", "revisited", "moved", "in_flight")
 
 
 class Reconciliation(Aggregate):

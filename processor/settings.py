@@ -59,6 +59,10 @@ class Settings(BaseModel):
     vendor_max_attempts: int = Field(8, ge=1, le=100)
     # The longest `Retry-After` a vendor answer may impose on a call (a longer one is cut to this).
     vendor_retry_after_max_s: float = 60.0
+    # Reconciliation with the vendor (CONTRACT.md section 7): vendor reads a second at most, and
+    # how often the leading `coterm run` passes over every subscription (0: never; `coterm reconcile` still does).
+    reconcile_rate: float = 10.0
+    reconcile_every_s: float = Field(86_400.0, ge=0, allow_inf_nan=False)
     staff_file: str | None = None
     ready_max_lag_s: float = 30.0
     kafka_connect_timeout_s: float = 30.0
@@ -96,7 +100,8 @@ class Settings(BaseModel):
     oidc_partner_claim: str = Field("partner_id", min_length=1, max_length=200)
     oidc_distributor_claim: str = Field("distributor_id", min_length=1, max_length=200)
 
-    @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s", "vendor_retry_after_max_s")
+    @field_validator("pairing_timeout_s", "ready_max_lag_s", "kafka_connect_timeout_s", "vendor_retry_after_max_s",
+                     "reconcile_rate")
     @classmethod
     def _finite(cls, value: float) -> float:
         return _positive_finite(value)

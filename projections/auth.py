@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 from projections.identity import Caller, Refused, caller_for
 from projections.oidc import InvalidToken, Issuer, ProviderUnavailable, claim
-from projections.staff import MIGRATE, PARTIAL_UPGRADE, REDRIVE, Staff
+from projections.staff import MIGRATE, PARTIAL_UPGRADE, RECONCILE, REDRIVE, Staff
 
 log = structlog.get_logger("coterm.auth")
 
@@ -58,6 +58,11 @@ ACCESS: dict[str, str] = {
     "POST /api/bulk": MIGRATE,
     "POST /api/bulk/{bulk_id}/cancel": MIGRATE,
     "POST /api/deadletters/{deadletter_id}/redrive": REDRIVE,
+    "GET /api/drift": STAFF,  # the vendor's counts and reconciliation: provider staff's
+    "GET /api/drift/{subscription_id}": STAFF,
+    "GET /api/reconciliation": STAFF,
+    "POST /api/drift/{subscription_id}/resolve": RECONCILE,
+    "POST /api/drift/{subscription_id}/explain": RECONCILE,
 }
 # The API's own description and its assets (FastAPI adds them itself) are public.
 DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static/docs")

@@ -96,6 +96,11 @@ class ReadModelCollector:
         for status, n in counts["bulks"].items():
             bulks.add_metric([status], n)
         yield bulks
+        drift = self.queries.drift_counts()
+        yield GaugeMetricFamily("coterm_vendor_drift_subscriptions", "Subscriptions whose seats the vendor counts "
+                                "differently, found by reconciliation and neither resolved nor explained", value=drift["open"])
+        yield GaugeMetricFamily("coterm_vendor_drift_explained_subscriptions", "Seat drift staff explained "
+                                "(coterm's seats kept)", value=drift["explained"])
         head = self.head()
         yield GaugeMetricFamily("coterm_store_position", "Newest event in the store", value=head)
         yield GaugeMetricFamily("coterm_read_model_lag_events", "Store events not yet in the read models",

@@ -5,7 +5,7 @@ they are stored as, which is what a document shows, so nothing is parsed only to
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from aggregates.bulk import (
@@ -18,9 +18,9 @@ from aggregates.bulk import (
 from aggregates.customer import Customer, joined_bundle
 from aggregates.inbox import DeadLetter
 from aggregates.migration import Migration
-from aggregates.migration_rules import window_opens
 from aggregates.subscription import Subscription
 from aggregates.transfer import CLOSED, Transfer
+from projections.subscription_rows import SUBSCRIPTION_CHANGES, project_subscription
 
 Doc = dict[str, Any]
 
@@ -187,50 +187,6 @@ def _customer(rows: Rows, e: Any, position: int) -> None:
              distributor_id=doc.get("distributor_id"))
 
 
-def _window_opens(doc: Doc) -> str | None:
-    if doc["billing_model"] != "annual":
-        return None  # monthly is never fixed-term; usage-based has no renewal
-    return window_opens(date.fromisoformat(doc["end_date"])).isoformat()  # the domain's rule, not a copy
-
-
-def _subscription(rows: Rows, e: Any, position: int) -> None:
-    row_id = e.row_id
-    if isinstance(e, Subscription.Purchased):
-        doc: Doc = {k: getattr(e, k) for k in (
-            "subscription_id", "customer_id", "product_id", "plan_id", "billing_model", "management", "seats",
-            "term_months", "start_date", "end_date", "subscription_key", "resource_count", "purchased_on",
-            "billing_start_date", "origin")}
-        doc["upsized_on"] = []
-        doc["in_flight"] = []  # transfers decided and not yet answered for good, in decision order
-    else:
-        doc = rows.get("subscriptions", row_id) or {}
-        if not doc:
-            return
-        if isinstance(e, Subscription.Resized):
-            doc["seats"] = e.seats
-            if e.seats > e.previous_seats:
-                doc["upsized_on"].append(e.on)
-        elif isinstance(e, Subscription.MigratedToUsageBased):
-            doc.update(billing_model="usage_based", migrated_by=e.request_id)
-        elif isinstance(e, Subscription.SeatsTransferredOut):
-            doc["seats"] -= e.seats
-            _leaves_line(doc, e.operation_id)
-        elif isinstance(e, Subscription.SeatsTransferredIn):
-            doc["seats"] += e.seats
-            _leaves_line(doc, e.operation_id)
-        elif isinstance(e, Subscription.TransferHeld):
-            doc.setdefault("in_flight", []).append({"operation_id": e.operation_id, "seats_out": e.seats_out})
-        elif isinstance(e, Subscription.TransferReleased):
-            _leaves_line(doc, e.operation_id)
-    doc["renewal_window_opens"] = _window_opens(doc)
-    rows.put("subscriptions", row_id, doc, subscription_id=doc["subscription_id"], customer_id=doc["customer_id"],
-             plan_id=doc["plan_id"], product_id=doc["product_id"], billing_model=doc["billing_model"], seats=doc["seats"])
-
-
-def _leaves_line(doc: Doc, operation_id: str) -> None:
-    doc["in_flight"] = [t for t in doc.get("in_flight", []) if t["operation_id"] != operation_id]
-
-
 def _migration(rows: Rows, e: Any, position: int) -> None:
     row_id = e.row_id
     if isinstance(e, Migration.Requested):
@@ -320,9 +276,7 @@ HANDLERS = [
     Handler(_customer, "customers", (Customer.Registered,),
             (Customer.Updated, Customer.SubscriptionAdded, Customer.BundleCreated, Customer.BundleJoined)),
     Handler(_bulk, "bulks", BULK_EVENTS[:1], BULK_EVENTS[1:]),
-    Handler(_subscription, "subscriptions", (Subscription.Purchased,),
-            (Subscription.Resized, Subscription.MigratedToUsageBased, Subscription.SeatsTransferredOut,
-             Subscription.SeatsTransferredIn, Subscription.TransferHeld, Subscription.TransferReleased)),
+    Handler(project_subscription, "subscriptions", (Subscription.Purchased,), SUBSCRIPTION_CHANGES),
     Handler(_migration, "migrations", (Migration.Requested,), (Migration.Decided,)),
     Handler(_dead_letter, "deadletters", (DeadLetter.Recorded,), (DeadLetter.Redriven,)),
 ]

@@ -10,6 +10,7 @@ from aggregates import commands, previews
 from aggregates.application import Orders
 from aggregates.inbox import recorded_dead_letter
 from aggregates.transfer import Transfer
+from projections.drift_queries import Drift
 from projections.identity import Tenant
 from projections.recorders import PostgresReadModels, SQLiteReadModels
 from projections.stats import BULK_STATUSES, STATUSES, Stats
@@ -64,7 +65,7 @@ def _decode_after(cursor: str) -> str:
     return value
 
 
-class Queries(Stats):
+class Queries(Stats, Drift):
     def __init__(self, app: Orders, tables: SQLiteReadModels | PostgresReadModels) -> None:
         self.app = app
         self.tables = tables

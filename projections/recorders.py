@@ -21,13 +21,13 @@ TABLES: dict[str, dict[str, str]] = {
                    "seq": "BIGINT", "first_at": "TEXT", "updated_at": "TEXT", "pairing_latency_ms": "BIGINT",
                    "vendor_latency_ms": "BIGINT"},
     "subscriptions": {"subscription_id": "TEXT", "customer_id": "TEXT", "plan_id": "TEXT", "product_id": "TEXT",
-                      "billing_model": "TEXT", "seats": "BIGINT"},
+                      "billing_model": "TEXT", "seats": "BIGINT", "drift_status": "TEXT", "drift_found_at": "TEXT"},
     "customers": {"customer_id": "TEXT", "partner_id": "TEXT", "distributor_id": "TEXT"},
     "migrations": {"request_id": "TEXT", "customer_id": "TEXT", "outcome": "TEXT"},
     "deadletters": {"reason": "TEXT", "seq": "BIGINT"},
     "bulks": {"bulk_id": "TEXT", "partner_id": "TEXT", "status": "TEXT", "seq": "BIGINT"},
 }
-INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id"],
+INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id", "drift_status"],
            "customers": ["customer_id", "partner_id", "distributor_id"], "migrations": ["customer_id"],
            "bulks": ["bulk_id", "seq"]}
 

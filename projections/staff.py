@@ -10,8 +10,9 @@ leaks no credential. With a staff file, every `/api` call needs a staff user's t
 Privileges, each needed by some staff writes (reads need any staff user):
 - "Partial Upgrade": place a partial upgrade (`POST /api/transfers`), cancel or retry operations;
 - "Usage-Based Migration": request a migration, start or cancel a bulk migration;
-- "Re-drive Dead Letters": publish a dead letter again.
-The Account Administrator role holds all three by default (as in the provider's upgrade tool,
+- "Re-drive Dead Letters": publish a dead letter again;
+- "Reconcile Seats": resolve or explain a seat drift reconciliation found.
+The Account Administrator role holds all four by default (as in the provider's upgrade tool,
 where it holds Partial Upgrade) unless the file gives that role its own list.
 
 A user may belong to a tenant instead (CONTRACT.md section 6): `partner_id` with "Partner
@@ -30,7 +31,8 @@ from projections.identity import DISTRIBUTOR_ROLES, MIGRATE, PARTNER_ROLES, TENA
 
 PARTIAL_UPGRADE = "Partial Upgrade"
 REDRIVE = "Re-drive Dead Letters"
-PRIVILEGES = (PARTIAL_UPGRADE, MIGRATE, REDRIVE)
+RECONCILE = "Reconcile Seats"
+PRIVILEGES = (PARTIAL_UPGRADE, MIGRATE, REDRIVE, RECONCILE)
 DEFAULT_ROLES = {"Account Administrator": list(PRIVILEGES)}
 
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from processor.cli import audit as cli_audit
 from processor.cli import preview as cli_preview
 from processor.cli import publish as cli_publish
+from processor.cli import reconcile as cli_reconcile
 from processor.cli import redrive as cli_redrive
 from processor.cli import serve as cli_serve
 from processor.cli import staff as cli_staff
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_redrive.add_parser(sub, _timestamp)
     cli_publish.add_parser(sub)
     cli_staff.add_parser(sub)
+    cli_reconcile.add_parser(sub)
     return parser
 
 

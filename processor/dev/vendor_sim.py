@@ -58,6 +58,7 @@ class VendorState:
         self.open_now = 0  # transfer requests being handled now, and the most at once
         self.most_open = 0
         self.window: list[float] = []  # when the requests of the last second came (throttle_rate)
+        self.reads = 0  # GET /v1/subscriptions/{id} asked, answered or not
         self.seats: dict[str, int] = {}  # subscription -> seats, as accepted calls (or POST /_sim/seats) left them
 
     def record(self, key: str | None, raw: bytes, complete: bool = True, sender: str | None = None) -> None:
@@ -143,6 +144,7 @@ class VendorState:
 
     def subscription(self, subscription_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self.lock:
+            self.reads += 1
             throttled = self.throttled()
             if throttled is not None:
                 return throttled[0], {"error": f"HTTP {throttled[0]} (simulated)"}, throttled[1]

@@ -35,6 +35,7 @@ from processor.outbox.leadership import Leadership
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
+from processor.reconcile.schedule import Schedule
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
 from projections.projection import Projection
@@ -159,10 +160,18 @@ def _vendor(settings: Settings, parent_pid: int, limiter: Limiter) -> VendorClie
                         retry_after_max_s=settings.vendor_retry_after_max_s, limiter=limiter)
 
 
+def _reconciliation(settings: Settings, leadership: Leadership, limiter: Limiter, parent_pid: int) -> Schedule | None:
+    """The scheduled reconciliation passes, run while this processor leads, through the calls' limiter."""
+    if not settings.vendor_url or settings.reconcile_every_s <= 0:
+        return None
+    leadership.held()  # starts the lease's thread from this one
+    return Schedule(settings, leadership.held, {"limiter": limiter, "sender": f"coterm-run/{parent_pid}"},
+                    by=f"coterm run {leadership.holder}").start()
+
+
 def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
-    # Room for every subscription and the transfers at their turn during a burst of thousands of
-    # decided calls: each miss is an aggregate rebuilt from the store. Transfers leave the cache
-    # when they end, and waiting halves are not cached here, so it does not grow with them.
+    # Room for every subscription and the transfers at their turn during a burst (a miss is a rebuild
+    # from the store); transfers leave the cache when they end, and waiting halves are not cached here.
     app = open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE)
     kept = KeptReadModels(Projection(app) if read_models else None)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
@@ -172,11 +181,11 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     limiter = Limiter(32, cooldown_s=1.0)  # calls out at once, shared by the vendor workers, across leaderships
     vendor_stats = VendorStats(limiter)  # kept across leaderships: the counts of this process's life
     last_expiry = 0.0
+    schedule = _reconciliation(settings, leadership, limiter, parent_pid)
 
     def new_outbox() -> Outbox:
         return Outbox(app, publisher, _vendor(settings, parent_pid, limiter), settings.pairing_timeout_s, utc_now, vendor_stats,
-                      topic_ends=ends.measure,
-                      store_positions=partial(store_positions, app.process_recorder, settings.topic_orders),
+                      topic_ends=ends.measure, store_positions=partial(store_positions, app.process_recorder, settings.topic_orders),
                       fence=leadership.fence, may_send=leadership.held)
 
     try:
@@ -208,6 +217,8 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
             if not worked:
                 status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
     finally:
+        if schedule is not None:
+            schedule.stop()
         if outbox is not None:
             outbox.close()
         if kept.projection is not None and os.getppid() == parent_pid and leadership.held():

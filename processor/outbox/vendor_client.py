@@ -192,6 +192,10 @@ class VendorClient:
             conn = self._local.conn = cls(self._netloc, timeout=self.timeout_s)
         return conn
 
+    def close(self) -> None:
+        """Close this thread's kept-alive connection."""
+        self._drop()
+
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None

@@ -138,6 +138,7 @@ class Sweep:
         compared or `revisit_for_s` is up; those left are the next pass's."""
         deadline = time.monotonic() + self.revisit_for_s
         pending = list(dict.fromkeys(revisit))
+        report.counts["revisited"] += len(pending)
         while pending:
             uow = self.app.unit_of_work()
             again = []
