@@ -86,9 +86,8 @@ class Drift:
 
     def reconciliation(self) -> dict[str, Any]:
         """The pass under way (where it is) and the last one finished."""
-        try:
-            passes = self.app.repository.get(Reconciliation.create_id())
-        except Exception:  # noqa: BLE001 - none recorded yet (AggregateNotFoundError)
+        passes = self.app.unit_of_work().get(Reconciliation, Reconciliation.create_id())  # brought current
+        if passes is None:
             return {"current": None, "last": None}
         return {"current": passes.current, "last": passes.last}
 

@@ -14,10 +14,12 @@ from processor.settings import Settings, SettingsError
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    from processor.log_setup import configure_logging
     from processor.outbox.vendor_client import Stopped, VendorClient, VendorReadRefused, VendorUnreachable
     from processor.reconcile.sweep import Interrupted, Sweep
     from processor.store.opening import open_store, sqlite_path
 
+    configure_logging()  # JSON lines on standard error; standard output holds the report
     settings = Settings.from_env()
     if not settings.vendor_url:
         raise SettingsError("COTERM_VENDOR_URL is not set: reconciliation asks the vendor for its seats")
