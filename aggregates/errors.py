@@ -76,9 +76,17 @@ MIGRATION_REASONS = tuple(r.reason for r in MIGRATION_REFUSALS)
 TRANSFER_REASONS = tuple(r.reason for r in TRANSFER_REFUSALS)
 FAILURE_REASONS = ("PAIRING_TIMEOUT", "VENDOR_REJECTED", "VENDOR_UNAVAILABLE")
 
-# Staff actions on seat drift (CONTRACT.md section 7): answered by the API (409), never on the wire.
+class ActionRefused(DomainError):
+    """A staff action that cannot be done now: the API answers 409 with its code; never a result on the wire."""
+
+
+def _action_refused(name: str, code: str) -> type[ActionRefused]:
+    return type(name, (ActionRefused,), {"reason": code, "__module__": __name__})
+
+
+# Staff actions on seat drift (CONTRACT.md section 7).
 DRIFT_REFUSALS = (
-    NoDrift := _refusal("NoDrift", "NO_DRIFT"),
-    TransferInFlight := _refusal("TransferInFlight", "TRANSFER_IN_FLIGHT"),
-    DriftStale := _refusal("DriftStale", "DRIFT_STALE"),
+    NoDrift := _action_refused("NoDrift", "NO_DRIFT"),
+    TransferInFlight := _action_refused("TransferInFlight", "TRANSFER_IN_FLIGHT"),
+    DriftStale := _action_refused("DriftStale", "DRIFT_STALE"),
 )

@@ -67,7 +67,7 @@ def _act(ctx: Api, action: str, subscription_id: str, by: str, body: DriftAction
             raise ApiError(404, "NOT_FOUND", f"subscription {subscription_id} is unknown")
         try:
             return act(uow, subscription_id, by, body.reason, action_id)
-        except errors.Refusal as refusal:
+        except errors.ActionRefused as refusal:
             raise ApiError(409, refusal.reason, refusal.detail) from None
 
     try:

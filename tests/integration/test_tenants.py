@@ -79,6 +79,7 @@ def _values(name: str, user: str) -> list[str]:
         "target_subscription": [i for i in foreign if i.endswith("-s2")],
         "partner": [i for i in foreign if i.startswith("P-")],
         "deadletter_id": [DEADLETTER],
+        "subscription_id": [i for i in foreign if i.endswith("-s1")],
     }
     if name not in kinds:
         raise AssertionError(f"the hostile tenant test does not know the parameter {name!r}: teach it (tests/integration/test_tenants.py)")
@@ -109,7 +110,7 @@ def _bodies(path: str, foreign: set[str], own_partner: str | None) -> list[dict[
     if path == "/api/transfers":
         return [{"subscription_id": f"{c}-s1", "seats": 1, "target": {"kind": "new_subscription", "plan_id": "plan-x"}}
                 for c in customers]
-    if path.endswith("/cancel") or path.endswith("/retry"):
+    if path.endswith(("/cancel", "/retry", "/drift/{subscription_id}/resolve", "/drift/{subscription_id}/explain")):
         return [{"reason": "hostile"}]
     if path.endswith("/redrive"):
         return [{"why": "hostile"}]
