@@ -24,13 +24,13 @@ from projections.health import Readiness, ReadinessCollector, ReadModelCollector
 from projections.projection import Projection
 from projections.oidc import Issuer
 from projections.queries import BadQuery, Queries
-from projections.routes import bulk, customers, deadletters, drift, operations, ops
+from projections.routes import bulk, customers, deadletters, operations, ops, vendor
 from projections.routes import orders as start_work
 from projections.routes.context import Api, ApiError
 from projections.staff import Staff
 from projections.submit import NoBroker, OrdersOut
 
-ROUTERS = (ops, operations, customers, bulk, deadletters, start_work, drift)
+ROUTERS = (ops, operations, customers, bulk, deadletters, start_work, vendor)
 
 
 def _utc_now() -> datetime:

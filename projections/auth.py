@@ -61,6 +61,7 @@ ACCESS: dict[str, str] = {
     "GET /api/drift": STAFF,  # the vendor's counts and reconciliation: provider staff's
     "GET /api/drift/{subscription_id}": STAFF,
     "GET /api/reconciliation": STAFF,
+    "GET /api/vendor": STAFF,
     "POST /api/drift/{subscription_id}/resolve": RECONCILE,
     "POST /api/drift/{subscription_id}/explain": RECONCILE,
 }

@@ -5,6 +5,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aggregates.reconciliation import Reconciliation
@@ -13,6 +14,7 @@ from projections.timeline import event_record
 
 DRIFT_STATUSES = ("open", "explained", "resolved", "cleared")
 STANDING = ("open", "explained")  # drift not resolved: the counts still differ as far as coterm knows
+THROTTLING_WINDOW_S = 60.0  # a 429 this recent: the vendor throttles coterm now
 DRIFT_EVENTS = (Subscription.DriftFound, Subscription.DriftCleared, Subscription.DriftExplained,
                 Subscription.DriftResolved)
 
@@ -83,6 +85,17 @@ class Drift:
         events = self.app.events.get(Subscription.create_id(subscription_id))
         return {**_item(json.loads(rows[0]["doc"])),
                 "history": [event_record(e) for e in events if isinstance(e, DRIFT_EVENTS)]}
+
+    def vendor_status(self, now: datetime) -> dict[str, Any]:
+        """The leading outbox's limiter as it last wrote it (`processor/outbox/vendor_status.py`)."""
+        row = self.tables.status("vendor")
+        if row is None:
+            return {"known": False, "throttling": False}
+        last = row.get("last_throttled_at")
+        recent = last is not None and (now - datetime.fromisoformat(last)).total_seconds() < THROTTLING_WINDOW_S
+        age = (now - datetime.fromisoformat(row["updated_at"])).total_seconds()
+        return {**row, "known": True, "throttling": recent or row["concurrency_limit"] < row["concurrency_max"],
+                "age_s": round(max(0.0, age), 1)}
 
     def reconciliation(self) -> dict[str, Any]:
         """The pass under way (where it is) and the last one finished."""

@@ -5,6 +5,7 @@ row's JSON document. A batch of row changes and the notification position it cam
 are written in one transaction, so a projection can stop, resume, be dropped and rebuilt.
 """
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ TABLES: dict[str, dict[str, str]] = {
     "deadletters": {"reason": "TEXT", "seq": "BIGINT"},
     "bulks": {"bulk_id": "TEXT", "partner_id": "TEXT", "status": "TEXT", "seq": "BIGINT"},
 }
+STATUS = "status"  # one row per process role (e.g. "vendor": the leading outbox's limiter), not a read model
 INDEXES = {"operations": ["operation_id", "customer_id", "status", "seq"], "subscriptions": ["customer_id", "drift_status"],
            "customers": ["customer_id", "partner_id", "distributor_id"], "migrations": ["customer_id"],
            "bulks": ["bulk_id", "seq"]}
@@ -57,7 +59,18 @@ class ReadModelTables:
         for name, columns in TABLES.items():
             cols = ", ".join(f"{c} {t}" for c, t in columns.items())
             statements.append(f"CREATE TABLE IF NOT EXISTS {self.table(name)} (id TEXT PRIMARY KEY, {cols}, doc TEXT NOT NULL)")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {self.table(STATUS)} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
         return statements
+
+    # -- what a process says about itself now, for the dashboard (no event behind it: `replay` leaves it) --
+    def put_status(self, name: str, doc: Mapping[str, Any]) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(self.sql(f"INSERT INTO {self.table(STATUS)} (id, doc) VALUES (?, ?) "
+                                    "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"), (name, dump(dict(doc))))
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        rows = self.fetch(f"SELECT doc FROM {self.table(STATUS)} WHERE id = ?", [name])
+        return json.loads(rows[0]["doc"]) if rows else None
 
     def index_ddl(self, name: str, drop: bool = False) -> list[str]:
         """The table's secondary indexes: made, or dropped (a rebuild makes them once it has
@@ -158,7 +171,7 @@ class SQLiteReadModels(ReadModelTables, SQLiteTrackingRecorder):
 
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as c:
-            for name in TABLES:
+            for name in (*TABLES, STATUS):
                 c.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
             c.execute("DELETE FROM tracking WHERE application_name = ? OR application_name LIKE ?",
                       (f"{self.prefix}.projection", f"{self.prefix}.projection.%"))
@@ -204,7 +217,7 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
 
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            for name in TABLES:
+            for name in (*TABLES, STATUS):
                 curs.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
             curs.execute(f'DELETE FROM "{self.datastore.schema}".{self.tracking_table_name} '
                          "WHERE application_name = %s OR application_name LIKE %s",

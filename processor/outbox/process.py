@@ -35,10 +35,12 @@ from processor.outbox.leadership import Leadership
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
+from processor.outbox.vendor_status import VendorStatus
 from processor.reconcile.schedule import Schedule
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
 from projections.projection import Projection
+from projections.projection import read_models as read_model_tables
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
@@ -180,6 +182,7 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
     limiter = Limiter(32, cooldown_s=1.0)  # calls out at once, shared by the vendor workers, across leaderships
     vendor_stats = VendorStats(limiter)  # kept across leaderships: the counts of this process's life
+    vendor_status = VendorStatus(read_model_tables(app, create=False), limiter, leadership.holder)  # for the dashboard
     last_expiry = 0.0
     schedule = _reconciliation(settings, leadership, limiter, parent_pid)
 
@@ -203,15 +206,14 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
                     outbox.close()  # another instance leads now: its outbox owns the calls
                     outbox = None
                 worked += kept.round(status, leading)
+                vendor_status.round(leading)
             except KafkaError as error:
                 # Nothing was marked published: the same results go out once Kafka answers.
                 log.warning("results.publish_failed", error=str(error))
                 status.stop.wait(1.0)
             except Exception as error:  # noqa: BLE001 - a lost database or a lost lease: start over from the store
                 log.warning("outbox.round_failed", error=f"{type(error).__name__}: {error}"[:500])
-                if outbox is not None:
-                    outbox.close()
-                    outbox = None
+                outbox = _closed(outbox)
                 status.stop.wait(1.0)
             _report(status, outbox, worked, vendor_stats, knows_leader=leadership.asked)
             if not worked:
@@ -229,6 +231,12 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         app.close()
         status.busy.value = False
         log.info("outbox.stopped", published=outbox.published if outbox else 0)
+
+
+def _closed(outbox: Outbox | None) -> None:
+    """Close the outbox, if any: the next round that leads builds a new one from the store."""
+    if outbox is not None:
+        outbox.close()
 
 
 def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:

@@ -2,14 +2,18 @@
 found by a real pass, listed and counted; staff open one and resolve it with a reason."""
 
 import json
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from processor.dev.vendor_sim import VendorSimulator
+from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
+from processor.outbox.vendor_status import VendorStatus
 from processor.reconcile.sweep import Sweep
 from processor.store.opening import open_store
+from projections.projection import read_models
 from projections.staff import Staff
 from tests import seed
 from tests.http_server import call, serving
@@ -52,6 +56,15 @@ def test_staff_resolve_a_drift_from_the_drift_page(browser: Any, tmp_path: Path)
             assert "DriftResolved" in browser.find_element(By.ID, "drift-detail").text
             status, one = call(f"{url}/api/drift/c1-s1", token=TOKEN)
             assert one["seats"] == 96 and one["drift"]["why"] == "4 seats removed in the vendor's portal"
+            # The operations page says when the vendor throttles coterm (the leading outbox's limiter).
+            browser.get(url + "/#/")
+            limiter = Limiter(32)
+            for _ in range(2):
+                limiter.acquire(threading.Event())
+                limiter.release(throttled=True)  # one burst of 429s: 32 -> 16 calls at once
+            VendorStatus(read_models(app, create=False), limiter, "test-outbox").round(leading=True)
+            chip = wait_for(lambda: browser.find_element(By.ID, "vendor-throttling"), timeout=20, what="the throttling chip")
+            assert "at most 16 of 32 calls at once" in chip.text and "(2 429s in all)" in chip.text, chip.text
     finally:
         vendor.stop()
         app.close()

@@ -8,7 +8,9 @@ from collections import defaultdict
 import pytest
 
 from processor.dev.vendor_sim import Faults, VendorSimulator
+from projections.staff import Staff
 from tests.harness import Scenario, downgrade, seed_reference_data, upgrade
+from tests.http_server import call, serving
 
 CUSTOMERS = 20
 PER_SOURCE = 3  # transfers on one source subscription: they take turns
@@ -57,3 +59,14 @@ def test_a_throttling_vendor_slows_coterm_down_and_fails_nothing(sqlite_scenario
             if before.get("retry_after") is not None:
                 assert after["at"] - before["at"] >= float(before["retry_after"]), (key, before, after)
     assert not s.dead_letters()
+    # The dashboard's word on it, from the leading outbox's limiter (`GET /api/vendor`).
+    app = s.open_store()
+    try:
+        with serving(app, Staff.load(None)) as api:
+            status, seen = call(f"{api}/api/vendor")
+        assert status == 200 and seen["known"] and seen["throttling"], seen  # the last 429 came within the minute
+        # Written at most once a second while it changes: the last 429s of the run may not be in it.
+        assert 0 < seen["throttled_total"] <= sum(r["status"] == 429 for r in vendor.state.requests), seen
+        assert seen["concurrency_max"] == 32 and 1 <= seen["concurrency_limit"] <= 32
+    finally:
+        app.close()

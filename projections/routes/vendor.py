@@ -1,7 +1,9 @@
-"""Seat drift found by reconciliation with the vendor (CONTRACT.md section 7): the list with its
-counts, one subscription's drift and history, the passes, and staff's resolve and explain."""
+"""The vendor as coterm sees it, for provider staff: seat drift found by reconciliation
+(CONTRACT.md section 7; the list with its counts, one subscription's drift and history, the
+passes, resolve and explain) and whether the vendor throttles coterm now."""
 
 import uuid
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
@@ -56,6 +58,14 @@ def get_drift(ctx: Ctx, subscription_id: str) -> dict[str, Any]:
 def reconciliation(ctx: Ctx) -> dict[str, Any]:
     """The reconciliation pass under way (how far it is) and the last one finished, with their counts."""
     return ctx.queries.reconciliation()
+
+
+@router.get("/api/vendor", tags=["reconciliation"])
+def vendor(ctx: Ctx) -> dict[str, Any]:
+    """How the vendor treats coterm now, from the leading outbox: calls out at once at most (32,
+    halved by each burst of 429s), 429s seen, when the last came, and `throttling` (a 429 within a
+    minute, or the limit still below its maximum). `known` false: no outbox has reported yet."""
+    return ctx.queries.vendor_status(datetime.now(timezone.utc))  # the real clock: how old the row is
 
 
 def _act(ctx: Api, action: str, subscription_id: str, by: str, body: DriftAction) -> DriftActionResult:
