@@ -5,12 +5,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request
 from prometheus_client import CollectorRegistry
 
-from aggregates.application import Orders
+from aggregates.application import KeptConflicting, Orders, UnitOfWork
 from projections.health import Readiness
 from projections.identity import Caller, Tenant
 from projections.oidc import Issuer
@@ -18,6 +18,8 @@ from projections.projection import Projection
 from projections.queries import Queries
 from projections.staff import Staff
 from projections.submit import OrdersOut
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -49,6 +51,17 @@ class Api:
 
     def head(self) -> int:
         return self.app.process_recorder.max_notification_id() or 0
+
+    def act(self, change: Callable[[UnitOfWork], T], what: str) -> T:
+        """A staff action's change, decided on fresh state (the processor may change the same
+        aggregate meanwhile: then it is decided again), then the read models brought up to it."""
+        try:
+            with self.writing:
+                result = self.app.decide(change)
+        except KeptConflicting:
+            raise ApiError(409, "CONFLICT", f"the {what} kept changing; try again") from None
+        self.catch_up()
+        return result
 
 
 def _api(request: Request) -> Api:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from aggregates import errors, transfer_commands
-from aggregates.application import KeptConflicting, UnitOfWork
+from aggregates.application import UnitOfWork
 from aggregates.transfer import Transfer
 from projections.routes.context import Api, ApiError, Ctx, Scope, User, not_found
 
@@ -74,12 +74,7 @@ def _act(ctx: Api, action: str, operation_id: str, by: str, body: Action) -> Act
         except errors.Refusal as refusal:
             raise ApiError(409, refusal.reason, refusal.detail) from None
 
-    try:
-        with ctx.writing:
-            transfer = ctx.app.decide(change)  # the processor may change it meanwhile: then decide again
-    except KeptConflicting:
-        raise ApiError(409, "CONFLICT", "the operation kept changing; try again") from None
-    ctx.catch_up()
+    transfer = ctx.act(change, "operation")
     return ActionResult(operation_id=operation_id, action=action, action_id=action_id, by=by, status=transfer.status)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from aggregates import drift_commands, errors
-from aggregates.application import KeptConflicting, UnitOfWork
+from aggregates.application import UnitOfWork
 from aggregates.subscription import Subscription
 from projections.drift_queries import BadDriftQuery
 from projections.routes.context import Api, ApiError, Ctx, User, not_found
@@ -80,12 +80,7 @@ def _act(ctx: Api, action: str, subscription_id: str, by: str, body: DriftAction
         except errors.ActionRefused as refusal:
             raise ApiError(409, refusal.reason, refusal.detail) from None
 
-    try:
-        with ctx.writing:
-            subscription = ctx.app.decide(change)  # a transfer may change it meanwhile: then decide again
-    except KeptConflicting:
-        raise ApiError(409, "CONFLICT", "the subscription kept changing; try again") from None
-    ctx.catch_up()
+    subscription = ctx.act(change, "subscription")
     assert subscription.drift is not None
     return DriftActionResult(subscription_id=subscription_id, action=action, action_id=action_id, by=by,
                              seats=subscription.seats, drift=subscription.drift)

@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -6,8 +7,10 @@ import pytest
 from aggregates.application import Orders
 from processor.dev.vendor_sim import VendorSimulator
 from processor.store.opening import open_store
+from projections.staff import Staff
 from tests.backend import postgres_store
 from tests.harness import Scenario
+from tests.staff_users import admin_and_support
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -30,3 +33,9 @@ def app(store: str) -> Iterator[Orders]:
 def scenario(broker: Any, store: str, vendor: VendorSimulator) -> Scenario:
     return Scenario(broker.bootstrap, store, vendor.url)
 
+
+
+@pytest.fixture
+def staff(tmp_path: Path) -> Staff:
+    """alice (every privilege) and bob (reads only): `tests/staff_users.py`."""
+    return admin_and_support(tmp_path)

@@ -15,18 +15,8 @@ from processor.store.opening import open_store
 from projections.staff import Staff, StaffError, hash_token
 from tests import seed
 from tests.http_server import call, serving
+from tests.staff_users import ADMIN, SUPPORT
 from tests.waiting import wait_for
-
-ADMIN, SUPPORT = "admin-token-0123456789", "support-token-0123456789"
-
-
-@pytest.fixture
-def staff(tmp_path: Path) -> Staff:
-    path = tmp_path / "staff.json"
-    path.write_text(json.dumps({"roles": {"Support": []}, "users": [
-        {"name": "alice", "token": ADMIN, "roles": ["Account Administrator"]},
-        {"name": "bob", "token": SUPPORT, "roles": ["Support"]}]}))
-    return Staff.load(str(path))
 
 
 @pytest.fixture

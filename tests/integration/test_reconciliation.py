@@ -36,7 +36,7 @@ from tests.waiting import wait_for
 CUSTOMERS, PER_CUSTOMER = 100, 100  # 10,000 subscriptions
 DRIFTED = 50
 IN_FLIGHT = 30
-ADMIN, SUPPORT = "admin-token-0123456789", "support-token-0123456789"
+from tests.staff_users import ADMIN, SUPPORT
 COTERM = str(Path(sys.executable).with_name("coterm"))
 
 
@@ -137,15 +137,6 @@ def test_a_pass_over_10000_subscriptions_finds_the_50_drifted_once(store: str, v
         assert len(drift_events(app)) == DRIFTED + 5
     finally:
         app.close()
-
-
-@pytest.fixture
-def staff(tmp_path: Path) -> Staff:
-    path = tmp_path / "staff.json"
-    path.write_text(json.dumps({"roles": {"Support": []}, "users": [
-        {"name": "alice", "token": ADMIN, "roles": ["Account Administrator"]},
-        {"name": "bob", "token": SUPPORT, "roles": ["Support"]}]}))
-    return Staff.load(str(path))
 
 
 @pytest.mark.integration
