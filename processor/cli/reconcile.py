@@ -32,7 +32,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # the pass keeps its progress: run again to resume
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    app = open_store(settings.store, cache_size=2000)
+    app = open_store(settings.store, cached=False)
     vendor = VendorClient(settings.vendor_url, settings.vendor_max_attempts, stop=stop, sender="coterm-reconcile",
                           retry_after_max_s=settings.vendor_retry_after_max_s)
     by = args.by or f"coterm reconcile ({getpass.getuser()}@{socket.gethostname()})"

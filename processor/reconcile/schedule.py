@@ -48,7 +48,8 @@ class Schedule:
         app = None
         while not self.stop_event.is_set():
             try:
-                app = app or open_store(self.settings.store, cache_size=2000)
+                # No cache: a cached one would follow the whole log to stay current, on the outbox's core.
+                app = app or open_store(self.settings.store, cached=False)
                 self.stop_event.wait(self._round(app))
             except Exception as error:  # noqa: BLE001 - a lost database: look again later, from the stored pass
                 log.warning("reconcile.round_failed", error=f"{type(error).__name__}: {error}"[:300])

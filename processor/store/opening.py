@@ -64,12 +64,16 @@ def is_postgres(env: dict[str, str]) -> bool:
 OPEN_ATTEMPTS = 5
 
 
-def open_store(store: str, cache_size: int | None = None) -> StoredOrders:
+def open_store(store: str, cache_size: int | None = None, cached: bool = True) -> StoredOrders:
     """The application on its store, with every table (events, tracking, read models) created.
-    `cache_size`: aggregates its cache holds (default `StoredOrders.env`'s)."""
+    `cache_size`: aggregates its cache holds (default `StoredOrders.env`'s); `cached` False: no
+    cache, every aggregate read fresh from the store, and no following of the log to keep one
+    current (for occasional readers beside the hot path, e.g. reconciliation)."""
     env = store_env(store)
     if cache_size is not None:
         env["AGGREGATE_CACHE_MAXSIZE"] = str(cache_size)
+    if not cached:
+        env["AGGREGATE_CACHE_MAXSIZE"] = ""  # the library's "no cache"
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         app: StoredOrders | None = None
         try:
