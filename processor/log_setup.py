@@ -7,7 +7,18 @@ from typing import TextIO
 import structlog
 
 
-def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
+_level = logging.INFO
+
+
+def debugging() -> bool:
+    """Whether DEBUG lines are written (COTERM_LOG_LEVEL=debug): hot paths skip building them otherwise."""
+    return _level <= logging.DEBUG
+
+
+def configure_logging(stream: TextIO | None = None, level: int | str = logging.INFO) -> None:
+    """`level`: a `logging` level or its name (COTERM_LOG_LEVEL's `debug`, `info`, ...)."""
+    global _level
+    _level = level if isinstance(level, int) else logging.getLevelNamesMapping()[level.upper()]
     stream = stream or sys.stderr
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if stream.isatty() else structlog.processors.JSONRenderer()
@@ -20,7 +31,7 @@ def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -
             structlog.processors.dict_tracebacks,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

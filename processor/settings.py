@@ -64,6 +64,8 @@ class Settings(BaseModel):
     reconcile_rate: float = 10.0
     reconcile_every_s: float = Field(86_400.0, ge=0, allow_inf_nan=False)
     staff_file: str | None = None
+    # `debug` adds a line per applied message (`message.processed`); `info` logs one per batch.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     ready_max_lag_s: float = 30.0
     kafka_connect_timeout_s: float = 30.0
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None

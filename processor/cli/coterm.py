@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.vendor_url:
         raise SettingsError("COTERM_VENDOR_URL is not set: `coterm run` needs the vendor API (try `coterm vendor-sim`)")
-    configure_logging()
+    configure_logging(level=settings.log_level)
     tracing.configure()  # on only with OTEL_EXPORTER_OTLP_ENDPOINT
     stop = _stop_on_signals()
     app = open_store(settings.store)

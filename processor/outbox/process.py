@@ -150,7 +150,7 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_m
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr)
+    configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr, level=settings.log_level)
     tracing.configure()  # a process of its own: its spans need their own exporter
     _follow(settings, bootstrap, status, parent_pid, read_models)
 

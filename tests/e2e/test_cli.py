@@ -31,16 +31,24 @@ def coterm(*args: str, env: dict[str, str] | None = None, timeout: float = 120, 
 def test_run_until_idle_processes_and_exits_zero(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
     s = Scenario(broker.bootstrap, str(tmp_path / "store.sqlite"), vendor.url)
     seed_reference_data(s)
-    s.send("transfer.downgrade_ordered", downgrade("cli-op"))
+    first = s.send("transfer.downgrade_ordered", downgrade("cli-op"))
     s.send("transfer.upgrade_ordered", upgrade("cli-op"))
     done = coterm("run", "--until-idle", "1", env=s.env())
     assert done.returncode == 0, done.stderr
     [result] = s.results_for("cli-op")
     assert result["type"] == "transfer.completed"
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    batches = [line for line in lines if line["event"] == "batch.applied"]  # one line per batch, with counts
+    assert sum(b["messages"] for b in batches) == 7 and sum(b.get("applied", 0) for b in batches) == 7
+    assert not [line for line in lines if line["event"] == "message.processed"]  # all applied: no line each
+    s.send_raw(json.dumps(first).encode(), key="c1")  # redelivered: a duplicate has a line of its own
+    s.send("transfer.downgrade_ordered", downgrade("cli-debug"))
+    done = coterm("run", "--until-idle", "1", env={**s.env(), "COTERM_LOG_LEVEL": "debug"})
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     processed = [line for line in lines if line["event"] == "message.processed"]
-    assert len(processed) == 7 and all(line["message_id"] for line in processed)
-    assert {line.get("operation_id") for line in processed} >= {"cli-op"}
+    assert [(p["outcome"], p["level"]) for p in processed] == [("duplicate", "info"), ("applied", "debug")], processed
+    assert all(line["message_id"] for line in processed) and processed[1]["operation_id"] == "cli-debug"
 
 
 def test_run_stops_cleanly_on_sigterm(broker: BundledBroker, vendor: VendorSimulator, tmp_path: Path) -> None:
