@@ -151,10 +151,12 @@ def test_an_event_recorded_while_the_projection_finds_nothing_new_is_not_skipped
     projection.run_to_end()
     seed.run(app, commands.define_product, "p-late", "Late", True, True)  # an event no read model takes
     select = app.process_recorder.select_rows
+    committed = []  # once: the write's own cache refresh reads through this same recorder
 
     def then_another_writer_commits(*args):  # type: ignore[no-untyped-def]
         found = select(*args)
-        if not found:
+        if not found and not committed:
+            committed.append(True)
             seed.run(app, commands.register_customer, "c-late", partner_id="p", name="Late Ltd", channel="direct",
                      distributor_id=None, data_complete=True)
         return found
