@@ -116,7 +116,7 @@ class Inbox:
         """One line per batch with its counts; a message's own line (with its ids) when it was not
         simply applied (a duplicate, a dead letter), and for every message at DEBUG
         (COTERM_LOG_LEVEL=debug): the store already records each message's effect and id, and a
-        line per message cost 6% of the consumer's CPU."""
+        line per message took about 4% of the consumer's CPU (py-spy, `make bench`)."""
         outcomes: dict[str, int] = {}
         for line in lines:
             self._count(line)

@@ -55,12 +55,8 @@ class StoredOrders(Orders):
             first, last = recordings[0].notification.id, recordings[-1].notification.id
             if first == position + 1 and last == position + len(recordings):
                 self._cache_position = last
-                for recording in recordings:  # what a refresh would have done with them
-                    if recording.notification.topic in self.leave_cache:
-                        try:
-                            cache.get(recording.notification.originator_id, evict=True)
-                        except KeyError:
-                            pass
+                for recording in recordings:  # what a refresh would have done with them: evict ended transfers
+                    self.fast_forward_cached(recording.notification)
         return recordings
 
     def fast_forward_cached(self, notification: Any, event: Any = None) -> None:
