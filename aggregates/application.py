@@ -145,7 +145,7 @@ class UnitOfWork:
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
             try:
-                self._aggregates[aggregate_id] = self._app.repository.get(aggregate_id)
+                self._aggregates[aggregate_id] = self._app.repository.get(aggregate_id, projector_func=_project)
             except AggregateNotFoundError:
                 self._aggregates[aggregate_id] = None
         found = self._aggregates[aggregate_id]
@@ -162,10 +162,10 @@ class UnitOfWork:
                     self._aggregates[aggregate_id] = None
 
     def load_many(self, cls: type[A], aggregate_ids: "list[UUID]") -> None:
-        """Load these aggregates (the ones neither held nor cached) with one query per 500
-        instead of one each, e.g. a bulk migration's customers; `get` then finds them. Each is
-        rebuilt from all its events: right whatever snapshots exist, and quick for the small
-        aggregates this is for."""
+        """Load these aggregates (the ones neither held nor cached) with one query per 400
+        instead of two each, e.g. a bulk migration's customers, the subscriptions an outbox
+        round completes transfers on; `get` then finds them. Each is rebuilt from its latest
+        snapshot and the events after it."""
         todo = []
         for aggregate_id, cached in self._not_held(aggregate_ids):
             if cached is None:
@@ -175,7 +175,9 @@ class UnitOfWork:
         if not todo or not hasattr(self._app.recorder, "events_of"):  # else each is loaded when asked for
             return
         built: dict[UUID, Aggregate] = {}
-        for stored in self._app.recorder.events_of(todo):
+        snapshots = getattr(self._app.snapshots, "recorder", None)
+        table = getattr(snapshots, "events_table_name", None)  # the library's in-memory store has none: every event
+        for stored in self._app.recorder.events_of(todo, snapshots=table):
             event = self._app.mapper.to_domain_event(stored)
             built[stored.originator_id] = event.mutate(built.get(stored.originator_id))  # type: ignore[assignment]
         cache = self._app.repository.cache
@@ -229,6 +231,14 @@ class UnitOfWork:
 
     def changed(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a is not None and a.pending_events]
+
+
+def _project(aggregate: Any, events: Any) -> Any:
+    """The library's `project_aggregate` without its `isinstance` check against a runtime
+    protocol on every event: on Python 3.11 that check took 4% of the outbox process (py-spy)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 def _of_class(cls: type[A], aggregate_id: UUID, aggregate: Aggregate) -> A:

@@ -29,6 +29,21 @@ def customer_of(uow: UnitOfWork, customer_id: str) -> Customer | None:
     return uow.get(Customer, Customer.create_id(customer_id))
 
 
+def load_touched(uow: UnitOfWork, operation_ids: list[str], customers: list[str]) -> None:
+    """Load the subscriptions these operations' calls touch, and the customers of `customers`
+    (those whose outcome is recorded: a new target joins its customer), a query for each kind
+    instead of two per aggregate the cache lacks (the outbox's round, after a restart or a
+    version conflict that evicted what the round had changed)."""
+    requests = {}
+    for op in operation_ids:
+        transfer = uow.get(Transfer, Transfer.create_id(op))
+        if transfer is not None and transfer.vendor_request is not None:
+            requests[op] = transfer.vendor_request
+    uow.load_many(Subscription, [Subscription.create_id(r[side]["subscription_id"])
+                                 for r in requests.values() for side in ("source", "target")])
+    uow.load_many(Customer, [Customer.create_id(requests[op]["customer_id"]) for op in customers if op in requests])
+
+
 def pin_body(uow: UnitOfWork, operation_id: str) -> None:
     """The call first in line may be out with its decided body, which is recorded only when it
     differs from the one built at its turn: record it before a resize changes the seats that

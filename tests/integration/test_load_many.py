@@ -38,3 +38,31 @@ def test_load_many_equals_the_repository(store: str) -> None:
             fresh.close()
     finally:
         app.close()
+
+
+def test_load_many_starts_at_the_latest_snapshot(store: str) -> None:
+    """An aggregate with a snapshot is rebuilt from it and the events after it, one without from
+    all its events, in the same query; either way it equals the repository's load."""
+    app = open_store(store)
+    try:
+        seed.customer_with_subscriptions(app, "c1")
+        for seats in range(101, 331):  # 230 resizes: snapshots at versions 100 and 200
+            seed.run(app, commands.resize_subscription, "c1-s1", seats)
+        busy, quiet = Subscription.create_id("c1-s1"), Subscription.create_id("c1-epp")
+        table = app.snapshots.recorder.events_table_name  # type: ignore[union-attr]
+        rows = app.recorder.events_of([busy, quiet], snapshots=table)  # type: ignore[attr-defined]
+        of_busy = [r for r in rows if r.originator_id == busy]
+        assert of_busy[0].originator_version == 200 and "Snapshot" in of_busy[0].topic
+        assert [r.originator_version for r in of_busy[1:]] == list(range(201, of_busy[-1].originator_version + 1))
+        assert [r.originator_version for r in rows if r.originator_id == quiet][0] == 1
+        fresh = open_store(store)
+        try:
+            uow = fresh.unit_of_work()
+            uow.load_many(Subscription, [busy, quiet])
+            for aggregate_id in (busy, quiet):
+                assert vars(uow.get(Subscription, aggregate_id)) == vars(app.repository.get(aggregate_id))
+            assert uow.get(Subscription, busy).seats == 330
+        finally:
+            fresh.close()
+    finally:
+        app.close()

@@ -1,0 +1,187 @@
+"""CPU per transfer on coterm's own path, in one process, without a broker or an HTTP vendor.
+
+  python -m bench.hot_path [--transfers 3000] [--store postgresql://...] [--prefill EVENTS] [--repeat 3]
+
+`make bench` measures the whole pipeline, where the work of a transfer depends on timing (how
+many messages a poll returns, how many calls an outbox round finds, version conflicts between
+the two processes) and the machine drifts by 10-30% within an hour. This measures each lever
+on the same work every time: the benchmark's workload through the real inbox (batches of 500
+records per partition, as a poll returns them), then the real outbox (its own application and
+cache, as in its own process) with every vendor call answered at once in-process, then the read
+models; CPU time of each phase, per transfer. `--prefill` first grows the store to that many
+events through the same path (untimed): the cost per transfer with history behind it.
+"""
+
+import argparse
+import io
+import json
+import tempfile
+import time
+import zlib
+from collections import namedtuple
+from pathlib import Path
+from typing import Any
+
+from bench import workload
+from processor.consume.inbox import Inbox, utc_now
+from processor.log_setup import configure_logging
+from processor.outbox.dispatch import Outbox
+from processor.outbox.process import OUTBOX_CACHE_SIZE
+from processor.outbox.vendor_client import VendorClient
+from processor.store.opening import open_store
+from projections.projection import Projection
+
+Record = namedtuple("Record", "offset value")
+PARTITIONS = 3
+POLL = 500
+
+
+class AnsweringVendor(VendorClient):
+    """Every call accepted at once: the client's own work (body, limiter, outcome) without a socket."""
+
+    def _post(self, body: bytes, operation_id: str, traceparent: str | None = None) -> tuple[int | None, str, dict[str, str]]:
+        return 201, json.dumps({"vendor_reference": f"VND-{operation_id}"}), {}
+
+
+class Published:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def publish(self, messages: list[Any]) -> None:
+        self.count += len(messages)
+
+
+class Pipeline:
+    """The consumer's application and the outbox's, on one store, as `coterm run` has them."""
+
+    def __init__(self, store: str) -> None:
+        self.consumer = open_store(store)
+        self.outbox_app = open_store(store, cache_size=OUTBOX_CACHE_SIZE)
+        self.inbox = Inbox(self.consumer)
+        self.published = Published()
+        self.outbox = Outbox(self.outbox_app, self.published, AnsweringVendor("http://vendor.invalid"), 3600.0,
+                             utc_now)
+        self.projection = Projection(self.outbox_app)
+        self.offsets = [0] * PARTITIONS
+
+    def consume(self, messages: list[workload.Message]) -> None:
+        by_partition: list[list[Record]] = [[] for _ in range(PARTITIONS)]
+        for m in messages:  # as Kafka's default partitioner spreads keys: one customer, one partition
+            p = zlib.crc32(m.key.encode()) % PARTITIONS
+            by_partition[p].append(Record(self.offsets[p], m.value))
+            self.offsets[p] += 1
+        polls = max(len(records) for records in by_partition)
+        for start in range(0, polls, POLL):
+            for p, records in enumerate(by_partition):
+                if records[start : start + POLL]:
+                    self.inbox.process("orders", p, records[start : start + POLL])
+
+    def carry_out(self, expected: int) -> None:
+        """Outbox rounds until every call decided so far has its outcome recorded."""
+        stop = _Never()
+        while True:
+            self.outbox.follow_to_head(stop)
+            worked = self.outbox.dispatch()
+            self.outbox.follow_to_head(stop)
+            if not worked and not self.outbox.in_flight and not self.outbox.calls:
+                return
+            if not worked:
+                time.sleep(0.001)
+
+    def project(self) -> None:
+        while self.projection.catch_up(limit=2000):
+            pass
+
+    def events(self) -> int:
+        return self.consumer.process_recorder.max_notification_id() or 0
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.consumer.close()
+        self.outbox_app.close()
+
+
+class _Never:
+    @staticmethod
+    def is_set() -> bool:
+        return False
+
+
+def measure(pipeline: Pipeline, transfers: list[workload.Message], n: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    before = pipeline.events()
+    for phase, work in (("consumer", lambda: pipeline.consume(transfers)),
+                        ("outbox", lambda: pipeline.carry_out(n)),
+                        ("read models", pipeline.project)):
+        cpu = time.process_time()  # every thread of the process: the outbox's vendor workers too
+        work()
+        figures[f"{phase} CPU us/transfer"] = (time.process_time() - cpu) * 1e6 / n
+    figures["total CPU us/transfer"] = sum(figures.values())
+    figures["events/transfer"] = (pipeline.events() - before) / n
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transfers", type=int, default=3000)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--subscriptions", type=int, default=5, help="source subscriptions per customer")
+    parser.add_argument("--store", help="a postgresql:// URL (default: a fresh SQLite file)")
+    parser.add_argument("--prefill", type=int, default=0, metavar="EVENTS", help="events stored first (untimed)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --transfers measured, one after another")
+    args = parser.parse_args()
+    configure_logging(io.StringIO())  # rendered as in production, kept off the terminal
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or str(Path(tmp) / "hot.sqlite")
+        if store.startswith("postgresql://"):
+            store = f"{store}{'&' if '?' in store else '?'}schema=hot_{int(time.time() * 1000)}"
+        pipeline = Pipeline(store)
+        try:
+            pipeline.consume(workload.reference_data("hot", args.customers, args.subscriptions))
+            pipeline.project()
+            print(f"{args.transfers:,} transfers a round, {args.customers} customers x {args.subscriptions} sources, "
+                  f"store: {args.store or 'SQLite'}", flush=True)
+            first = 0
+            empty = rounds(pipeline, args, first)
+            first += args.repeat * args.transfers
+            full: list[dict[str, float]] = []
+            if args.prefill:
+                while pipeline.events() < args.prefill:  # the same work, untimed, until the store holds that many
+                    step = args.transfers
+                    pipeline.consume(workload.transfers("hot", step, args.customers, args.subscriptions, first=first))
+                    pipeline.carry_out(step)
+                    pipeline.project()
+                    first += step
+                print(f"{pipeline.events():,} events stored", flush=True)
+                full = rounds(pipeline, args, first)
+        finally:
+            pipeline.close()
+    table(empty, full)
+
+
+def rounds(pipeline: Pipeline, args: argparse.Namespace, first: int) -> list[dict[str, float]]:
+    done = []
+    for r in range(args.repeat):
+        batch = workload.transfers("hot", args.transfers, args.customers, args.subscriptions, first=first)
+        first += args.transfers
+        done.append(measure(pipeline, batch, args.transfers))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in done[-1].items()), flush=True)
+    return done
+
+
+def table(empty: list[dict[str, float]], full: list[dict[str, float]]) -> None:
+    def median(of: list[dict[str, float]], name: str) -> float:
+        values = sorted(r[name] for r in of)
+        return values[len(values) // 2]
+
+    print("\n| figure (median of rounds) | empty store |" + (" prefilled | prefilled / empty |" if full else ""))
+    print("| --- | ---: |" + (" ---: | ---: |" if full else ""))
+    for name in empty[0]:
+        line = f"| {name} | {median(empty, name):,.1f} |"
+        if full:
+            line += f" {median(full, name):,.1f} | {median(full, name) / median(empty, name):.2f} |"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
