@@ -50,7 +50,7 @@ class Customer(Aggregate):
 
     def add_subscription(self, subscription_id: str, message_id: str) -> None:
         if subscription_id not in self.subscription_ids:
-            self._subscription_added(subscription_id=subscription_id, message_id=message_id)
+            self.trigger_event(self.SubscriptionAdded, subscription_id=subscription_id, message_id=message_id)
 
     @event("SubscriptionAdded")
     def _subscription_added(self, subscription_id: str, message_id: str) -> None:

@@ -79,7 +79,7 @@ class Transfer(Aggregate):
             raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
         if first is not None:
             return False  # the same order sent again under a new message_id: nothing changes
-        self._half_received(side=side, half=half.stored(), message_id=half.message_id)
+        self.trigger_event(self.HalfReceived, side=side, half=half.stored(), message_id=half.message_id)
         return len(self.halves) == 2
 
     @event("HalfReceived")
@@ -129,7 +129,8 @@ class Transfer(Aggregate):
 
     def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired",
                             idempotency_key: str | None = None) -> None:
-        self._vendor_call_requested(
+        self.trigger_event(
+            self.VendorCallRequested,
             operation_id=self.operation_id, request=request, requested_by=requested_by, reason=reason,
             message_id=message_id, idempotency_key=idempotency_key or self.operation_id,
         )
@@ -171,7 +172,8 @@ class Transfer(Aggregate):
     # -- vendor outcomes ----------------------------------------------------------------
     def complete(self, vendor_reference: str, attempts: int, vendor_latency_ms: int, message_id: str) -> None:
         assert self.vendor_request is not None
-        self._completed(
+        self.trigger_event(
+            self.Completed,
             operation_id=self.operation_id,
             source_subscription_id=self.vendor_request["source"]["subscription_id"],
             target_subscription_id=self.vendor_request["target"]["subscription_id"],
@@ -207,7 +209,7 @@ class Transfer(Aggregate):
         """The call is out (status `sent`) with a body built from the seats confirmed when its turn
         came, other than the decided one; None: the decided body (marked only when the vendor is slow)."""
         if self.status == "paired":
-            self._vendor_call_sent(operation_id=self.operation_id, round=self.vendor_rounds, request=request)
+            self.trigger_event(self.VendorCallSent, operation_id=self.operation_id, round=self.vendor_rounds, request=request)
 
     class VendorCallSent(Aggregate.Event):
         """Version 2 carries the body sent. Version 1 was recorded only for calls the vendor had

@@ -5,7 +5,7 @@
 `make bench` measures the whole pipeline, where the work of a transfer depends on timing (how
 many messages a poll returns, how many calls an outbox round finds, version conflicts between
 the two processes) and the machine drifts by 10-30% within an hour. This measures each lever
-on the same work every time: the benchmark's workload through the real inbox (batches of 500
+on the same work every time, and counts the statements sent to the database: the benchmark's workload through the real inbox (batches of 500
 records per partition, as a poll returns them), then the real outbox (its own application and
 cache, as in its own process) with every vendor call answered at once in-process, then the read
 models; CPU time of each phase, per transfer. `--prefill` first grows the store to that many
@@ -22,6 +22,9 @@ from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
+
 from bench import workload
 from processor.consume.inbox import Inbox, utc_now
 from processor.log_setup import configure_logging
@@ -34,6 +37,28 @@ from projections.projection import Projection
 Record = namedtuple("Record", "offset value")
 PARTITIONS = 3
 POLL = 500
+
+
+class Statements:
+    """Statements sent to the database (execute, executemany, commit calls of the library's SQLite
+    cursor and connection, and of psycopg's): a figure the machine's drift does not move. Counted by
+    wrapping those methods, in this benchmark's process only."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        for owner, names in ((SQLiteCursor, ("execute", "executemany")), (SQLiteConnection, ("commit",)),
+                             (psycopg.Cursor, ("execute", "executemany")), (psycopg.Connection, ("commit",))):
+            for name in names:
+                setattr(owner, name, cls._counting(getattr(owner, name)))
+
+    @classmethod
+    def _counting(cls, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            cls.count += 1
+            return method(*args, **kwargs)
+        return counted
 
 
 class AnsweringVendor(VendorClient):
@@ -76,16 +101,21 @@ class Pipeline:
                 if records[start : start + POLL]:
                     self.inbox.process("orders", p, records[start : start + POLL])
 
-    def carry_out(self, expected: int) -> None:
+    def carry_out(self) -> None:
         """Outbox rounds until every call decided so far has its outcome recorded."""
-        stop = _Never()
+        stop, idle_since = _Never(), time.monotonic()
         while True:
             self.outbox.follow_to_head(stop)
             worked = self.outbox.dispatch()
             self.outbox.follow_to_head(stop)
             if not worked and not self.outbox.in_flight and not self.outbox.calls:
                 return
-            if not worked:
+            if worked:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 60:  # a bench fails loudly rather than waits forever
+                raise RuntimeError(f"the outbox is stuck: {len(self.outbox.calls)} calls open, "
+                                   f"{len(self.outbox.waits_for)} waiting their turn, e.g. {next(iter(self.outbox.calls))}")
+            else:
                 time.sleep(0.001)
 
     def project(self) -> None:
@@ -109,15 +139,16 @@ class _Never:
 
 def measure(pipeline: Pipeline, transfers: list[workload.Message], n: int) -> dict[str, float]:
     figures: dict[str, float] = {}
-    before = pipeline.events()
+    before, statements = pipeline.events(), Statements.count
     for phase, work in (("consumer", lambda: pipeline.consume(transfers)),
-                        ("outbox", lambda: pipeline.carry_out(n)),
+                        ("outbox", lambda: pipeline.carry_out()),
                         ("read models", pipeline.project)):
         cpu = time.process_time()  # every thread of the process: the outbox's vendor workers too
         work()
         figures[f"{phase} CPU us/transfer"] = (time.process_time() - cpu) * 1e6 / n
     figures["total CPU us/transfer"] = sum(figures.values())
     figures["events/transfer"] = (pipeline.events() - before) / n
+    figures["statements/transfer"] = (Statements.count - statements) / n
     return figures
 
 
@@ -131,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of --transfers measured, one after another")
     args = parser.parse_args()
     configure_logging(io.StringIO())  # rendered as in production, kept off the terminal
+    Statements.install()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "hot.sqlite")
         if store.startswith("postgresql://"):
@@ -149,7 +181,7 @@ def main() -> None:
                 while pipeline.events() < args.prefill:  # the same work, untimed, until the store holds that many
                     step = args.transfers
                     pipeline.consume(workload.transfers("hot", step, args.customers, args.subscriptions, first=first))
-                    pipeline.carry_out(step)
+                    pipeline.carry_out()
                     pipeline.project()
                     first += step
                 print(f"{pipeline.events():,} events stored", flush=True)

@@ -13,7 +13,7 @@ def test_every_transfer_of_a_round_completes(tmp_path: object) -> None:
     try:
         pipeline.consume(workload.reference_data("t", 3, 2))
         pipeline.consume(workload.transfers("t", 40, 3, 2))
-        pipeline.carry_out(40)
+        pipeline.carry_out()
         pipeline.project()
         rows = pipeline.projection.tables.fetch(
             f"SELECT status, COUNT(*) AS n FROM {pipeline.projection.tables.table('operations')} GROUP BY status", [])
