@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-serve test test-keycloak install bench bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
+.PHONY: demo demo-serve test test-keycloak install bench bench-hot bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-keycloak: $(STAMP)
 # The whole pipeline beside a naive baseline; e.g. make bench ARGS="--store postgresql://postgres@127.0.0.1:5432/test"
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.pipeline $(ARGS)
+
+# CPU per transfer of each process's work and statements per transfer, in one process on the same
+# work every run (the lever-by-lever measure); ARGS="--prefill 1000000" adds a store with history
+bench-hot: $(STAMP)
+	$(VENV)/bin/python -m bench.hot_path $(ARGS)
 
 # The inbox and outbox alone, in-process, on the demo stream (no broker, no HTTP)
 bench-inbox: $(STAMP)

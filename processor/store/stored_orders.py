@@ -69,9 +69,12 @@ class StoredOrders(Orders):
             cached = cache.get(notification.originator_id)
         except KeyError:
             return
+        if notification.topic in self.leave_cache:  # no use decoding what leaves: the consumer read
+            cache.get(notification.originator_id, evict=True)  # every Transfer.Completed only to drop it
+            return
         if cached.version == notification.originator_version - 1:
             (event or self.mapper.to_domain_event(notification)).mutate(cached)
-        if cached.version < notification.originator_version or notification.topic in self.leave_cache:
+        if cached.version < notification.originator_version:
             cache.get(notification.originator_id, evict=True)
 
     def seen(self, message_ids: "list[str]") -> set[str]:
