@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.domain import Aggregate
 from kafka import KafkaConsumer, TopicPartition
 
@@ -76,6 +77,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         coterm.wait_applied()
         before = coterm.events()
+        transactions = pg_transactions(args.store)
         cpu = cpu_seconds(coterm.process.pid)
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
@@ -86,6 +88,10 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         f.put("coterm transfers/s", args.transfers / elapsed)
         f.put("coterm CPU ms/transfer", (cpu_seconds(coterm.process.pid) - cpu) * 1000 / args.transfers)
         f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
+        if transactions is not None:
+            coterm.wait_settled()  # the burst's read models too; an idle backend flushes its counters within 10 s
+            time.sleep(11)
+            f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
         if args.steady_seconds:
             coterm.wait_settled()  # the burst's results and read models first: latency in steady state
             n = int(args.steady_rate * args.steady_seconds)
@@ -145,6 +151,18 @@ def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: P
         watcher.stop.set()
         process.terminate()
         process.wait(10)
+
+
+def pg_transactions(store: str | None) -> int | None:
+    """Transactions committed and rolled back in the store's database so far (PostgreSQL's own
+    counters; the bench's other writers are idle meanwhile): each one at least a round trip."""
+    if not store or not store.startswith("postgresql://"):
+        return None
+    with psycopg.connect(store.split("?")[0], autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else None
 
 
 def consume_rate(bootstrap: str, topic: str) -> float:
