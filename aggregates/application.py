@@ -87,6 +87,25 @@ class Orders(Application):
         library's cache fast-forwards each aggregate it hands out (`processor.store.StoredOrders`
         does it in bulk from the log instead)."""
 
+    def _take_snapshots(self, processing_event: Any) -> None:
+        """The library's rule (a snapshot when an event's version is a multiple of the interval),
+        taken from the aggregate just recorded when that event is its last: the library rebuilt it
+        from the store (the last snapshot and up to 100 events after it), which made snapshots a
+        cost that grew with history (py-spy, `bench.hot_path --prefill`). Otherwise the library's
+        way, at that version."""
+        if not self.snapshots or not self.snapshotting_intervals:
+            return
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if aggregate is None or interval is None or event.originator_version % interval:
+                continue
+            if aggregate.version == event.originator_version:
+                snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+                self.snapshots.put([snapshot_class.take(aggregate)])
+            else:
+                self.take_snapshot(event.originator_id, event.originator_version, projector_func=_project)
+
     def unit_of_work(self) -> "UnitOfWork":
         self.refresh_cache()
         return UnitOfWork(self)

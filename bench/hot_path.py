@@ -87,7 +87,7 @@ class Pipeline:
         self.outbox = Outbox(self.outbox_app, self.published, AnsweringVendor("http://vendor.invalid"), 3600.0,
                              utc_now)
         self.projection = Projection(self.outbox_app)
-        self.offsets = [0] * PARTITIONS
+        self.offsets = [self.inbox.resume_position("orders", p) or 0 for p in range(PARTITIONS)]  # a kept store's
 
     def consume(self, messages: list[workload.Message]) -> None:
         by_partition: list[list[Record]] = [[] for _ in range(PARTITIONS)]
@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--store", help="a postgresql:// URL (default: a fresh SQLite file)")
     parser.add_argument("--prefill", type=int, default=0, metavar="EVENTS", help="events stored first (untimed)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of --transfers measured, one after another")
+    parser.add_argument("--first", type=int, default=0, help="number of the first transfer (to run on a kept store again)")
     args = parser.parse_args()
     configure_logging(io.StringIO())  # rendered as in production, kept off the terminal
     Statements.install()
@@ -173,7 +174,7 @@ def main() -> None:
             pipeline.project()
             print(f"{args.transfers:,} transfers a round, {args.customers} customers x {args.subscriptions} sources, "
                   f"store: {args.store or 'SQLite'}", flush=True)
-            first = 0
+            first = args.first
             empty = rounds(pipeline, args, first)
             first += args.repeat * args.transfers
             full: list[dict[str, float]] = []

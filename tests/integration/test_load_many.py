@@ -66,3 +66,23 @@ def test_load_many_starts_at_the_latest_snapshot(store: str) -> None:
             fresh.close()
     finally:
         app.close()
+
+
+def test_a_snapshot_taken_from_the_recorded_aggregate_equals_the_rebuilt_one(store: str) -> None:
+    """Snapshots are taken from the aggregate just recorded (the library rebuilt it from the
+    store): each holds what rebuilding the aggregate to its version holds."""
+    app = open_store(store)
+    try:
+        seed.customer_with_subscriptions(app, "c1")
+        for seats in range(101, 331):
+            seed.run(app, commands.resize_subscription, "c1-s1", seats)
+        busy = Subscription.create_id("c1-s1")
+        snapshots = list(app.snapshots.get(busy))  # type: ignore[union-attr]
+        assert [s.originator_version for s in snapshots] == [100, 200]
+        for snapshot in snapshots:
+            rebuilt = vars(app.repository.get(busy, version=snapshot.originator_version))
+            taken = vars(snapshot.mutate(None))
+            assert taken == rebuilt
+            assert taken["seats"] == 99 + snapshot.originator_version  # purchased with 100 at version 1, +1 a resize
+    finally:
+        app.close()
