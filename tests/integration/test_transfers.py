@@ -131,14 +131,25 @@ def test_orphan_half_expires(scenario: Scenario) -> None:
 
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)
 def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Scenario, vendor: VendorSimulator) -> None:
+    seed_reference_data(scenario)
+    scenario.process()  # reference data first: the halves below land on other partitions
+    # Each round must make one call and one result per pair; the test needs a round where both
+    # processors consumed halves. kafka-python's rejoin sometimes hangs (up to the join watchdog's
+    # 20 s) under a loaded machine, and the other member then takes every partition: that round
+    # still proves one call per pair, and another round is played, up to three.
+    for attempt in range(3):
+        received = _two_processors_round(scenario, vendor, [f"multi{attempt}-{n}" for n in range(6)])
+        if all(n > 0 for n in received):
+            return
+    raise AssertionError(f"in no round of three did each processor consume halves (the last: {received})")
+
+
+def _two_processors_round(scenario: Scenario, vendor: VendorSimulator, ops: list[str]) -> list[int]:
     import threading
 
     from processor.consume.runner import run
     from processor.store.opening import open_store
 
-    seed_reference_data(scenario)
-    scenario.process()  # reference data first: the halves below land on other partitions
-    ops = [f"multi-{n}" for n in range(6)]
     apps = [open_store(scenario.store) for _ in range(2)]
     stop = threading.Event()
     received, holding = [0, 0], [False, False]
@@ -154,6 +165,7 @@ def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Sce
         w.start()
     # Both in the group, each holding partitions, before the halves go out: then both consume.
     wait_for(lambda: all(holding), 60, "both processors holding partitions of the orders topic")
+    before = list(received)
     for n, op in enumerate(ops):  # each pair split over two partitions, in both orders
         first, second = ("transfer.downgrade_ordered", downgrade(op, seats=1)), ("transfer.upgrade_ordered", upgrade(op, seats=1))
         if n % 2:
@@ -164,8 +176,8 @@ def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Sce
         w.join(timeout=120)
     for a in apps:
         a.close()
-    assert all(n > 0 for n in received), f"each processor consumed halves: {received}"
     results = scenario.results()
     for op in ops:
         assert [r["type"] for r in results if r["payload"]["operation_id"] == op] == ["transfer.completed"], op
         assert len([r for r in vendor.state.requests if r["key"] == op]) == 1, op
+    return [after - was for after, was in zip(received, before, strict=True)]
