@@ -154,10 +154,7 @@ def measure(pipeline: Pipeline, transfers: list[workload.Message], n: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transfers", type=int, default=3000)
-    parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--subscriptions", type=int, default=5, help="source subscriptions per customer")
-    parser.add_argument("--store", help="a postgresql:// URL (default: a fresh SQLite file)")
+    workload.add_arguments(parser)
     parser.add_argument("--prefill", type=int, default=0, metavar="EVENTS", help="events stored first (untimed)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of --transfers measured, one after another")
     parser.add_argument("--first", type=int, default=0, help="number of the first transfer (to run on a kept store again)")

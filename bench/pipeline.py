@@ -204,10 +204,7 @@ def bench_replay(args: argparse.Namespace, tmp: Path, f: Figures) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transfers", type=int, default=3000)
-    parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--subscriptions", type=int, default=5, help="source subscriptions per customer")
-    parser.add_argument("--store", help="a postgresql:// URL (default: a fresh SQLite file)")
+    workload.add_arguments(parser)
     parser.add_argument("--steady-rate", type=float, default=200.0, help="transfers/s of the latency phase")
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     parser.add_argument("--waiting", type=int, default=100_000, help="halves left waiting for the RSS figure")

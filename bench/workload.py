@@ -5,6 +5,7 @@ subscription (two messages: downgrade then upgrade, keyed by customer). Sources 
 many seats, so every transfer completes.
 """
 
+import argparse
 import json
 import random
 import uuid
@@ -66,3 +67,11 @@ def transfers(tag: str, count: int, customers: int, subscriptions_each: int, see
             "target": {"kind": "new_subscription", "new_subscription_id": f"{op}-new", "product_id": PRODUCT,
                        "plan_id": "plan-b", "term_months": 12}}, at), op))
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload's size and the store, as every benchmark of transfers takes them."""
+    parser.add_argument("--transfers", type=int, default=3000)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--subscriptions", type=int, default=5, help="source subscriptions per customer")
+    parser.add_argument("--store", help="a postgresql:// URL (default: a fresh SQLite file)")

@@ -11,7 +11,8 @@ from aggregates.transfer import Transfer
 from tests.world import World
 
 
-def test_vendor_call_requested_v1_is_upcast_with_a_reason() -> None:
+def _paired() -> World:
+    """A transfer "op" of 3 seats out of s1 (10 seats), both halves received: its call requested."""
     world = World()
     world.product("p1")
     world.product("p2")
@@ -19,6 +20,11 @@ def test_vendor_call_requested_v1_is_upcast_with_a_reason() -> None:
     world.purchase("s1", seats=10)
     world.downgrade("op")
     world.upgrade("op")
+    return world
+
+
+def test_vendor_call_requested_v1_is_upcast_with_a_reason() -> None:
+    world = _paired()
     recorder = world.app.recorder
     [stored] = [e for e in recorder.select_events(Transfer.create_id("op")) if e.topic.endswith("VendorCallRequested")]
     state = json.loads(stored.state)
@@ -66,13 +72,7 @@ TRANSFER_EVENTS = {
 
 
 def test_the_events_of_a_transfer_keep_their_stored_shape() -> None:
-    world = World()
-    world.product("p1")
-    world.product("p2")
-    world.customer()
-    world.purchase("s1", seats=10)
-    world.downgrade("op")
-    world.upgrade("op")
+    world = _paired()
     assert world.vendor_ok("op")
     shapes = {n.topic: list(json.loads(n.state)) for n in world.app.process_recorder.select_notifications(1, 1000)}
     for topic, keys in TRANSFER_EVENTS.items():
