@@ -42,9 +42,12 @@ def test_staff_resolve_a_drift_from_the_drift_page(browser: Any, tmp_path: Path)
             login.find_element(By.ID, "login-submit").click()
             wait_for(lambda: browser.find_element(By.ID, "drift-count-open").text == "open 1", what="one open drift")
             assert "2 compared, 1 new drift" in browser.find_element(By.ID, "drift-pass").text
-            row = browser.find_element(By.CSS_SELECTOR, "#drifts tbody tr[data-sub='c1-s1']")
-            assert "96" in row.text and "100" in row.text and "nightly pass" in row.text
-            row.click()
+            # The page re-renders as it refreshes: each element is found again where it is used
+            # (an element found before a refresh is stale after it).
+            row = "#drifts tbody tr[data-sub='c1-s1']"
+            text = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, row).text, what="the drift's row")
+            assert "96" in text and "100" in text and "nightly pass" in text
+            wait_for(lambda: browser.find_element(By.CSS_SELECTOR, row).click() or True, what="the row clicked")
             wait_for(lambda: browser.find_element(By.ID, "drift-seats").text == "100")
             browser.find_element(By.ID, "drift-resolve").click()  # no reason yet: asked for one, nothing recorded
             wait_for(lambda: "say why first" in browser.find_element(By.ID, "drift-notice").text)
@@ -63,8 +66,9 @@ def test_staff_resolve_a_drift_from_the_drift_page(browser: Any, tmp_path: Path)
                 limiter.acquire(threading.Event())
                 limiter.release(throttled=True)  # one burst of 429s: 32 -> 16 calls at once
             VendorStatus(read_models(app, create=False), limiter, "test-outbox").round(leading=True)
-            chip = wait_for(lambda: browser.find_element(By.ID, "vendor-throttling"), timeout=20, what="the throttling chip")
-            assert "at most 16 of 32 calls at once" in chip.text and "(2 429s in all)" in chip.text, chip.text
+            chip = wait_for(lambda: (t := browser.find_element(By.ID, "vendor-throttling").text) and "at most" in t and t,
+                            timeout=20, what="the throttling chip")
+            assert "at most 16 of 32 calls at once" in chip and "(2 429s in all)" in chip, chip
     finally:
         vendor.stop()
         app.close()
