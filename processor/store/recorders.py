@@ -35,8 +35,8 @@ MIGRATED = "coterm.seen_messages.v1"  # a tracking record: the legacy ids were c
 
 def _latest_of(events: str, snapshots: str, among: str) -> str:
     """Each aggregate's latest snapshot (if any) and its events after it, for the aggregates
-    whose id is `among` (IN (...) or = ANY(...), its ids given twice): one statement, so one consistent read even while snapshots
-    are being written."""
+    whose id is `among` (`IN (...)` or `= ANY(...)`, its ids given twice): one statement, so
+    one consistent read even while snapshots are being written."""
     latest = f"(SELECT MAX(t.originator_version) FROM {snapshots} t WHERE t.originator_id = x.originator_id)"
     return (f"SELECT originator_id, originator_version, topic, state FROM {snapshots} x "
             f"WHERE originator_id {among} AND originator_version = {latest} UNION ALL "
@@ -103,8 +103,9 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
 
     def events_of(self, aggregate_ids: Iterable[UUID], snapshots: str | None = None) -> list[StoredEvent]:
         """What rebuilds these aggregates, in version order per aggregate: one query per 500
-        aggregates instead of two each (`UnitOfWork.load_many`). `snapshots`: the snapshots
-        table; then each aggregate's latest snapshot and the events after it, else every event."""
+        aggregates (400 with `snapshots`) instead of two each (`UnitOfWork.load_many`).
+        `snapshots`: the snapshots table; then each aggregate's latest snapshot and the events
+        after it, else every event."""
         ids = [i.hex for i in aggregate_ids]
         if snapshots is None:
             rows = self._select_in(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
