@@ -22,13 +22,13 @@ demo-serve: $(STAMP)
 
 # The kill storm (marked `storm`, two minutes of faults at its own pace) runs in a pytest of its
 # own beside four xdist workers for the rest, both on one Apache Kafka broker started once
-# (tests/run_suite.py); the storm's output follows theirs, the ten slowest tests are printed.
-# Either failing (or collecting no test: exit 5) fails the target.
+# (tests/run_suite.py); the storm's output follows theirs, the ten slowest tests are printed; the
+# Keycloak tests run last, alone. Any failing (or collecting no test: exit 5) fails the target.
 test: $(STAMP)
 	$(VENV)/bin/python -m tests.run_suite
 
 # Only the tests against Keycloak (Maven Central's keycloak-quarkus-dist, fetched and built once
-# into ~/.cache/coterm): `make test` runs them too, after the storm.
+# into ~/.cache/coterm): `make test` runs them too, last.
 test-keycloak: $(STAMP)
 	$(VENV)/bin/python -m pytest -m keycloak
 

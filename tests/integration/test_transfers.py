@@ -131,20 +131,24 @@ def test_orphan_half_expires(scenario: Scenario) -> None:
 
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)
 def test_two_processors_on_one_store_make_one_vendor_call_per_pair(scenario: Scenario, vendor: VendorSimulator) -> None:
-    seed_reference_data(scenario)
+    # A customer per round: six 1-seat transfers a round out of a 10-seat source, so a second round
+    # on one customer would run out of seats (a rejection the test would then blame on pairing).
+    customers = [f"m{attempt}" for attempt in range(3)]
+    for customer in customers:
+        seed_reference_data(scenario, customer)
     scenario.process()  # reference data first: the halves below land on other partitions
     # Each round must make one call and one result per pair; the test needs a round where both
     # processors consumed halves. kafka-python's rejoin sometimes hangs (up to the join watchdog's
     # 20 s) under a loaded machine, and the other member then takes every partition: that round
     # still proves one call per pair, and another round is played, up to three.
-    for attempt in range(3):
-        received = _two_processors_round(scenario, vendor, [f"multi{attempt}-{n}" for n in range(6)])
+    for attempt, customer in enumerate(customers):
+        received = _two_processors_round(scenario, vendor, customer, [f"multi{attempt}-{n}" for n in range(6)])
         if all(n > 0 for n in received):
             return
     raise AssertionError(f"in no round of three did each processor consume halves (the last: {received})")
 
 
-def _two_processors_round(scenario: Scenario, vendor: VendorSimulator, ops: list[str]) -> list[int]:
+def _two_processors_round(scenario: Scenario, vendor: VendorSimulator, customer: str, ops: list[str]) -> list[int]:
     import threading
 
     from processor.consume.runner import run
@@ -167,7 +171,8 @@ def _two_processors_round(scenario: Scenario, vendor: VendorSimulator, ops: list
     wait_for(lambda: all(holding), 60, "both processors holding partitions of the orders topic")
     before = list(received)
     for n, op in enumerate(ops):  # each pair split over two partitions, in both orders
-        first, second = ("transfer.downgrade_ordered", downgrade(op, seats=1)), ("transfer.upgrade_ordered", upgrade(op, seats=1))
+        first = ("transfer.downgrade_ordered", downgrade(op, customer, seats=1))
+        second = ("transfer.upgrade_ordered", upgrade(op, customer, seats=1))
         if n % 2:
             first, second = second, first
         scenario.send(*first, partition=n % 3)
