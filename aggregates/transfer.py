@@ -65,8 +65,12 @@ class Transfer(Aggregate):
         self.sent_key: str | None = None  # and the Idempotency-Key it went under
 
     # -- halves ------------------------------------------------------------------------
-    def add_half(self, half: Half) -> bool:
-        """Record a half; True when this half completes the pair. Raises a non-final refusal."""
+    def add_half(self, half: Half) -> tuple[Downgrade, Upgrade] | None:
+        """Take a half. When it completes the pair it is not recorded here: the pair (with it) is
+        returned for the decision, which records it in the same event as the vendor call
+        (`request_vendor_call(..., paired_by=half)`), or with `receive` before a rejection. Any
+        other new half is recorded at once; the same order again changes nothing. Raises a
+        non-final refusal."""
         side = half.side
         # Contract table order: DUPLICATE_HALF is checked before OPERATION_CLOSED.
         first = self.halves.get(side)
@@ -78,9 +82,16 @@ class Transfer(Aggregate):
         if self.status in CLOSED:
             raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
         if first is not None:
-            return False  # the same order sent again under a new message_id: nothing changes
-        self.trigger_event(self.HalfReceived, side=side, half=half.stored(), message_id=half.message_id)
-        return len(self.halves) == 2
+            return None  # the same order sent again under a new message_id: nothing changes
+        halves = {**self.halves, side: half}
+        down, up = halves.get("downgrade"), halves.get("upgrade")
+        if isinstance(down, Downgrade) and isinstance(up, Upgrade):
+            return down, up
+        self.receive(half)
+        return None
+
+    def receive(self, half: Half) -> None:
+        self.trigger_event(self.HalfReceived, side=half.side, half=half.stored(), message_id=half.message_id)
 
     @event("HalfReceived")
     def _half_received(self, side: str, half: dict[str, Any], message_id: str) -> None:
@@ -128,25 +139,31 @@ class Transfer(Aggregate):
         self.outcome = {"reason_code": reason_code, "detail": detail, "facts": facts}
 
     def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired",
-                            idempotency_key: str | None = None) -> None:
+                            idempotency_key: str | None = None, paired_by: Half | None = None) -> None:
+        """`paired_by`: the half that completed the pair, recorded in this event (`add_half`)."""
         self.trigger_event(
             self.VendorCallRequested,
             operation_id=self.operation_id, request=request, requested_by=requested_by, reason=reason,
             message_id=message_id, idempotency_key=idempotency_key or self.operation_id,
+            side=paired_by.side if paired_by else None, half=paired_by.stored() if paired_by else None,
         )
 
     class VendorCallRequested(Aggregate.Event):
         """Version 2 added `reason` (why the call was requested: "paired", or an operator's words).
         Version 3 added `idempotency_key`: the operation id, except for a staff retry of a call the
-        vendor refused (VENDOR_REJECTED), which is a new request under a key of its own."""
+        vendor refused (VENDOR_REJECTED), which is a new request under a key of its own.
+        Version 4 carries the half that completed the pair (`side`, `half`; None on a retry), one
+        event where a decided pair had two (`HalfReceived`, then this): issue 29."""
 
-        class_version = 3
+        class_version = 4
         request: dict[str, Any]
         requested_by: str
         reason: str
         message_id: str
         operation_id: str
         idempotency_key: str
+        side: str | None
+        half: dict[str, Any] | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -156,11 +173,17 @@ class Transfer(Aggregate):
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["idempotency_key"] = state["operation_id"]
 
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state.update(side=None, half=None)
+
     @event(VendorCallRequested)
     def _vendor_call_requested(
         self, operation_id: str, request: dict[str, Any], requested_by: str, reason: str, message_id: str,
-        idempotency_key: str,
+        idempotency_key: str, side: str | None, half: dict[str, Any] | None,
     ) -> None:
+        if side is not None and half is not None:
+            self.halves[side] = half_of(side, half)
         self.vendor_request = request
         self.idempotency_key = idempotency_key
         self.call_cause = message_id

@@ -9,7 +9,7 @@ from aggregates import errors
 from aggregates.application import UnitOfWork, plain
 from aggregates.context import Context
 from aggregates.customer import Customer
-from aggregates.halves import ExistingSubscription, NewSubscription, half_of
+from aggregates.halves import Downgrade, ExistingSubscription, Half, NewSubscription, Upgrade, half_of
 from aggregates.subscription import Subscription
 from aggregates.transfer import Transfer
 from aggregates.transfer_rules import (
@@ -72,18 +72,18 @@ def add_half(uow: UnitOfWork, ctx: Context, side: str, order: dict[str, Any]) ->
     if transfer is None:  # the first word of this operation: it opens holding this half
         return uow.add(Transfer.opened_by(half))
     try:
-        paired = transfer.add_half(half)
+        pair = transfer.add_half(half)
     except errors.Refusal as refusal:
         transfer.refuse(refusal.reason, refusal.detail, half.order_id, ctx.message_id)
         return transfer
-    if paired:
-        _decide_pair(uow, transfer, ctx)
+    if pair is not None:
+        _decide_pair(uow, transfer, half, pair, ctx)
     return transfer
 
 
-def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
-    down, up = transfer.downgrade, transfer.upgrade
-    assert down is not None and up is not None
+def _decide_pair(uow: UnitOfWork, transfer: Transfer, half: Half, pair: tuple[Downgrade, Upgrade], ctx: Context) -> None:
+    """`half`, the one completing the pair, is recorded with the decision: in the vendor call's event."""
+    down, up = pair
     spec = up.target
     on = transfer_date(down, up)
     source = subscription_of(uow, down.subscription_id)
@@ -93,11 +93,12 @@ def _decide_pair(uow: UnitOfWork, transfer: Transfer, ctx: Context) -> None:
         check_transfer(down, up, source, target, taken, on)
     except errors.Refusal as refusal:
         facts = plain({**refusal.facts, "transfer_date": on, "eligible_from": refusal.eligible_from})
+        transfer.receive(half)
         transfer.reject(refusal.reason, refusal.detail, facts, None, ctx.message_id)
         return
     assert source is not None
     request = vendor_request(transfer.operation_id, down, up, source, target, on)
-    transfer.request_vendor_call(request, up.requested_by, ctx.message_id)
+    transfer.request_vendor_call(request, up.requested_by, ctx.message_id, paired_by=half)
     _hold(uow, transfer, ctx.message_id)
 
 

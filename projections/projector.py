@@ -121,6 +121,8 @@ def _rejected(doc: Doc, e: Any) -> None:
 
 
 def _requested(doc: Doc, e: Any) -> None:
+    if e.half is not None:  # v4: the half that completed the pair came with the call (issue 29)
+        _half(doc, e)
     doc.update(status="paired", reason_code=None, detail=None, retryable=False, vendor_request=e.request)
     doc["vendor_rounds"] += 1
     if e.reason != "paired":
