@@ -26,6 +26,7 @@ import psycopg
 from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 
 from bench import workload
+from processor import collector
 from processor.consume.inbox import Inbox, utc_now
 from processor.log_setup import configure_logging
 from processor.outbox.dispatch import Outbox
@@ -158,9 +159,13 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=0, metavar="EVENTS", help="events stored first (untimed)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of --transfers measured, one after another")
     parser.add_argument("--first", type=int, default=0, help="number of the first transfer (to run on a kept store again)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="Python's own collector settings, not coterm's (`processor.collector`)")
     args = parser.parse_args()
     configure_logging(io.StringIO())  # rendered as in production, kept off the terminal
     Statements.install()
+    if not args.default_gc:
+        collector.tune()  # as `coterm run` and its outbox process do
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "hot.sqlite")
         if store.startswith("postgresql://"):

@@ -33,7 +33,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from processor import tracing
+    from processor import collector, tracing
     from processor.consume.runner import run
     from processor.dev.broker import ON_BUNDLED_BROKER, BundledBroker
     from processor.log_setup import configure_logging
@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             metrics = _metrics_server(args.metrics_host, args.metrics_port, app, settings.ready_max_lag_s)
         # The read models are kept by the outbox process: this one's core goes to the orders.
+        collector.tune()
         return run(app, settings, bootstrap, stop, until_idle_s=args.until_idle, metrics=metrics, read_models=True)
     finally:
         app.close()

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
-from processor import tracing
+from processor import collector, tracing
 from processor.consume.inbox import utc_now
 from processor.kafka_io import KafkaPublisher
 from processor.log_setup import configure_logging
@@ -152,6 +152,7 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_m
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr, level=settings.log_level)
     tracing.configure()  # a process of its own: its spans need their own exporter
+    collector.tune()
     _follow(settings, bootstrap, status, parent_pid, read_models)
 
 
