@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS positions (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
@@ -153,10 +153,15 @@ def complete(db: sqlite3.Connection, op: str, reference: str) -> None:
 
 def main(bootstrap: str, path: str, vendor_url: str, topic_orders: str, topic_results: str) -> None:
     db = connect(path)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"naive-{topic_orders}", enable_auto_commit=False,
-                             auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000,
-                             fetch_max_wait_ms=200)
-    consumer.subscribe([topic_orders])
+    # One process reads every partition, its positions in its own database: no consumer group.
+    # (A group's join sometimes hung in kafka-python until the bench gave up after 5 minutes.)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=200)
+    partitions = None
+    while not partitions:
+        partitions = consumer.partitions_for_topic(topic_orders)
+        time.sleep(0 if partitions else 0.1)
+    consumer.assign([TopicPartition(topic_orders, p) for p in sorted(partitions)])
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     pool = ThreadPoolExecutor(8)
     in_flight: dict[str, Future[str]] = {}
