@@ -83,9 +83,9 @@ class Transfer(Aggregate):
             raise OperationClosed(f"operation {self.operation_id} is already {self.status}", status=self.status)
         if first is not None:
             return None  # the same order sent again under a new message_id: nothing changes
-        halves = {**self.halves, side: half}
-        down, up = halves.get("downgrade"), halves.get("upgrade")
-        if isinstance(down, Downgrade) and isinstance(up, Upgrade):
+        down = half if isinstance(half, Downgrade) else self.downgrade
+        up = half if isinstance(half, Upgrade) else self.upgrade
+        if down is not None and up is not None:
             return down, up
         self.receive(half)
         return None
