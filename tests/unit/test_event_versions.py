@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aggregates.application import _project
 from aggregates.halves import NewSubscription, Upgrade, half_of
 from aggregates.transfer import Transfer
 from projections.plain_events import PlainEvents
@@ -78,9 +79,7 @@ def _projected(mapper: Any, stored: list[Any]) -> dict[str, Any]:
 
 
 def _rebuilt(mapper: Any, stored: list[Any]) -> Transfer:
-    aggregate = None
-    for s in stored:
-        aggregate = mapper.to_domain_event(s).mutate(aggregate)
+    aggregate = _project(None, (mapper.to_domain_event(s) for s in stored))  # as the store's loads rebuild
     assert isinstance(aggregate, Transfer)
     return aggregate
 
