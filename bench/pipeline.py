@@ -45,6 +45,7 @@ from bench.running import (
     ResultWatcher,
     Topics,
     VendorSim,
+    cpu_by_process,
     cpu_seconds,
     pairing_latencies_ms,
     peak_rss_mb,
@@ -78,7 +79,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_applied()
         before = coterm.events()
         transactions = pg_transactions(args.store)
-        cpu = cpu_seconds(coterm.process.pid)
+        cpu = cpu_by_process(coterm.process.pid)
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
             topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
@@ -86,7 +87,11 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         elapsed = watcher.last_completed_ms / 1000 - started
         coterm.wait_applied()
         f.put("coterm transfers/s", args.transfers / elapsed)
-        f.put("coterm CPU ms/transfer", (cpu_seconds(coterm.process.pid) - cpu) * 1000 / args.transfers)
+        spent = {name: (seconds - cpu[name]) * 1000 / args.transfers
+                 for name, seconds in cpu_by_process(coterm.process.pid).items()}
+        f.put("coterm CPU ms/transfer", sum(spent.values()))
+        for name, ms in spent.items():
+            f.put(f"  of which its {name} process", ms)
         f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
         if transactions is not None:
             coterm.wait_settled()  # the burst's read models too; an idle backend flushes its counters within 10 s

@@ -123,11 +123,17 @@ def peak_rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process and its live children have used."""
-    ticks = 0
+    return sum(cpu_by_process(pid).values())
+
+
+def cpu_by_process(pid: int) -> dict[str, float]:
+    """User + system CPU of a process ("consumer": `coterm run` itself) and of its live children
+    together ("outbox": its outbox process, and the idle resource tracker where there is one)."""
+    ticks = {"consumer": 0, "outbox": 0}
     for p in _tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
+        ticks["consumer" if p == pid else "outbox"] += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return {name: n / os.sysconf("SC_CLK_TCK") for name, n in ticks.items()}
 
 
 # -- coterm ------------------------------------------------------------------------------------

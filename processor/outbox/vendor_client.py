@@ -8,7 +8,6 @@ elsewhere, so the call is parked at once with one clear log line rather than ret
 Every worker of the process shares one `Limiter`: while the vendor throttles, fewer calls go out.
 """
 
-import http.client
 import json
 import threading
 import time
@@ -20,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import structlog
 
 from processor import tracing
+from processor.outbox.http_transport import Answer, Transport
 from processor.outbox.throttle import Limiter, delay_s, retry_after_s
 
 log = structlog.get_logger("coterm.vendor")
@@ -61,11 +61,10 @@ class VendorClient:
         32, the outbox's vendor workers)."""
         self.url = base_url.rstrip("/") + "/v1/transfers"
         parts = urlsplit(self.url)
-        self._https = parts.scheme == "https"
-        self._netloc = parts.netloc
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path = parts.path
         self._subscriptions = parts.path.removesuffix("/transfers") + "/subscriptions/"
-        self._local = threading.local()  # one kept-alive connection per worker thread
+        self._transport = Transport(timeout_s)  # one kept-alive connection per worker thread
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -153,54 +152,23 @@ class VendorClient:
                 raise Stopped()
         raise VendorUnreachable(f"GET {path}: no answer after {self.max_attempts} attempts; last: {last}")
 
-    def _post(self, body: bytes, operation_id: str,
-              traceparent: str | None = None) -> tuple[int | None, str, dict[str, str]]:
+    def _post(self, body: bytes, operation_id: str, traceparent: str | None = None) -> Answer:
         headers = {"Content-Type": "application/json", "Idempotency-Key": operation_id}
         if traceparent:
             headers["traceparent"] = traceparent
         return self._request("POST", self._path, body, headers)
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int | None, str, dict[str, str]]:
+                 headers: dict[str, str] | None = None) -> Answer:
         """The status (None: no answer), the body's text (or what went wrong) and the headers (lower-case names)."""
         headers = dict(headers or {})
         if self.sender:
             headers["X-Coterm-Sender"] = self.sender
-        for fresh in (False, True):  # a kept-alive connection the server closed meanwhile: reconnect once
-            conn = self._connection(fresh)
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                text = response.read().decode("utf-8", "replace")
-                if response.will_close:
-                    self._drop()
-                return response.status, text, {name.lower(): value for name, value in response.getheaders()}
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
-                self._drop()
-                if fresh:
-                    return None, f"{type(error).__name__}: {error}", {}
-            except (http.client.HTTPException, TimeoutError, OSError) as error:
-                self._drop()
-                return None, f"{type(error).__name__}: {error}", {}
-        raise AssertionError("unreachable")
-
-    def _connection(self, fresh: bool) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or fresh:
-            self._drop()
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = self._local.conn = cls(self._netloc, timeout=self.timeout_s)
-        return conn
+        return self._transport.request(method, self._origin + path, body, headers)
 
     def close(self) -> None:
         """Close this thread's kept-alive connection."""
-        self._drop()
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
+        self._transport.close()
 
 
 def _seats(subscription_id: str, text: str) -> int:

@@ -151,3 +151,39 @@ def test_a_call_waiting_for_a_slot_asks_again_whether_it_may_send(vendor: Vendor
     limiter.release(throttled=False)
     waiting.join(10)
     assert outcome == ["stopped"] and vendor.state.requests == [] and limiter.out == 0
+
+
+def test_a_vendor_that_does_not_answer_in_time_is_retried_then_given_up(vendor: VendorSimulator) -> None:
+    vendor.state.faults = Faults(hang_s=1.5)  # beyond the client's timeout
+    client = VendorClient(vendor.url, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, timeout_s=0.5)
+    outcome = client.send(REQUEST)
+    assert (outcome.ok, outcome.reason_code, outcome.retryable, outcome.attempts) == (False, "VENDOR_UNAVAILABLE", True, 2)
+    assert "timed out" in outcome.detail
+
+
+def test_the_environments_proxy_is_not_used(vendor: VendorSimulator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """libcurl would follow `http_proxy`; http.client, which coterm used before, never did."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert fast(vendor.url).send(REQUEST).ok
+
+
+def test_a_kept_alive_connection_the_vendor_closed_is_opened_again(vendor: VendorSimulator) -> None:
+    """One worker's calls share a connection; the vendor (here a proxy before it) closes it
+    between two calls: the second call connects again and goes out once, in one attempt."""
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(vendor.server_address[:2])
+    try:
+        client = fast(f"http://127.0.0.1:{proxy.port}")
+        assert client.send(REQUEST).ok
+        proxy.cut()  # drops the kept-alive connection
+        proxy.restore()
+        outcome = client.send({**REQUEST, "operation_id": "op-2"})
+        assert (outcome.ok, outcome.attempts) == (True, 1)
+        assert [r["key"] for r in vendor.state.requests] == ["op-1", "op-2"]
+    finally:
+        proxy.stop()
