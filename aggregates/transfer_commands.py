@@ -33,14 +33,18 @@ def load_touched(uow: UnitOfWork, operation_ids: list[str], customers: list[str]
     """Load the subscriptions these operations' calls touch, and the customers of `customers`
     (those whose outcome is recorded: a new target joins its customer), a query for each kind
     instead of two per aggregate the cache lacks (the outbox's round, after a restart or a
-    version conflict that evicted what the round had changed)."""
+    version conflict that evicted what the round had changed). A new target is looked for only
+    where the outcome is recorded (it may exist, made by an earlier attempt); a turn reads only
+    the subscriptions that exist (`_touched`)."""
     requests = {}
     for op in operation_ids:
         transfer = uow.get(Transfer, Transfer.create_id(op))
         if transfer is not None and transfer.vendor_request is not None:
             requests[op] = transfer.vendor_request
-    uow.load_many(Subscription, [Subscription.create_id(r[side]["subscription_id"])
-                                 for r in requests.values() for side in ("source", "target")])
+    recorded = set(customers)
+    uow.load_many(Subscription, [Subscription.create_id(r[side]["subscription_id"]) for op, r in requests.items()
+                                 for side in ("source", "target") if side == "source" or op in recorded
+                                 or r["target"]["kind"] == "existing_subscription"])
     uow.load_many(Customer, [Customer.create_id(requests[op]["customer_id"]) for op in customers if op in requests])
 
 

@@ -27,6 +27,7 @@ from processor import tracing
 from processor.log_setup import debugging
 from processor.metrics import VendorStats
 from processor.outbox.results import OUTBOUND, Outbound, outbound_of
+from processor.outbox.round_decisions import DECIDE_ATTEMPTS, decide_round
 from processor.outbox.topic_ends import Ends, Measurements
 from processor.outbox.turns import WaitsFor
 from processor.outbox.vendor_client import Stopped, VendorClient, VendorOutcome
@@ -67,7 +68,6 @@ FOLLOW_PAGE = 1000  # notifications per `follow`: a full page means more may fol
 # Calls waiting for their turn are looked at again whenever something on the log could have
 # freed it (an outcome, a cancel, a retry), and at least this often.
 TURNS_EVERY_S = 1.0
-DECIDE_ATTEMPTS = 20
 # A call with a fixed body goes from `paired` to its outcome in one step when the vendor answers
 # at once; one it has not answered within this time is recorded `sent`, so the dashboard shows
 # what waits on the vendor without an event on every fast call.
@@ -182,8 +182,8 @@ class Outbox:
 
     # -- vendor calls -----------------------------------------------------------------------
     def dispatch(self) -> int:
-        """Record the outcomes that came back and send every call whose turn has come, in one
-        transaction per round: an outcome frees its subscriptions for the next call in the same
+        """Record the outcomes that came back and send every call whose turn has come
+        (`round_decisions`): an outcome frees its subscriptions for the next call in the same
         round. Returns how many calls were answered or sent."""
         if self.vendor is None:
             return 0
@@ -198,22 +198,8 @@ class Outbox:
         slow = self._slow_calls(now)
         if not done and not candidates and not slow:
             return 0
-        turns: dict[str, transfer_commands.Turn | None] = {}
-
-        def change(uow: Any) -> None:
-            turns.clear()
-            # The round's transfers in one query, not one each (those the cache lacks: a burst of
-            # thousands of decided calls outgrows it).
-            uow.load_many(Transfer, [Transfer.create_id(op) for op in [*done, *candidates, *slow]])
-            transfer_commands.load_touched(uow, [*done, *candidates], customers=list(done))
-            self._record(uow, done)
-            for op in candidates:
-                turns[op] = transfer_commands.take_turn(uow, op)
-            for op in slow:
-                transfer_commands.mark_vendor_call_sent(uow, op)
-
-        # Consumers write the same subscriptions (new transfers take their places): look again.
-        self.app.decide(change, attempts=DECIDE_ATTEMPTS, fence=self.fence())
+        # Consumers write the same subscriptions (new transfers take their places): each chunk looks again.
+        turns = decide_round(self.app, self.fence(), done, candidates, slow)
         self.marked.update(slow)
         self._forget(done)
         return len(done) + self._send_turns(turns)
@@ -293,17 +279,6 @@ class Outbox:
         except Exception as error:  # noqa: BLE001 - a worker must always report back, or the call is lost here
             log.error("vendor.send_crashed", operation_id=op, error=repr(error)[:300])
             self.finished.put((op, None))
-
-    @staticmethod
-    def _record(uow: Any, done: dict[str, VendorOutcome]) -> None:
-        for op, outcome in done.items():
-            if outcome.ok:
-                assert outcome.vendor_reference is not None
-                transfer_commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
-            else:
-                assert outcome.reason_code is not None
-                transfer_commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
-                                               outcome.attempts)
 
     # -- pairing timeouts -------------------------------------------------------------------
     def expire(self) -> int:

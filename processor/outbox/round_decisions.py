@@ -1,0 +1,67 @@
+"""What one outbox round records in the store: the vendor's answers, the turns of the calls that may
+go now, the calls to show as `sent`. In transactions of at most `CHUNK` operations, in that order,
+each on fresh state (`Orders.decide`).
+
+Why chunks: the consumer records new transfers on the same source subscriptions meanwhile, and a
+write of either that the other got first fails the whole transaction; every aggregate it changed
+then leaves the cache (they hold changes never recorded) and is rebuilt from the store for the
+next attempt. One transaction for a burst's round of 600 answers failed seven times in a row in
+`make bench`, each time rebuilding hundreds of subscriptions and customers; a chunk is done in
+a fraction of the time, so it meets fewer of the consumer's writes, and one that fails costs
+only its own rework. A chunk's answers free their subscriptions for the turns of the next.
+"""
+
+from typing import Any
+
+from aggregates import transfer_commands
+from aggregates.transfer import Transfer
+from processor.outbox.vendor_client import VendorOutcome
+from processor.store.stored_orders import StoredOrders
+
+CHUNK = 100  # operations a transaction records
+DECIDE_ATTEMPTS = 20
+
+
+def decide_round(app: StoredOrders, fence: Any, done: dict[str, VendorOutcome], candidates: list[str],
+                 slow: list[str]) -> dict[str, "transfer_commands.Turn | None"]:
+    """Record `done`, give `candidates` their turn (None: no call awaited any more), mark `slow`
+    sent; returns the turns. Raises what the store raised, with the earlier chunks recorded."""
+    work = [*(("answer", op) for op in done), *(("turn", op) for op in candidates), *(("sent", op) for op in slow)]
+    turns: dict[str, transfer_commands.Turn | None] = {}
+    for start in range(0, len(work), CHUNK):
+        chunk = work[start : start + CHUNK]
+        answered = {op: done[op] for kind, op in chunk if kind == "answer"}
+        turns.update(_decide_chunk(app, fence, answered, [op for kind, op in chunk if kind == "turn"],
+                                   [op for kind, op in chunk if kind == "sent"]))
+    return turns
+
+
+def _decide_chunk(app: StoredOrders, fence: Any, answered: dict[str, VendorOutcome], taking: list[str],
+                  marking: list[str]) -> dict[str, "transfer_commands.Turn | None"]:
+    turns: dict[str, transfer_commands.Turn | None] = {}
+
+    def change(uow: Any) -> None:
+        turns.clear()
+        # The chunk's transfers in one query, not one each (those the cache lacks: a burst of
+        # thousands of decided calls outgrows it).
+        uow.load_many(Transfer, [Transfer.create_id(op) for op in [*answered, *taking, *marking]])
+        transfer_commands.load_touched(uow, [*answered, *taking], customers=list(answered))
+        for op, outcome in answered.items():
+            _record(uow, op, outcome)
+        for op in taking:
+            turns[op] = transfer_commands.take_turn(uow, op)
+        for op in marking:
+            transfer_commands.mark_vendor_call_sent(uow, op)
+
+    app.decide(change, attempts=DECIDE_ATTEMPTS, fence=fence)
+    return turns
+
+
+def _record(uow: Any, op: str, outcome: VendorOutcome) -> None:
+    if outcome.ok:
+        assert outcome.vendor_reference is not None
+        transfer_commands.record_vendor_success(uow, op, outcome.vendor_reference, outcome.attempts, outcome.latency_ms)
+    else:
+        assert outcome.reason_code is not None
+        transfer_commands.record_vendor_failure(uow, op, outcome.reason_code, outcome.detail, outcome.retryable,
+                                               outcome.attempts)
