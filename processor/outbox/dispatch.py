@@ -26,6 +26,7 @@ from aggregates.transfer import Transfer
 from processor import tracing
 from processor.log_setup import debugging
 from processor.metrics import VendorStats
+from processor.outbox.recent_transfers import RecentTransfers
 from processor.outbox.results import OUTBOUND, Outbound, outbound_of
 from processor.outbox.round_decisions import DECIDE_ATTEMPTS, decide_round
 from processor.outbox.topic_ends import Ends, Measurements
@@ -104,6 +105,7 @@ class Outbox:
         self._turns_checked = 0.0
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
+        self.recent = RecentTransfers()
         self.published = 0
 
     # -- following the log ------------------------------------------------------------------
@@ -144,10 +146,14 @@ class Outbox:
     def _keep_cached(self, notification: Any, event: Any) -> None:
         """Keep the transfers this process holds current from the events read here. Transfers are
         not cached as they open: a burst of thousands would push the subscriptions out of the
-        cache; each round loads the transfers it needs in one query (`dispatch`)."""
+        cache; one whose call is requested goes in, rebuilt from the events read here
+        (`RecentTransfers`), or loaded by the round that sends it (`round_decisions`)."""
         cache = self.app.repository.cache
         if cache is not None and not self.app.repository.fastforward:
             self.app.fast_forward_cached(notification, event)
+            built = self.recent.read(event)
+            if built is not None and built.id not in cache.cache:
+                cache.put(built.id, built)
 
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)
