@@ -66,8 +66,10 @@ class Inbox:
         """Apply records of one partition atomically; returns how many were new.
 
         A conflict (another processor wrote the same aggregate or position) rolls the
-        transaction back; the batch is then re-read against the store and applied again.
+        transaction back; the batch is then re-read against the store and applied again
+        (each record parsed once: the parsed messages are immutable).
         """
+        parsed_at: dict[int, Inbound | Rejection] = {}
         for attempt in range(1, MAX_ATTEMPTS + 1):
             resume_at = self.resume_position(topic, partition)
             todo = [r for r in records if resume_at is None or r.offset >= resume_at]
@@ -78,7 +80,10 @@ class Inbox:
             if not todo:
                 return 0
             uow = self.app.unit_of_work()
-            parsed = [parse_message(r.value) for r in todo]
+            for r in todo:
+                if r.offset not in parsed_at:
+                    parsed_at[r.offset] = parse_message(r.value)
+            parsed = [parsed_at[r.offset] for r in todo]
             ids = [str(p.envelope.message_id) for p in parsed if p.envelope is not None]
             batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
             uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
