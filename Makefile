@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-serve test test-keycloak install bench bench-hot bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
+.PHONY: demo demo-serve test test-keycloak install bench bench-hot bench-vendor bench-inbox bench-hostile bench-bulk bench-group storm schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 # work every run (the lever-by-lever measure); ARGS="--prefill 1000000" adds a store with history
 bench-hot: $(STAMP)
 	$(VENV)/bin/python -m bench.hot_path $(ARGS)
+
+# CPU of one vendor call on coterm's side: the vendor client against the simulator (its own process)
+bench-vendor: $(STAMP)
+	$(VENV)/bin/python -m bench.vendor_call $(ARGS)
 
 # The inbox and outbox alone, in-process, on the demo stream (no broker, no HTTP)
 bench-inbox: $(STAMP)

@@ -3,7 +3,7 @@
 Why not `http.client`: every vendor call is one request and one answer on a kept-alive
 connection, and with `http.client` (its headers validated one by one on the way out, parsed
 through the `email` package on the way back) the whole client spent 400-460 µs of CPU a call;
-with libcurl doing the HTTP in C, 225-290 µs (`python -m bench.vendor_call`, alternating). At
+with libcurl doing the HTTP in C, 225-290 µs (`make bench-vendor`, alternating). At
 hundreds of calls a second that is a tenth of the outbox process's CPU.
 
 What `http.client` did and libcurl must be told: no proxy from the environment (coterm never
@@ -17,6 +17,7 @@ import ssl
 import threading
 from io import BytesIO
 
+import certifi
 import pycurl
 
 # The status (None: no answer), the body's text (or what went wrong), and the headers (lower-case
@@ -30,9 +31,7 @@ class Transport:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_ms = int(timeout_s * 1000)
         self._local = threading.local()
-        paths = ssl.get_default_verify_paths()  # what `http.client` trusts: the system's certificates
-        self._ca = [(option, path) for option, path in ((pycurl.CAINFO, paths.cafile), (pycurl.CAPATH, paths.capath))
-                    if path and os.path.exists(path)]
+        self._ca = trusted_certificates()
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Answer:
         curl = self._handle()
@@ -76,6 +75,15 @@ class Transport:
         self._local.curl = None
         if curl is not None:
             curl.close()
+
+
+def trusted_certificates() -> list[tuple[int, str]]:
+    """What `http.client` trusts, the system's certificates (as `ssl` finds them), as libcurl
+    options; where the system has none, certifi's bundle."""
+    paths = ssl.get_default_verify_paths()
+    found = [(option, path) for option, path in ((pycurl.CAINFO, paths.cafile), (pycurl.CAPATH, paths.capath))
+             if path and os.path.exists(path)]
+    return found or [(pycurl.CAINFO, certifi.where())]
 
 
 def _headers(lines: list[bytes]) -> dict[str, str]:

@@ -187,3 +187,54 @@ def test_a_kept_alive_connection_the_vendor_closed_is_opened_again(vendor: Vendo
         assert [r["key"] for r in vendor.state.requests] == ["op-1", "op-2"]
     finally:
         proxy.stop()
+
+
+def _self_signed(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vendor.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = f"{directory}/vendor.pem", f"{directory}/vendor.key"
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_an_https_vendor_is_trusted_as_the_system_says(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """libcurl from the pycurl wheels looks for CA certificates where AlmaLinux keeps them; coterm
+    gives it what Python's `ssl` trusts (SSL_CERT_FILE here): a vendor certified by it is called,
+    one that is not is refused."""
+    import ssl
+
+    cert, key = _self_signed(str(tmp_path))
+    sim = VendorSimulator()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    sim.socket = context.wrap_socket(sim.socket, server_side=True)
+    sim.start()
+    url = f"https://127.0.0.1:{sim.server_address[1]}"
+    try:
+        refused = fast(url, attempts=1).send(REQUEST)
+        assert not refused.ok and "certificate" in refused.detail.lower(), refused.detail
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        assert fast(url).send(REQUEST).ok
+        assert [r["key"] for r in sim.state.requests] == ["op-1"]
+    finally:
+        sim.stop()
