@@ -79,7 +79,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_applied()
         before = coterm.events()
         transactions = pg_transactions(args.store)
-        cpu = cpu_by_process(coterm.process.pid)
+        cpu, conflicts = cpu_by_process(coterm.process.pid), coterm.conflicts()
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
             topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
@@ -93,6 +93,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         for name, ms in spent.items():
             f.put(f"  of which its {name} process", ms)
         f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
+        f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
         if transactions is not None:
             coterm.wait_settled()  # the burst's read models too; an idle backend flushes its counters within 10 s
             time.sleep(11)

@@ -183,6 +183,12 @@ class Coterm:
     def events(self) -> int:
         return self.app.process_recorder.max_notification_id() or 0
 
+    def conflicts(self) -> int:
+        """Transactions of either process that lost to the other's write (and were done again):
+        the lines `batch.conflicted` (consumer) and `outbox.chunk_conflicted` its log holds so far."""
+        return sum(1 for line in Path(self.log.name).read_text().splitlines()
+                   if '"batch.conflicted"' in line or '"outbox.chunk_conflicted"' in line)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)

@@ -8,15 +8,23 @@ then leaves the cache (they hold changes never recorded) and is rebuilt from the
 next attempt. One transaction for a burst's round of 600 answers failed seven times in a row in
 `make bench`, each time rebuilding hundreds of subscriptions and customers; a chunk is done in
 a fraction of the time, so it meets fewer of the consumer's writes, and one that fails costs
-only its own rework. A chunk's answers free their subscriptions for the turns of the next.
+only its own rework; one that fails twice is split in two (as the consumer splits its batches).
+A chunk's answers free their subscriptions for the turns of the next. Each chunk that
+conflicted says so in one line (`outbox.chunk_conflicted`), as the consumer's batches do
+(`batch.conflicted`): `make bench` counts both.
 """
 
 from typing import Any
 
+import structlog
+
 from aggregates import transfer_commands
+from aggregates.application import KeptConflicting
 from aggregates.transfer import Transfer
 from processor.outbox.vendor_client import VendorOutcome
 from processor.store.stored_orders import StoredOrders
+
+log = structlog.get_logger("coterm.outbox")
 
 CHUNK = 100  # operations a transaction records
 DECIDE_ATTEMPTS = 20
@@ -29,18 +37,23 @@ def decide_round(app: StoredOrders, fence: Any, done: dict[str, VendorOutcome], 
     work = [*(("answer", op) for op in done), *(("turn", op) for op in candidates), *(("sent", op) for op in slow)]
     turns: dict[str, transfer_commands.Turn | None] = {}
     for start in range(0, len(work), CHUNK):
-        chunk = work[start : start + CHUNK]
-        answered = {op: done[op] for kind, op in chunk if kind == "answer"}
-        turns.update(_decide_chunk(app, fence, answered, [op for kind, op in chunk if kind == "turn"],
-                                   [op for kind, op in chunk if kind == "sent"]))
+        turns.update(_decide_chunk(app, fence, work[start : start + CHUNK], done))
     return turns
 
 
-def _decide_chunk(app: StoredOrders, fence: Any, answered: dict[str, VendorOutcome], taking: list[str],
-                  marking: list[str]) -> dict[str, "transfer_commands.Turn | None"]:
+def _decide_chunk(app: StoredOrders, fence: Any, chunk: list[tuple[str, str]],
+                  outcomes: dict[str, VendorOutcome]) -> dict[str, "transfer_commands.Turn | None"]:
+    """One transaction; after two that conflicted, two smaller ones (as the consumer's batches do):
+    a shorter one meets fewer of the consumer's writes. One operation alone is tried on and on."""
+    answered = {op: outcomes[op] for kind, op in chunk if kind == "answer"}
+    taking = [op for kind, op in chunk if kind == "turn"]
+    marking = [op for kind, op in chunk if kind == "sent"]
     turns: dict[str, transfer_commands.Turn | None] = {}
+    tried = 0
 
     def change(uow: Any) -> None:
+        nonlocal tried
+        tried += 1
         turns.clear()
         # The chunk's transfers in one query, not one each (those the cache lacks: a burst of
         # thousands of decided calls outgrows it).
@@ -53,7 +66,14 @@ def _decide_chunk(app: StoredOrders, fence: Any, answered: dict[str, VendorOutco
         for op in marking:
             transfer_commands.mark_vendor_call_sent(uow, op)
 
-    app.decide(change, attempts=DECIDE_ATTEMPTS, fence=fence)
+    try:
+        app.decide(change, attempts=DECIDE_ATTEMPTS if len(chunk) == 1 else 2, fence=fence)
+    except KeptConflicting:
+        log.info("outbox.chunk_conflicted", operations=len(chunk), attempts=tried, action="split")
+        middle = len(chunk) // 2
+        return {**_decide_chunk(app, fence, chunk[:middle], outcomes), **_decide_chunk(app, fence, chunk[middle:], outcomes)}
+    if tried > 1:
+        log.info("outbox.chunk_conflicted", operations=len(chunk), attempts=tried)
     return turns
 
 
