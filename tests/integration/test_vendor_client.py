@@ -238,3 +238,31 @@ def test_an_https_vendor_is_trusted_as_the_system_says(tmp_path, monkeypatch) ->
         assert [r["key"] for r in sim.state.requests] == ["op-1"]
     finally:
         sim.stop()
+
+
+def test_a_vendor_answering_what_is_not_http_is_retried_then_given_up() -> None:
+    """Something else listens at COTERM_VENDOR_URL and answers garbage: no status, retried."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            answered.append(1)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        outcome = fast(f"http://127.0.0.1:{listener.getsockname()[1]}", attempts=2).send(REQUEST)
+        assert (outcome.ok, outcome.reason_code, outcome.retryable, outcome.attempts) == (False, "VENDOR_UNAVAILABLE", True, 2)
+        assert len(answered) == 2 and "no answer after 2 attempts" in outcome.detail
+    finally:
+        listener.close()
