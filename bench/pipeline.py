@@ -92,7 +92,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         f.put("coterm CPU ms/transfer", sum(spent.values()))
         for name, ms in spent.items():
             f.put(f"  of which its {name} process", ms)
-        f.put("coterm events/transfer", (coterm.events() - before) / args.transfers)
+        f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
         f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
         if transactions is not None:
             coterm.wait_settled()  # the burst's read models too; an idle backend flushes its counters within 10 s

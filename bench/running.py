@@ -181,7 +181,17 @@ class Coterm:
         return "".join(Path(self.log.name).read_text().splitlines(keepends=True)[-15:])
 
     def events(self) -> int:
+        """The log's last notification id."""
         return self.app.process_recorder.max_notification_id() or 0
+
+    def events_after(self, position: int) -> int:
+        """Events recorded after this notification id, counted: on PostgreSQL ids have gaps (a
+        transaction that rolled back, e.g. one that conflicted, used up the ids it drew)."""
+        count, start = 0, position + 1
+        while page := self.app.process_recorder.select_notifications(start=start, limit=10_000):
+            count += len(page)
+            start = page[-1].id + 1
+        return count
 
     def conflicts(self) -> int:
         """Transactions of either process that lost to the other's write (and were done again):
