@@ -8,8 +8,9 @@ the two processes) and the machine drifts by 10-30% within an hour. This measure
 on the same work every time, and counts the statements sent to the database: the benchmark's
 workload through the real inbox (batches of 500 records per partition, as a poll returns them),
 then the real outbox (its own application and cache, as in its own process) with every vendor
-call answered at once in-process, then the read models; CPU time of each phase, per transfer. `--prefill` first grows the store to that many
-events through the same path (untimed): the cost per transfer with history behind it.
+call answered at once in-process, then the read models; CPU time of each phase, per transfer.
+`--prefill` first grows the store to that many events through the same path (untimed): the cost
+per transfer with history behind it.
 """
 
 import argparse
