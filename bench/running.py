@@ -194,10 +194,16 @@ class Coterm:
         return count
 
     def conflicts(self) -> int:
-        """Transactions of either process that lost to the other's write (and were done again):
-        the lines `batch.conflicted` (consumer) and `outbox.chunk_conflicted` its log holds so far."""
-        return sum(1 for line in Path(self.log.name).read_text().splitlines()
-                   if '"batch.conflicted"' in line or '"outbox.chunk_conflicted"' in line)
+        """Transactions of either process that lost to the other's write (and were done again), in
+        its log so far: a `batch.conflicted` line each (consumer), the `lost` of each
+        `outbox.chunk_conflicted` line (one line for all the attempts of a chunk)."""
+        lost = 0
+        for line in Path(self.log.name).read_text().splitlines():
+            if '"batch.conflicted"' in line:
+                lost += 1
+            elif '"outbox.chunk_conflicted"' in line:
+                lost += json.loads(line)["lost"]
+        return lost
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)

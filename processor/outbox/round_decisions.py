@@ -10,8 +10,8 @@ next attempt. One transaction for a burst's round of 600 answers failed seven ti
 a fraction of the time, so it meets fewer of the consumer's writes, and one that fails costs
 only its own rework; one that fails twice is split in two (as the consumer splits its batches).
 A chunk's answers free their subscriptions for the turns of the next. Each chunk that
-conflicted says so in one line (`outbox.chunk_conflicted`), as the consumer's batches do
-(`batch.conflicted`): `make bench` counts both.
+conflicted says so in one line with the attempts it lost (`outbox.chunk_conflicted`); the
+consumer says so for each attempt of a batch that lost (`batch.conflicted`): `make bench` counts both.
 """
 
 from typing import Any
@@ -69,11 +69,11 @@ def _decide_chunk(app: StoredOrders, fence: Any, chunk: list[tuple[str, str]],
     try:
         app.decide(change, attempts=DECIDE_ATTEMPTS if len(chunk) == 1 else 2, fence=fence)
     except KeptConflicting:
-        log.info("outbox.chunk_conflicted", operations=len(chunk), attempts=tried, action="split")
+        log.info("outbox.chunk_conflicted", operations=len(chunk), lost=tried, action="split")
         middle = len(chunk) // 2
         return {**_decide_chunk(app, fence, chunk[:middle], outcomes), **_decide_chunk(app, fence, chunk[middle:], outcomes)}
-    if tried > 1:
-        log.info("outbox.chunk_conflicted", operations=len(chunk), attempts=tried)
+    if tried > 1:  # every attempt but the last lost to another writer
+        log.info("outbox.chunk_conflicted", operations=len(chunk), lost=tried - 1)
     return turns
 
 
