@@ -157,10 +157,8 @@ def main(bootstrap: str, path: str, vendor_url: str, topic_orders: str, topic_re
     # (A group's join sometimes hung in kafka-python until the bench gave up after 5 minutes.)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", fetch_max_wait_ms=200)
-    partitions = None
-    while not partitions:
-        partitions = consumer.partitions_for_topic(topic_orders)
-        time.sleep(0 if partitions else 0.1)
+    while not (partitions := consumer.partitions_for_topic(topic_orders)):
+        time.sleep(0.1)
     consumer.assign([TopicPartition(topic_orders, p) for p in sorted(partitions)])
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     pool = ThreadPoolExecutor(8)

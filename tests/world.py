@@ -41,6 +41,16 @@ class World:
         self.customer()
         return self
 
+    def requested(self, *ops: str, seats: int) -> "World":
+        """`products_and_customer`, s1 of 10 seats, and each of `ops` moving `seats` out of it
+        into a new subscription, both halves received: its vendor call requested."""
+        self.products_and_customer()
+        self.purchase("s1", seats=10)
+        for op in ops:
+            self.downgrade(op, seats=seats)
+            self.upgrade(op, seats=seats)
+        return self
+
     def product(self, product_id: str, supports: bool = True, bundle: bool = False) -> None:
         self._run("2026-01-01", commands.define_product, product_id, product_id.upper(), supports, bundle)
 

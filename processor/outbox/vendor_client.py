@@ -160,7 +160,7 @@ class VendorClient:
 
     def _request(self, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> Answer:
-        """The status (None: no answer), the body's text (or what went wrong) and the headers (lower-case names)."""
+        """`Answer`: the status (None: no answer), the body's text (or what went wrong), the headers of a non-2xx."""
         headers = dict(headers or {})
         if self.sender:
             headers["X-Coterm-Sender"] = self.sender

@@ -17,14 +17,7 @@ from tests.world import World
 
 def _paired() -> World:
     """A transfer "op" of 3 seats out of s1 (10 seats), both halves received: its call requested."""
-    world = World()
-    world.product("p1")
-    world.product("p2")
-    world.customer()
-    world.purchase("s1", seats=10)
-    world.downgrade("op")
-    world.upgrade("op")
-    return world
+    return World().requested("op", seats=3)
 
 
 def test_vendor_call_requested_v1_is_upcast_with_a_reason() -> None:

@@ -14,20 +14,8 @@ def _history(world: World, op: str) -> list[Any]:
     return [world.app.mapper.to_domain_event(s) for s in world.app.recorder.select_events(Transfer.create_id(op))]
 
 
-def _world(*ops: str) -> World:
-    world = World()
-    world.product("p1")
-    world.product("p2")
-    world.customer()
-    world.purchase("s1", seats=10)
-    for op in ops:
-        world.downgrade(op, seats=1)
-        world.upgrade(op, seats=1)
-    return world
-
-
 def test_a_requested_call_rebuilds_the_transfer_the_store_would() -> None:
-    world = _world("op")
+    world = World().requested("op", seats=1)
     events = _history(world, "op")
     assert [type(e).__name__ for e in events] == ["Opened", "VendorCallRequested"]
     recent = RecentTransfers()
@@ -41,12 +29,12 @@ def test_a_requested_call_rebuilds_the_transfer_the_store_would() -> None:
 
 
 def test_a_transfer_opened_before_the_follower_started_is_left_to_the_store() -> None:
-    events = _history(_world("op"), "op")
+    events = _history(World().requested("op", seats=1), "op")
     assert RecentTransfers().read(events[1]) is None
 
 
 def test_an_event_not_read_here_leaves_it_to_the_store() -> None:
-    opened, requested = _history(_world("op"), "op")
+    opened, requested = _history(World().requested("op", seats=1), "op")
     recent = RecentTransfers()
     recent.read(opened)
     requested.__dict__["originator_version"] = 3  # as if version 2 had not been read here
@@ -54,7 +42,7 @@ def test_an_event_not_read_here_leaves_it_to_the_store() -> None:
 
 
 def test_only_the_most_recently_opened_are_kept() -> None:
-    world = _world("a", "b", "c")
+    world = World().requested("a", "b", "c", seats=1)
     recent = RecentTransfers(keep=2)
     histories = {op: _history(world, op) for op in "abc"}
     for op in "abc":

@@ -30,15 +30,8 @@ class Contended:
 
 
 def test_a_chunk_that_keeps_conflicting_is_split_and_every_answer_recorded_once() -> None:
-    world = World()
-    world.product("p1")
-    world.product("p2")
-    world.customer()
-    world.purchase("s1", seats=10)
     ops = [f"op{n}" for n in range(4)]
-    for op in ops:
-        world.downgrade(op, seats=1)
-        world.upgrade(op, seats=1)
+    world = World().requested(*ops, seats=1)
     contended = Contended(world.app)
     answers = {op: VendorOutcome(True, 1, 10, vendor_reference=f"V-{op}") for op in ops}
     decide_round(contended, None, answers, [], [])  # type: ignore[arg-type]
