@@ -1,5 +1,6 @@
 """The eventsourcing Application holding every aggregate, and the unit of work commands use."""
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -106,6 +107,10 @@ class Orders(Application):
             else:
                 self.take_snapshot(event.originator_id, event.originator_version, projector_func=_project)
 
+    # A turn at writing, from reading state to committing: `coterm run`'s two processes take turns
+    # (`processor.store.write_turns`) instead of throwing away work the other's commit conflicted with.
+    turn: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+
     def unit_of_work(self) -> "UnitOfWork":
         self.refresh_cache()
         return UnitOfWork(self)
@@ -115,14 +120,15 @@ class Orders(Application):
         (a version conflict), look again. Exceptions from `change` pass through uncommitted.
         `fence`: a lease the transaction must find still held (`processor.store.recorders.Fence`), or it records nothing."""
         for attempt in range(attempts):
-            uow = self.unit_of_work()
             try:
-                result = change(uow)
-            except BaseException:
-                uow.discard()
-                raise
-            try:
-                self.commit(uow, fence=fence)
+                with self.turn():
+                    uow = self.unit_of_work()
+                    try:
+                        result = change(uow)
+                    except BaseException:
+                        uow.discard()
+                        raise
+                    self.commit(uow, fence=fence)
             except IntegrityError:
                 time.sleep(random.uniform(0, 0.002 * attempt))  # two writers retrying in step would meet again
                 continue

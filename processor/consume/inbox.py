@@ -33,6 +33,14 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Conflicted(Exception):
+    """A batch's commit lost to another writer; `todo`: its records not applied before."""
+
+    def __init__(self, todo: Sequence[Any]) -> None:
+        super().__init__(f"{len(todo)} records conflicted")
+        self.todo = todo
+
+
 @dataclass
 class Batch:
     """One partition's records being applied: the message ids seen before or in it, and the new ones."""
@@ -67,44 +75,18 @@ class Inbox:
 
         A conflict (another processor wrote the same aggregate or position) rolls the
         transaction back; the batch is then re-read against the store and applied again
-        (each record parsed once: the parsed messages are immutable).
+        (each record parsed once: the parsed messages are immutable). Each attempt is a turn at
+        writing (`Orders.turn`): the outbox of the same `coterm run` does not commit meanwhile.
         """
         parsed_at: dict[int, Inbound | Rejection] = {}
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            resume_at = self.resume_position(topic, partition)
-            todo = [r for r in records if resume_at is None or r.offset >= resume_at]
-            if len(todo) < len(records):
-                # Redelivered (e.g. after a rebalance): the store already holds their effects.
-                log.info("batch.already_applied", topic=topic, partition=partition,
-                         skipped=len(records) - len(todo), resume_at=resume_at)
-            if not todo:
-                return 0
-            uow = self.app.unit_of_work()
-            for r in todo:
-                if r.offset not in parsed_at:
-                    parsed_at[r.offset] = parse_message(r.value)
-            parsed = [parsed_at[r.offset] for r in todo]
-            ids = [str(p.envelope.message_id) for p in parsed if p.envelope is not None]
-            batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
-            uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
             try:
-                lines = [self._traced(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
-                if batch.latest is not None:  # once per batch: one Calendar write at most, not one per message
-                    translate.reach_date(uow, batch.latest)
-            except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
-                uow.discard()
-                if len(todo) == 1:
-                    uow, lines = self._quarantine(topic, partition, todo[0], error)
-                    batch.new.clear()
-                    batch.traces.clear()
-                else:
-                    return self._one_by_one(topic, partition, todo)
-            try:
-                self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1), seen=batch.new,
-                                traces=batch.traces)
-            except IntegrityError as conflict:
+                with self.app.turn():
+                    return self._attempt(topic, partition, records, parsed_at)
+            except Conflicted as conflict:
+                todo = conflict.todo
                 log.warning("batch.conflicted", topic=topic, partition=partition, attempt=attempt, size=len(todo),
-                            error=str(conflict)[:300])
+                            error=str(conflict.__cause__)[:300])
                 if len(todo) > 1 and attempt >= 2:
                     # Other processors keep writing the same aggregates (a transfer's other half,
                     # a source many transfers hold seats of): smaller batches take less time
@@ -112,10 +94,44 @@ class Inbox:
                     middle = len(todo) // 2
                     return self.process(topic, partition, todo[:middle]) + self.process(topic, partition, todo[middle:])
                 time.sleep(random.uniform(0, 0.02 * attempt))
-                continue
-            self._log(topic, partition, todo, lines)  # only once committed: a rolled-back batch said nothing
-            return len(todo)
         raise RuntimeError(f"{topic}:{partition}: batch kept conflicting after {MAX_ATTEMPTS} attempts")
+
+    def _attempt(self, topic: str, partition: int, records: Sequence[Any], parsed_at: dict[int, Inbound | Rejection]) -> int:
+        """One try at the batch on fresh state; raises `Conflicted` when another writer got there first."""
+        resume_at = self.resume_position(topic, partition)
+        todo = [r for r in records if resume_at is None or r.offset >= resume_at]
+        if len(todo) < len(records):
+            # Redelivered (e.g. after a rebalance): the store already holds their effects.
+            log.info("batch.already_applied", topic=topic, partition=partition,
+                     skipped=len(records) - len(todo), resume_at=resume_at)
+        if not todo:
+            return 0
+        uow = self.app.unit_of_work()
+        for r in todo:
+            if r.offset not in parsed_at:
+                parsed_at[r.offset] = parse_message(r.value)
+        parsed = [parsed_at[r.offset] for r in todo]
+        ids = [str(p.envelope.message_id) for p in parsed if p.envelope is not None]
+        batch = Batch(topic, partition, self.app.seen(ids))  # one lookup for the whole batch
+        uow.prefetch([i for p in parsed if isinstance(p, Inbound) for i in translate.new_ids(p)])
+        try:
+            lines = [self._traced(uow, batch, r, p) for r, p in zip(todo, parsed, strict=True)]
+            if batch.latest is not None:  # once per batch: one Calendar write at most, not one per message
+                translate.reach_date(uow, batch.latest)
+        except Exception as error:  # noqa: BLE001 - a poison message must not stop the consumer
+            uow.discard()
+            if len(todo) > 1:
+                return self._one_by_one(topic, partition, todo)
+            uow, lines = self._quarantine(topic, partition, todo[0], error)
+            batch.new.clear()
+            batch.traces.clear()
+        try:
+            self.app.commit(uow, Tracking(position_name(topic, partition), todo[-1].offset + 1), seen=batch.new,
+                            traces=batch.traces)
+        except IntegrityError as conflict:
+            raise Conflicted(todo) from conflict
+        self._log(topic, partition, todo, lines)  # only once committed: a rolled-back batch said nothing
+        return len(todo)
 
     def _log(self, topic: str, partition: int, todo: Sequence[Any], lines: list[dict[str, Any]]) -> None:
         """One line per batch with its counts; a message's own line (with its ids) when it was not

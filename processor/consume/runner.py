@@ -55,7 +55,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
     `metrics`: starts a metrics server over this run's counters; it has `stop()`. `read_models`:
     the outbox process keeps the read models current (`followers` run in this loop instead)."""
     _ensure_topics(settings, bootstrap)
-    outbox = OutboxProcess(settings, bootstrap, log_path, read_models).start()
+    outbox = OutboxProcess(settings, bootstrap, log_path, read_models, beside=app).start()
     status = outbox.status
     inbox = Inbox(app)
     progress = Progress(partitions=PartitionCheck(settings.topic_orders, settings.topic_partitions))

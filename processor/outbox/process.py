@@ -39,6 +39,7 @@ from processor.outbox.vendor_status import VendorStatus
 from processor.reconcile.schedule import Schedule
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
+from processor.store.write_turns import WriteTurns
 from projections.projection import Projection
 from projections.projection import read_models as read_model_tables
 
@@ -65,6 +66,8 @@ class SharedStatus:
     vendor: Any  # `metrics.VendorStats.values`, copied after every round
     read_model_position: Any  # the read models' position, when this process keeps them
     read_models_caught_up_at: Any  # time.monotonic() when they last reached the store's head
+    consumer_wants: Any  # a turn at writing (`processor.store.write_turns`), each side says so
+    outbox_wants: Any
 
     @classmethod
     def create(cls) -> "SharedStatus":
@@ -78,7 +81,8 @@ class SharedStatus:
                    published=value("q", 0), pending_calls=value("q", 0), waiting_halves=value("q", 0),
                    waiting_turn=value("q", 0),
                    outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS),
-                   read_model_position=value("q", 0), read_models_caught_up_at=value("d", 0.0))
+                   read_model_position=value("q", 0), read_models_caught_up_at=value("d", 0.0),
+                   consumer_wants=value("b", False), outbox_wants=value("b", False))
 
 
 class Flag:
@@ -103,11 +107,17 @@ class Flag:
 class OutboxProcess:
     """Starts, watches and stops the outbox process of one `coterm run`."""
 
-    def __init__(self, settings: Settings, bootstrap: str, log_path: str | None, read_models: bool = False) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, log_path: str | None, read_models: bool = False,
+                 beside: Any = None) -> None:
         """`read_models`: this process also keeps the read models current while it leads (`coterm
-        run`): the consumer's process then spends its core on the orders alone."""
-        self.args = (settings, bootstrap, log_path, read_models)
+        run`): the consumer's process then spends its core on the orders alone. `beside`: the
+        consumer's application, which takes turns at writing with this process's until `stop`."""
         self.status = SharedStatus.create()
+        self.turns = WriteTurns.create(mine=self.status.consumer_wants, theirs=self.status.outbox_wants)
+        self.beside = beside
+        if beside is not None and self.turns is not None:
+            beside.turn = self.turns.turn
+        self.args = (settings, bootstrap, log_path, read_models, self.turns.path if self.turns else None)
         self.process: Any = None
 
     def start(self) -> "OutboxProcess":
@@ -127,12 +137,21 @@ class OutboxProcess:
     def stop(self, timeout_s: float = 30.0) -> None:
         self.status.stop.set()
         if self.process is None:
+            self._close_turns()
             return
         self.process.join(timeout_s)
         if self.process.is_alive():
             log.warning("outbox.kill", after_s=timeout_s)
             self.process.kill()
             self.process.join(5)
+        self._close_turns()
+
+    def _close_turns(self) -> None:
+        if self.beside is not None:
+            self.beside.__dict__.pop("turn", None)  # it writes on alone, as before the run
+        if self.turns is not None:
+            self.turns.close()
+            self.turns = None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -144,8 +163,8 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_models: bool, status: SharedStatus,
-                parent_pid: int) -> None:
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_models: bool, turns_path: str | None,
+                status: SharedStatus, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -153,7 +172,10 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_m
     configure_logging(open(log_path, "a", buffering=1) if log_path else sys.stderr, level=settings.log_level)
     tracing.configure()  # a process of its own: its spans need their own exporter
     collector.tune()
-    _follow(settings, bootstrap, status, parent_pid, read_models)
+    # Room for every subscription and the transfers at their turn during a burst (a miss is a rebuild
+    # from the store); transfers leave the cache when they end, and waiting halves are not cached here.
+    app = _taking_turns(open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE), turns_path, status)
+    _follow(app, settings, bootstrap, status, parent_pid, read_models)
 
 
 def _vendor(settings: Settings, parent_pid: int, limiter: Limiter) -> VendorClient | None:
@@ -172,10 +194,7 @@ def _reconciliation(settings: Settings, leadership: Leadership, limiter: Limiter
                     by=f"coterm run {leadership.holder}").start()
 
 
-def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
-    # Room for every subscription and the transfers at their turn during a burst (a miss is a rebuild
-    # from the store); transfers leave the cache when they end, and waiting halves are not cached here.
-    app = open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE)
+def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
     kept = KeptReadModels(Projection(app) if read_models else None)
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     ends = TopicEnds(bootstrap, settings.topic_orders, settings.kafka_list_offsets, **settings.kafka_options())
@@ -232,6 +251,14 @@ def _follow(settings: Settings, bootstrap: str, status: SharedStatus, parent_pid
         app.close()
         status.busy.value = False
         log.info("outbox.stopped", published=outbox.published if outbox else 0)
+
+
+def _taking_turns(app: Any, turns_path: str | None, status: SharedStatus) -> Any:
+    """The outbox's side of the turns at writing with the consumer's process (`write_turns`)."""
+    turns = WriteTurns.join(turns_path, mine=status.outbox_wants, theirs=status.consumer_wants) if turns_path else None
+    if turns is not None:
+        app.turn = turns.turn
+    return app
 
 
 def _closed(outbox: Outbox | None) -> None:

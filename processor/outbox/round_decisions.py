@@ -6,9 +6,11 @@ Why chunks: the consumer records new transfers on the same source subscriptions 
 write of either that the other got first fails the whole transaction; every aggregate it changed
 then leaves the cache (they hold changes never recorded) and is rebuilt from the store for the
 next attempt. One transaction for a burst's round of 600 answers failed seven times in a row in
-`make bench`, each time rebuilding hundreds of subscriptions and customers; a chunk is done in
-a fraction of the time, so it meets fewer of the consumer's writes, and one that fails costs
-only its own rework; one that fails twice is split in two (as the consumer splits its batches).
+`make bench`, each time rebuilding hundreds of subscriptions and customers. The consumer of the
+same `coterm run` now takes turns at writing with this process (`processor.store.write_turns`),
+and each chunk is one turn: short, so the consumer's next batch does not wait long. Against other
+processors on the store a chunk still meets fewer writes than a whole round, and one that fails
+costs only its own rework; one that fails twice is split in two (as the consumer splits its batches).
 A chunk's answers free their subscriptions for the turns of the next. Each chunk that
 conflicted says so in one line with the attempts it lost (`outbox.chunk_conflicted`); the
 consumer says so for each attempt of a batch that lost (`batch.conflicted`): `make bench` counts both.

@@ -1,0 +1,131 @@
+"""Turns at writing between two processes (`processor.store.write_turns`): one at a time, a side
+that wants a turn gets one from a side taking turn after turn, and neither a paused nor a killed
+holder stops the other for good."""
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from processor.store import write_turns
+from processor.store.write_turns import WriteTurns
+
+CTX = multiprocessing.get_context("spawn")  # as `coterm run` starts its outbox
+
+
+def _flags() -> tuple[Any, Any]:
+    return CTX.RawValue("b", False), CTX.RawValue("b", False)
+
+
+def _take_turns(path: str, mine: Any, theirs: Any, log: str, side: str, turns: int, hold_s: float, report: Any,
+                started: Any) -> None:
+    """The other process: `turns` turns, each writing its start and end around `hold_s`."""
+    joined = WriteTurns.join(path, mine=mine, theirs=theirs)
+    assert joined is not None
+    started.set()
+    with open(log, "a", buffering=1) as out:
+        for _ in range(turns):
+            with joined.turn():
+                out.write(f"{side} start\n")
+                time.sleep(hold_s)
+                out.write(f"{side} end\n")
+    report.put(joined.not_had)
+
+
+def _hold_until_killed(path: str, mine: Any, theirs: Any, holding: Any) -> None:
+    joined = WriteTurns.join(path, mine=mine, theirs=theirs)
+    assert joined is not None
+    with joined.turn():
+        holding.set()
+        time.sleep(600)
+
+
+def test_two_processes_never_write_at_once(tmp_path: Path) -> None:
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs)
+    assert turns is not None
+    log, report, started = str(tmp_path / "log"), CTX.Queue(), CTX.Event()
+    other = CTX.Process(target=_take_turns, args=(turns.path, theirs, mine, log, "outbox", 40, 0.005, report, started))
+    other.start()
+    assert started.wait(60)
+    with open(log, "a", buffering=1) as out:
+        for _ in range(40):
+            with turns.turn():
+                out.write("consumer start\n")
+                time.sleep(0.005)
+                out.write("consumer end\n")
+    assert report.get(timeout=60) == 0
+    other.join(10)
+    lines = Path(log).read_text().splitlines()
+    assert len(lines) == 160
+    for start, end in zip(lines[::2], lines[1::2], strict=True):  # each turn ends before the next starts
+        assert start.endswith(" start") and end == start.replace("start", "end"), (start, end)
+    turns.close()
+
+
+def test_a_turn_ends_by_letting_the_side_that_wants_one_take_it() -> None:
+    """The waiting side polls for the lock, so a side taking turn after turn would win the race
+    again and again (seen: one wait of 3.2 s for a turn): a side that wants one says so, and the
+    side ending its turn waits until it has taken it (at most `LET_GO_S`)."""
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs)
+    assert turns is not None
+    theirs.value = True
+    took = threading.Event()
+
+    def other_takes_its_turn() -> None:
+        time.sleep(0.05)
+        took.set()
+        theirs.value = False  # as `_take` does once it holds the lock
+
+    threading.Thread(target=other_takes_its_turn).start()
+    with turns.turn():
+        pass
+    assert took.is_set()  # the turn did not end before the other side had taken one
+    theirs.value = True  # one that never takes it (paused) holds this side up for LET_GO_S only
+    started = time.monotonic()
+    with turns.turn():
+        pass
+    assert time.monotonic() - started >= write_turns.LET_GO_S
+    turns.close()
+
+
+def test_a_paused_holder_holds_up_the_other_for_wait_s_only() -> None:
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs, wait_s=0.3)
+    assert turns is not None
+    holding = CTX.Event()
+    other = CTX.Process(target=_hold_until_killed, args=(turns.path, theirs, mine, holding))
+    other.start()
+    try:
+        assert holding.wait(60)
+        os.kill(other.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with turns.turn():  # taken without the lock: the store's version checks still hold
+            waited = time.monotonic() - started
+        assert turns.not_had == 1
+        assert waited >= 0.3
+    finally:
+        os.kill(other.pid, signal.SIGKILL)
+        other.join(10)
+    with turns.turn():  # the kernel dropped the killed process's lock
+        pass
+    assert turns.not_had == 1
+    turns.close()
+
+
+def test_a_turn_inside_a_turn_and_other_threads_do_not_wait() -> None:
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs)
+    assert turns is not None
+    with turns.turn():
+        with turns.turn():  # a batch split after a conflict: the same turn
+            pass
+        done = threading.Event()
+        threading.Thread(target=lambda: (turns.turn().__enter__(), done.set())).start()
+        assert done.wait(5)  # another thread of the process writes optimistically, as before
+    assert turns.not_had == 0
+    turns.close()
