@@ -98,3 +98,28 @@ def test_each_process_sees_what_another_wrote_through_its_cache(app, store) -> N
     finally:
         other.close()
     assert app.unit_of_work().get(Subscription, sub_id).seats == 120  # brought forward from the log, not stale
+
+
+def test_a_big_batch_takes_a_turn_at_writing_and_a_small_one_writes_optimistically(app) -> None:  # type: ignore[no-untyped-def]
+    """`coterm run`'s consumer takes turns with its outbox only for batches where a conflict would
+    throw much work away (`TURN_AT_RECORDS`); a few records arriving as they are published do not
+    wait for the outbox's turn (pairing latency)."""
+    from contextlib import contextmanager
+
+    from processor.consume.inbox import TURN_AT_RECORDS
+
+    turns: list[int] = []
+
+    @contextmanager
+    def turn():  # type: ignore[no-untyped-def]
+        turns.append(app.recorder.max_notification_id() or 0)
+        yield
+
+    app.turn = turn
+    inbox = Inbox(app)
+    products = [record(n, "catalog.product_defined", {"product_id": f"p{n}", "name": "P", "supports_usage_based": True,
+                                                      "in_usage_bundle": False}) for n in range(TURN_AT_RECORDS + 3)]
+    assert inbox.process("t", 0, products[:3]) == 3
+    assert turns == []
+    assert inbox.process("t", 0, products) == TURN_AT_RECORDS  # the 3 applied before are skipped
+    assert len(turns) == 1

@@ -2,6 +2,7 @@
 that wants a turn gets one from a side taking turn after turn, and neither a paused nor a killed
 holder stops the other for good."""
 
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -10,8 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from processor.outbox.process import OutboxProcess
+from processor.settings import Settings
 from processor.store import write_turns
 from processor.store.write_turns import WriteTurns
+from tests.world import World
 
 CTX = multiprocessing.get_context("spawn")  # as `coterm run` starts its outbox
 
@@ -129,3 +135,24 @@ def test_a_turn_inside_a_turn_and_other_threads_do_not_wait() -> None:
         assert done.wait(5)  # another thread of the process writes optimistically, as before
     assert turns.not_had == 0
     turns.close()
+
+
+def test_a_run_gives_its_consumer_the_turns_until_it_stops() -> None:
+    """`coterm run`'s consumer application takes turns while the run lasts (the outbox's process
+    opens the same file), and writes alone again after it, on a closed file never."""
+    app = World().app
+    outbox = OutboxProcess(Settings.from_env({}), "127.0.0.1:9", None, beside=app)
+    assert outbox.turns is not None
+    assert app.turn == outbox.turns.turn
+    joined = WriteTurns.join(outbox.args[-1], mine=outbox.status.outbox_wants, theirs=outbox.status.consumer_wants)
+    assert joined is not None  # what the outbox's process does with the path it is given
+    with app.turn():
+        assert not outbox.status.consumer_wants.value  # wanted, then had
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(joined.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    joined.close()
+    outbox.stop()
+    assert outbox.turns is None
+    with app.turn():  # the class's own: no lock
+        pass
+    assert "turn" not in vars(app)
