@@ -82,8 +82,9 @@ class Inbox:
 
         A conflict (another processor wrote the same aggregate or position) rolls the
         transaction back; the batch is then re-read against the store and applied again
-        (each record parsed once: the parsed messages are immutable). Each attempt is a turn at
-        writing (`Orders.turn`): the outbox of the same `coterm run` does not commit meanwhile.
+        (each record parsed once: the parsed messages are immutable). Each attempt at a batch of
+        `TURN_AT_RECORDS` or more is a turn at writing (`Orders.turn`): the outbox of the same
+        `coterm run` does not commit meanwhile.
         """
         parsed_at: dict[int, Inbound | Rejection] = {}
         for attempt in range(1, MAX_ATTEMPTS + 1):

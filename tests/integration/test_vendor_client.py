@@ -255,8 +255,8 @@ def test_a_vendor_answering_what_is_not_http_is_retried_then_given_up() -> None:
             except OSError:
                 return
             conn.recv(65536)
+            answered.append(1)  # before the answer: the client may have read it and returned before a line after it runs
             conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-            answered.append(1)
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
