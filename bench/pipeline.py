@@ -50,6 +50,7 @@ from bench.running import (
     pairing_latencies_ms,
     peak_rss_mb,
     percentile,
+    system_seconds,
 )
 from processor.dev.broker import ON_BUNDLED_BROKER_ENV, BundledBroker
 from processor.dev.kafka_cluster import KafkaCluster, missing_tools
@@ -80,6 +81,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         before = coterm.events()
         transactions = pg_transactions(args.store)
         cpu, conflicts = cpu_by_process(coterm.process.pid), coterm.conflicts()
+        kernel = system_seconds(coterm.process.pid)
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
             topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
@@ -92,6 +94,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         f.put("coterm CPU ms/transfer", sum(spent.values()))
         for name, ms in spent.items():
             f.put(f"  of which its {name} process", ms)
+        f.put("  of which in the kernel (both)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
         f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
         f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
         if transactions is not None:

@@ -131,9 +131,19 @@ def cpu_by_process(pid: int) -> dict[str, float]:
     together ("outbox": its outbox process, and the idle resource tracker where there is one)."""
     ticks = {"consumer": 0, "outbox": 0}
     for p in _tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks["consumer" if p == pid else "outbox"] += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        utime, stime = _times(p)
+        ticks["consumer" if p == pid else "outbox"] += utime + stime
     return {name: n / os.sysconf("SC_CLK_TCK") for name, n in ticks.items()}
+
+
+def system_seconds(pid: int) -> float:
+    """The kernel's part of `cpu_seconds` (system calls: locks between threads, sockets, files)."""
+    return sum(_times(p)[1] for p in _tree(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def _times(pid: int) -> tuple[int, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])  # utime, stime in ticks (fields 14, 15)
 
 
 # -- coterm ------------------------------------------------------------------------------------
