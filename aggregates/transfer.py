@@ -5,6 +5,7 @@ Status: open (a cancel came first) -> waiting_for_pair -> paired (vendor call re
 parks the operation (status failed, parked) until an operator retries or cancels it.
 """
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,17 +29,25 @@ class Transfer(Aggregate):
 
     class Opened(Aggregate.Created):
         """Version 2 carries the half that opened the operation (None when a cancel came first):
-        one event where there were two (`Opened`, then `HalfReceived`)."""
+        one event where there were two (`Opened`, then `HalfReceived`). Version 3 carries `call`,
+        the vendor call requested when the other half came in the same unit of work (a batch
+        holding both): the fields of a `VendorCallRequested` but `operation_id`, one event where
+        there were two (issue 29). None when the operation opened waiting for its pair."""
 
-        class_version = 2
+        class_version = 3
         operation_id: str
         side: str | None
         half: dict[str, Any] | None
         message_id: str | None
+        call: dict[str, Any] | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state.update(side=None, half=None, message_id=None)
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["call"] = None
 
     @classmethod
     def opened_by(cls, half: Half) -> "Transfer":
@@ -47,8 +56,9 @@ class Transfer(Aggregate):
 
     @event(Opened)
     def __init__(self, operation_id: str, side: str | None = None, half: dict[str, Any] | None = None,
-                 message_id: str | None = None) -> None:
-        """`half`: stored values (`Half.stored()`); use `opened_by` to open with a half."""
+                 message_id: str | None = None, call: dict[str, Any] | None = None) -> None:
+        """`half`: stored values (`Half.stored()`); use `opened_by` to open with a half. `call`:
+        set only by `request_vendor_call` on an operation opened in the same unit of work."""
         self.operation_id = operation_id
         self.status = "open"
         self.halves: dict[str, Half] = {}
@@ -63,6 +73,8 @@ class Transfer(Aggregate):
         self.vendor_rounds = 0
         self.sent_request: dict[str, Any] | None = None  # the body the vendor was sent (VendorCallSent)
         self.sent_key: str | None = None  # and the Idempotency-Key it went under
+        if call is not None:
+            self._take_call(**call)
 
     # -- halves ------------------------------------------------------------------------
     def add_half(self, half: Half) -> tuple[Downgrade, Upgrade] | None:
@@ -140,13 +152,18 @@ class Transfer(Aggregate):
 
     def request_vendor_call(self, request: dict[str, Any], requested_by: str, message_id: str, reason: str = "paired",
                             idempotency_key: str | None = None, paired_by: Half | None = None) -> None:
-        """`paired_by`: the half that completed the pair, recorded in this event (`add_half`)."""
-        self.trigger_event(
-            self.VendorCallRequested,
-            operation_id=self.operation_id, request=request, requested_by=requested_by, reason=reason,
-            message_id=message_id, idempotency_key=idempotency_key or self.operation_id,
-            side=paired_by.side if paired_by else None, half=paired_by.stored() if paired_by else None,
-        )
+        """`paired_by`: the half that completed the pair, recorded in this event (`add_half`). An
+        operation opened in this unit of work (both halves in one batch) records the call in its
+        `Opened` event, not yet stored, instead of an event of its own."""
+        call = {"request": request, "requested_by": requested_by, "reason": reason, "message_id": message_id,
+                "idempotency_key": idempotency_key or self.operation_id,
+                "side": paired_by.side if paired_by else None, "half": paired_by.stored() if paired_by else None}
+        pending = self._pending_events
+        if self.version == 1 and len(pending) == 1 and type(pending[0]) is self.Opened and pending[0].call is None:
+            pending[0] = dataclasses.replace(pending[0], call=call)  # type: ignore[type-var]
+            self._take_call(**call)
+            return
+        self.trigger_event(self.VendorCallRequested, operation_id=self.operation_id, **call)
 
     class VendorCallRequested(Aggregate.Event):
         """Version 2 added `reason` (why the call was requested: "paired", or an operator's words).
@@ -182,6 +199,11 @@ class Transfer(Aggregate):
         self, operation_id: str, request: dict[str, Any], requested_by: str, reason: str, message_id: str,
         idempotency_key: str, side: str | None, half: dict[str, Any] | None,
     ) -> None:
+        self._take_call(request, requested_by, reason, message_id, idempotency_key, side, half)
+
+    def _take_call(self, request: dict[str, Any], requested_by: str, reason: str, message_id: str,
+                   idempotency_key: str, side: str | None, half: dict[str, Any] | None) -> None:
+        """What a requested vendor call does to the operation, from either event that records one."""
         if side is not None and half is not None:
             self.halves[side] = half_of(side, half)
         self.vendor_request = request

@@ -80,8 +80,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_applied()
         before = coterm.events()
         transactions = pg_transactions(args.store)
-        cpu, conflicts = cpu_by_process(coterm.process.pid), coterm.conflicts()
-        kernel = system_seconds(coterm.process.pid)
+        cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
             topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))

@@ -226,12 +226,14 @@ def pairing_latencies_ms(app: Any, sent_at: dict[str, float], after: int) -> lis
     out = []
     start = after + 1
     while True:
-        page = app.process_recorder.select_notifications(start=start, limit=1000,
-                                                         topics=[get_topic(Transfer.VendorCallRequested)])
+        page = app.process_recorder.select_notifications(
+            start=start, limit=1000, topics=[get_topic(Transfer.VendorCallRequested), get_topic(Transfer.Opened)])
         if not page:
             return out
         for n in page:
             event = app.mapper.to_domain_event(n)
+            if isinstance(event, Transfer.Opened) and event.call is None:
+                continue  # opened waiting for its pair; an Opened with `call` recorded both halves and the call
             if event.operation_id in sent_at:
                 out.append((event.timestamp.timestamp() - sent_at[event.operation_id]) * 1000)
         start = page[-1].id + 1

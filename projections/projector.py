@@ -6,6 +6,7 @@ they are stored as, which is what a document shows, so nothing is parsed only to
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from aggregates.bulk import (
@@ -85,6 +86,8 @@ def _operation(rows: Rows, event: Any, position: int) -> None:
                     "refusals": [], "actions": [], "pairing_latency_ms": None, "vendor_latency_ms": None}
         if event.half is not None:  # v2: opened by its first half
             _half(doc, event)
+        if event.call is not None:  # v3: the other half came in the same batch, and the call with it
+            _requested(doc, SimpleNamespace(**event.call, timestamp=event.timestamp))
         _put_operation(rows, event, doc)
         return
     doc = rows.get("operations", row_id)

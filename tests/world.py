@@ -1,5 +1,7 @@
 """A small builder over the real domain (in-memory store) for unit and property tests."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from itertools import count
 from typing import Any
@@ -25,13 +27,26 @@ class World:
     def __init__(self, app: Orders | None = None) -> None:
         self.app = app or StoredOrders(env={"PERSISTENCE_MODULE": MEMORY})
         self.now = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+        self._batch: Any = None
+
+    @contextmanager
+    def one_batch(self) -> Iterator[None]:
+        """The commands inside share one unit of work, committed at the end, as the inbox applies
+        the records of one poll."""
+        self._batch = self.app.unit_of_work()
+        try:
+            yield
+        finally:
+            uow, self._batch = self._batch, None
+        self.app.commit(uow)
 
     def _run(self, day: str, handler: Any, *args: Any, **kwargs: Any) -> Any:
-        uow = self.app.unit_of_work()
+        uow = self._batch or self.app.unit_of_work()
         ctx = commands.Context(f"msg-{next(_ids)}", at(day), self.now)
         result = handler(uow, ctx, *args, **kwargs)
         bulk_commands.reach_date(uow, ctx)  # as the processor does after every applied message
-        self.app.commit(uow)
+        if self._batch is None:
+            self.app.commit(uow)
         return result
 
     def products_and_customer(self) -> "World":

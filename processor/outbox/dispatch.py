@@ -157,7 +157,10 @@ class Outbox:
 
     def _track(self, notification_id: int, event: Any) -> None:
         op = getattr(event, "operation_id", None)
-        if isinstance(event, OPENS_WAIT):
+        call = getattr(event, "call", None)  # an `Opened` that requested the call at once (both halves)
+        if call is not None:
+            self._call_requested(notification_id, op, call["idempotency_key"], call["request"], call["message_id"])
+        elif isinstance(event, OPENS_WAIT):
             if event.half is None:
                 return
             half = half_of(event.side, event.half)
@@ -165,18 +168,20 @@ class Outbox:
             if op not in self.waiting and op not in self.calls:
                 self.waiting[op] = Waiting(notification_id, half.recorded)
         elif isinstance(event, OPENS_CALL):
-            self.waiting.pop(op, None)
-            self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
-            self.calls[op] = Call(notification_id, event.idempotency_key, event.request["target"]["subscription_id"],
-                                  event.message_id)
-            self.to_send[op] = None
-            self.to_check.add(op)
+            self._call_requested(notification_id, op, event.idempotency_key, event.request, event.message_id)
         elif isinstance(event, CLOSES):
             self.waiting.pop(op, None)
             self.calls.pop(op, None)
             self.to_send.pop(op, None)
             self.waits_for.drop(op)
             self._freed(op)
+
+    def _call_requested(self, notification_id: int, op: str, key: str, request: dict[str, Any], cause: str) -> None:
+        self.waiting.pop(op, None)
+        self.calls.pop(op, None)  # re-inserted last: both maps stay in notification order
+        self.calls[op] = Call(notification_id, key, request["target"]["subscription_id"], cause)
+        self.to_send[op] = None
+        self.to_check.add(op)
 
     def _save_low_water(self) -> None:
         # Both maps are kept in notification order, so their first entries are the oldest.

@@ -29,6 +29,8 @@ class RecentTransfers:
         """Take one event read from the log; the transfer, rebuilt, when this event requested its
         vendor call and every earlier event of it was read here."""
         if isinstance(event, Transfer.Opened):
+            if event.call is not None:  # opened with its call requested: nothing earlier to wait for
+                return _project(None, [event])
             if event.originator_version == 1:
                 self.events[event.originator_id] = [event]
                 if len(self.events) > self.keep:

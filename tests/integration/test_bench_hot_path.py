@@ -27,6 +27,6 @@ def test_the_bench_prints_its_figures() -> None:
     out = subprocess.run([sys.executable, "-m", "bench.hot_path", "--transfers", "30", "--customers", "3",
                           "--repeat", "1", "--prefill", "2000"], capture_output=True, text=True, check=True, timeout=300).stdout
     assert re.search(r"\| total CPU us/transfer \| [\d,.]+ \| [\d,.]+ \| [\d.]+ \|", out)
-    # Opened, VendorCallRequested (with the second half), Completed; TransferHeld, SeatsTransferredOut;
-    # the new subscription; Customer.SubscriptionAdded
-    assert "| events/transfer | 7.0 | 7.0 | 1.00 |" in out
+    # Opened (both halves in one poll: with the second half and the vendor call), Completed; TransferHeld,
+    # SeatsTransferredOut; the new subscription; Customer.SubscriptionAdded
+    assert re.search(r"\| events/transfer \| 6\.0 \| 6\.0 \| [\d.]+ \|", out), out
