@@ -2,7 +2,8 @@
 
 Why the vendor is called exactly once per transfer (at least once on the wire, once in effect):
 1. The decision is an event: pairing records `VendorCallRequested` in the same transaction as
-   the second half (`aggregates/transfer_commands.py`); no request, no call.
+   the second half (`aggregates/transfer_commands.py`), or, both halves in one batch, the
+   operation's `Opened` carries it (`call`); no request, no call.
 2. Only the leader sends (`leadership.py`: a lease row with an epoch); every round's writes
    carry the lease as a fence (PostgreSQL; a SQLite store has one processor), so a deposed
    leader records nothing (`dispatch.py`, `dispatch`; `round_decisions.py`).
