@@ -63,6 +63,24 @@ def span(name: str, parent: Context | None = None, kind: SpanKind = SpanKind.INT
         yield current
 
 
+def start(name: str, parent: Context | None = None, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Span | None:
+    """A span under `parent` that `finish` ends: for work that starts and ends in different
+    steps of a loop (`vendor_calls`), where `span`'s `with` cannot hold it. None when tracing is off."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(name, context=parent or Context(), kind=kind,
+                              attributes={k: v for k, v in attributes.items() if v is not None})
+
+
+def finish(current: Span | None, status_code: int | None) -> None:
+    """End a span from `start`, with the answer's HTTP status when there was one."""
+    if current is None:
+        return
+    if status_code is not None:
+        current.set_attribute("http.response.status_code", status_code)
+    current.end()
+
+
 def from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context | None:
     """The trace context a Kafka record carries (`traceparent` header), if any."""
     carrier = {key: value.decode("latin-1") for key, value in headers or () if isinstance(value, bytes)}

@@ -11,7 +11,6 @@ Two tracking records keep its place across restarts:
 import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -31,7 +30,7 @@ from processor.outbox.results import OUTBOUND, Outbound, outbound_of
 from processor.outbox.round_decisions import DECIDE_ATTEMPTS, decide_round
 from processor.outbox.topic_ends import Ends, Measurements
 from processor.outbox.turns import WaitsFor
-from processor.outbox.vendor_client import Stopped, VendorClient, VendorOutcome
+from processor.outbox.vendor_client import VendorClient, VendorOutcome
 from processor.store.stored_orders import StoredOrders
 
 log = structlog.get_logger("coterm.outbox")
@@ -82,7 +81,7 @@ class Outbox:
     `store_positions` measure the orders topic and what the store applied of it, for expiry."""
 
     def __init__(self, app: StoredOrders, publisher: Publisher, vendor: VendorClient | None, pairing_timeout_s: float,
-                 clock: Callable[[], datetime], vendor_stats: VendorStats | None = None, workers: int = 32,
+                 clock: Callable[[], datetime], vendor_stats: VendorStats | None = None,
                  topic_ends: Callable[[], Ends | None] | None = None,
                  store_positions: Callable[[list[int]], dict[int, int]] | None = None,
                  fence: Callable[[], Any] = lambda: None, may_send: Callable[[], bool] = lambda: True) -> None:
@@ -103,8 +102,7 @@ class Outbox:
         self.waits_for = WaitsFor()  # calls whose turn has not come, and the transfers ahead of them
         self.to_check: set[str] = set()  # calls whose turn may have come: new ones, and those behind a closed one
         self._turns_checked = 0.0
-        self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the workers
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor")
+        self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the calls' thread
         self.recent = RecentTransfers()
         self.published = 0
 
@@ -216,7 +214,7 @@ class Outbox:
         return len(done) + self._send_turns(turns)
 
     def _answered(self) -> dict[str, VendorOutcome]:
-        """What the vendor workers finished since the last round."""
+        """What the vendor calls' thread settled since the last round."""
         done: dict[str, VendorOutcome] = {}
         while True:
             try:
@@ -243,7 +241,7 @@ class Outbox:
                             detail=outcome.detail[:300])
 
     def _send_turns(self, turns: dict[str, "transfer_commands.Turn | None"]) -> int:
-        """Hand every call whose turn came (its body now recorded) to a vendor worker. The calls
+        """Hand every call whose turn came (its body now recorded) to the vendor client. The calls
         that must wait get one line a round (each its own at DEBUG): a burst on few subscriptions
         queues thousands, and a line each took 6% of the outbox's CPU (py-spy, `bench.hot_path`)."""
         sent, newly_waiting = 0, []
@@ -262,8 +260,7 @@ class Outbox:
                 self.to_send.pop(op, None)
                 self.waits_for.drop(op)
                 self.in_flight[op] = None
-                self.pool.submit(self._send, op, turn.body, call.key if call is not None else op,
-                                 call.cause if call is not None else "")
+                self._send(op, turn.body, call.key if call is not None else op, call.cause if call is not None else "")
                 sent += 1
         if newly_waiting:
             log.info("vendor.calls_wait", calls=len(newly_waiting), first=newly_waiting[:5], waiting=len(self.waits_for))
@@ -280,16 +277,12 @@ class Outbox:
                 if started is not None and now - started >= SENT_AFTER_S and op not in self.marked]
 
     def _send(self, op: str, request: dict[str, Any], key: str, cause: str) -> None:
+        """Hand one call to the vendor client's calls thread; its outcome (None: stopped, it stays
+        requested in the store and is sent again) comes back through `finished`."""
         assert self.vendor is not None
-        self.in_flight[op] = time.monotonic()
-        try:
-            trace = tracing.parent(self.app.traces_of([cause]).get(cause)) if tracing.on() and cause else None
-            self.finished.put((op, self.vendor.send(request, key, self.may_send, trace=trace)))
-        except Stopped:
-            self.finished.put((op, None))
-        except Exception as error:  # noqa: BLE001 - a worker must always report back, or the call is lost here
-            log.error("vendor.send_crashed", operation_id=op, error=repr(error)[:300])
-            self.finished.put((op, None))
+        trace = tracing.parent(self.app.traces_of([cause]).get(cause)) if tracing.on() and cause else None
+        self.vendor.submit(request, lambda outcome: self.finished.put((op, outcome)), key, self.may_send, trace,
+                           on_start=lambda: self.in_flight.__setitem__(op, time.monotonic()))
 
     # -- pairing timeouts -------------------------------------------------------------------
     def expire(self) -> int:
@@ -331,6 +324,5 @@ class Outbox:
 
     def close(self) -> None:
         if self.vendor is not None:
-            self.vendor.stop.set()  # calls in backoff give up; they stay requested in the store
-        self.pool.shutdown(wait=True, cancel_futures=True)
+            self.vendor.shutdown()  # calls not yet answered give up; they stay requested in the store
 

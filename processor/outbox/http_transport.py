@@ -1,4 +1,5 @@
-"""HTTP/1.1 for the vendor client: libcurl (pycurl), one kept-alive handle per worker thread.
+"""HTTP/1.1 for the vendor client: libcurl (pycurl), one kept-alive handle per calling thread
+(the reconciliation's reads; the transfer calls share one thread: `vendor_calls`).
 
 Why not `http.client`: every vendor call is one request and one answer on a kept-alive
 connection, and with `http.client` (its headers validated one by one on the way out, parsed
@@ -47,26 +48,19 @@ class Transport:
         try:
             curl.perform()
         except pycurl.error as error:
-            failure = _failure(curl, error)
+            detail = failure(curl, error.args[0], error.args[1] if len(error.args) > 1 else "")
             self.close()  # a handle in an unknown state is not reused: the next call connects afresh
-            return None, failure, {}
+            return None, detail, {}
         status = curl.getinfo(pycurl.RESPONSE_CODE)
         # A success's headers are never read (the client wants Retry-After and Location, which
         # come with a refusal, a throttle or a redirect): not parsing them saves a fifth of a call.
-        headers = {} if 200 <= status < 300 else _headers(header_lines)
+        headers = {} if 200 <= status < 300 else parsed_headers(header_lines)
         return status, received.getvalue().decode("utf-8", "replace"), headers
 
     def _handle(self) -> "pycurl.Curl":
         curl = getattr(self._local, "curl", None)
         if curl is None:
-            curl = self._local.curl = pycurl.Curl()
-            curl.setopt(pycurl.NOSIGNAL, 1)  # timeouts without signals: these are worker threads
-            curl.setopt(pycurl.TIMEOUT_MS, self.timeout_ms)
-            curl.setopt(pycurl.CONNECTTIMEOUT_MS, self.timeout_ms)
-            curl.setopt(pycurl.PROXY, "")  # not the environment's http_proxy: the vendor is called directly
-            curl.setopt(pycurl.FOLLOWLOCATION, 0)
-            for option, path in self._ca:
-                curl.setopt(option, path)
+            curl = self._local.curl = configured(pycurl.Curl(), self.timeout_ms / 1000, self._ca)
         return curl
 
     def close(self) -> None:
@@ -75,6 +69,19 @@ class Transport:
         self._local.curl = None
         if curl is not None:
             curl.close()
+
+
+def configured(curl: "pycurl.Curl", timeout_s: float, ca: list[tuple[int, str]] | None = None) -> "pycurl.Curl":
+    """A handle set as every vendor request needs it (`Transport`, `vendor_calls`)."""
+    timeout_ms = int(timeout_s * 1000)
+    curl.setopt(pycurl.NOSIGNAL, 1)  # timeouts without signals: not the main thread
+    curl.setopt(pycurl.TIMEOUT_MS, timeout_ms)
+    curl.setopt(pycurl.CONNECTTIMEOUT_MS, timeout_ms)
+    curl.setopt(pycurl.PROXY, "")  # not the environment's http_proxy: the vendor is called directly
+    curl.setopt(pycurl.FOLLOWLOCATION, 0)
+    for option, path in ca if ca is not None else trusted_certificates():
+        curl.setopt(option, path)
+    return curl
 
 
 def trusted_certificates() -> list[tuple[int, str]]:
@@ -86,7 +93,7 @@ def trusted_certificates() -> list[tuple[int, str]]:
     return found or [(pycurl.CAINFO, certifi.where())]
 
 
-def _headers(lines: list[bytes]) -> dict[str, str]:
+def parsed_headers(lines: list[bytes]) -> dict[str, str]:
     """The last answer's headers (lower-case names): an interim `100 Continue` has its own block."""
     headers: dict[str, str] = {}
     for raw in lines:
@@ -99,9 +106,9 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
     return headers
 
 
-def _failure(curl: "pycurl.Curl", error: "pycurl.error") -> str:
-    """What went wrong, in the words the operating system uses where it has them ("Connection refused")."""
-    code, message = error.args[0], error.args[1] if len(error.args) > 1 else ""
+def failure(curl: "pycurl.Curl", code: int, message: str) -> str:
+    """What went wrong (libcurl's error `code` and `message`), in the words the operating system
+    uses where it has them ("Connection refused")."""
     errno = curl.getinfo(pycurl.OS_ERRNO)
     reason = f"{os.strerror(errno)}: " if errno else ""
     kind = "timed out" if code == pycurl.E_OPERATION_TIMEDOUT else f"curl error {code}"

@@ -74,6 +74,15 @@ class Limiter:
             self.most_out = max(self.most_out, self.out)
             return True
 
+    def try_acquire(self) -> bool:
+        """A slot if one is free now (the transfer calls' thread, which never blocks on one)."""
+        with self._cond:
+            if self.out >= int(self.limit):
+                return False
+            self.out += 1
+            self.most_out = max(self.most_out, self.out)
+            return True
+
     def release(self, throttled: bool) -> None:
         with self._cond:
             self.out -= 1
