@@ -200,7 +200,7 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
     ends = TopicEnds(bootstrap, settings.topic_orders, settings.kafka_list_offsets, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
     outbox: Outbox | None = None  # built on taking the lead, from the positions then stored
-    limiter = Limiter(32, cooldown_s=1.0)  # calls out at once, shared by the vendor workers, across leaderships
+    limiter = Limiter(32, cooldown_s=1.0)  # calls out at once, shared by the calls and the reads, across leaderships
     vendor_stats = VendorStats(limiter)  # kept across leaderships: the counts of this process's life
     vendor_status = VendorStatus(read_model_tables(app, create=False), limiter, leadership.holder)  # for the dashboard
     last_expiry = 0.0

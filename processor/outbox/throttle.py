@@ -5,14 +5,14 @@ Vendors throttle (429, with `Retry-After`) and time slow clients out (408); cont
 
 - `delay_s`: the exponential schedule (0.2 s doubling to 10 s), or the answer's `Retry-After`
   when longer (capped by `COTERM_VENDOR_RETRY_AFTER_MAX_S`, so a hostile header cannot park a
-  call for a day), plus a uniform draw of up to one more step. Without the draw, 32 workers
+  call for a day), plus a uniform draw of up to one more step. Without the draw, 32 calls
   throttled at once would come back at once and be throttled again. The draw is added, never
   taken off: the schedule stays the least wait, so COTERM_VENDOR_MAX_ATTEMPTS outlasts the
   outage it always outlasted (a draw from zero, "full jitter", would halve that on average).
-- `Limiter`: the calls out at once, shared by every vendor worker of the process (additive
+- `Limiter`: the calls out at once, shared by every vendor call of the process (additive
   increase, multiplicative decrease, as TCP does): each 429 halves the limit (once per
   `cooldown_s`, so one burst of 429s counts once), each answered call earns back a share of
-  one slot. A throttled vendor sees fewer calls, not 32 workers retrying in step.
+  one slot. A throttled vendor sees fewer calls, not 32 retrying in step.
 """
 
 import random
