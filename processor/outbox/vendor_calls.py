@@ -21,24 +21,21 @@ import json
 import os
 import queue
 import select
-from collections import deque
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pycurl
 import structlog
 
 from processor import tracing
 from processor.outbox.http_transport import configured, failure, parsed_headers, trusted_certificates
-from processor.outbox.throttle import delay_s, retry_after_s
+from processor.outbox.throttle import Limiter, delay_s, retry_after_s
 from processor.outbox.vendor_answers import VendorOutcome, given_up, judged
-
-if TYPE_CHECKING:
-    from processor.outbox.vendor_client import VendorClient
 
 log = structlog.get_logger("coterm.vendor")
 SLOT_POLL_S = 0.05  # how soon a call waiting for a limiter slot looks again (another user may free one)
@@ -63,10 +60,26 @@ class Call:
     header_lines: list[bytes] = field(default_factory=list)
 
 
+class Client(Protocol):
+    """What the calls take from their client (`vendor_client.VendorClient`): where, how long,
+    how often, how many at once, and when to stop."""
+
+    url: str
+    timeout_s: float
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    retry_after_max_s: float
+    limiter: Limiter
+    stop: threading.Event
+
+    def post_headers(self, key: str, traceparent: str | None) -> list[str]: ...
+
+
 class VendorCalls:
     """`submit` from any thread; the calls run on this driver's own thread, started at the first."""
 
-    def __init__(self, client: "VendorClient") -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self._new: queue.SimpleQueue[Call] = queue.SimpleQueue()
         self._ready: deque[Call] = deque()  # due now, waiting for a slot, in the order handed over
