@@ -161,8 +161,13 @@ class VendorCalls:
             if not call.may_send():  # asked once a slot is ours: the leadership may have lapsed meanwhile
                 limiter.release(throttled=False)
                 call.done(None)
-            else:
+                continue
+            try:
                 self._start(call, now)
+            except Exception as error:  # noqa: BLE001 - a call that cannot start is reported, never lost
+                log.error("vendor.call_not_started", operation_id=call.operation_id, error=repr(error)[:300])
+                limiter.release(throttled=False)
+                call.done(None)
 
     def _start(self, call: Call, now: float) -> None:
         curl = self._free.pop() if self._free else configured(pycurl.Curl(), self.client.timeout_s, self._ca)
@@ -181,8 +186,8 @@ class VendorCalls:
         curl.setopt(pycurl.HTTPHEADER, self.client.post_headers(call.key, tracing.traceparent(call.span)))
         curl.setopt(pycurl.WRITEDATA, call.received)
         curl.setopt(pycurl.HEADERFUNCTION, call.header_lines.append)
-        self._active[curl] = call
         self._multi.add_handle(curl)
+        self._active[curl] = call
 
     def _settle_answered(self) -> None:
         while True:
@@ -193,20 +198,27 @@ class VendorCalls:
                 headers = {} if 200 <= status < 300 else parsed_headers(self._active[curl].header_lines)
                 self._answered(curl, status, self._active[curl].received.getvalue().decode("utf-8", "replace"), headers)
             for curl, code, message in failed:
-                detail = failure(curl, code, message)
-                self._answered(curl, None, detail, {}, broken=True)
+                self._answered(curl, None, failure(curl, code, message), {}, broken=True)
             if not queued:
                 return
 
     def _answered(self, curl: Any, status: int | None, text: str, headers: dict[str, str], broken: bool = False) -> None:
         call = self._active.pop(curl)
-        self._multi.remove_handle(curl)
-        if broken:
-            curl.close()  # a handle in an unknown state is not reused: the next attempt connects afresh
-        else:
-            self._free.append(curl)
         self.client.limiter.release(throttled=status == 429)
-        tracing.finish(call.span, status)
+        try:
+            self._multi.remove_handle(curl)
+            if broken:
+                curl.close()  # a handle in an unknown state is not reused: the next attempt connects afresh
+            else:
+                self._free.append(curl)
+            tracing.finish(call.span, status)
+            self._settle(call, status, text, headers)
+        except Exception as error:  # noqa: BLE001 - an answer that cannot be settled ends its call, never loses it
+            log.error("vendor.answer_not_settled", operation_id=call.operation_id, error=repr(error)[:300])
+            call.done(None)
+
+    def _settle(self, call: Call, status: int | None, text: str, headers: dict[str, str]) -> None:
+        """The call's outcome, or its next attempt's due time."""
         client, now = self.client, time.monotonic()
         elapsed = int((now - call.started) * 1000)
         outcome = judged(status, text, headers, call.attempt, elapsed, call.operation_id)

@@ -66,3 +66,16 @@ def test_a_stop_ends_every_call_not_settled_and_any_call_after_it(vendor: Vendor
     assert client.limiter.out == 0
     _submit(client, 99, settled)
     assert settled.get(timeout=1) == ("op-99", None)
+
+
+def test_a_call_that_cannot_start_ends_alone_and_the_others_go_on(vendor: VendorSimulator) -> None:
+    client = VendorClient(vendor.url, limiter=Limiter(2))
+    settled: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()
+    try:
+        client.submit({**REQUEST, "operation_id": "bad", "seats": object()}, lambda o: settled.put(("bad", o)))
+        _submit(client, 1, settled)
+        outcomes = dict(settled.get(timeout=10) for _ in range(2))
+    finally:
+        client.shutdown()
+    assert outcomes["bad"] is None  # not encodable: it stays requested, with a log line
+    assert outcomes["op-1"] is not None and outcomes["op-1"].ok and client.limiter.out == 0
