@@ -48,7 +48,8 @@ class Call:
     key: str
     operation_id: str
     may_send: Callable[[], bool]
-    done: Callable[[VendorOutcome | None], None]  # called once, on the driver's thread
+    # Called once: on the driver's thread (on the submitter's, once the driver has stopped).
+    done: Callable[[VendorOutcome | None], None]
     trace: Any = None  # the parent context each attempt's span continues
     on_start: Callable[[], None] | None = None  # when its first attempt goes out
     attempt: int = 0
