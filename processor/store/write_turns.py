@@ -28,7 +28,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -96,25 +96,32 @@ class WriteTurns:
     def _take(self) -> bool:
         self.mine.value = True
         try:
-            deadline = time.monotonic() + self.wait_s
-            while True:
-                try:
-                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        self.not_had += 1
-                        log.info("write_turns.not_had", waited_s=self.wait_s, times=self.not_had)
-                        return False
-                    time.sleep(POLL_S)
+            if _poll(self._lock_now, self.wait_s):
+                return True
+            self.not_had += 1
+            log.info("write_turns.not_had", waited_s=self.wait_s, times=self.not_had)
+            return False
         finally:
             self.mine.value = False
 
+    def _lock_now(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
     def _let_go(self) -> None:
         """The other side is waiting: let it take the lock before this side's next turn."""
-        if not self.theirs.value:
-            return
-        deadline = time.monotonic() + LET_GO_S
-        while self.theirs.value and time.monotonic() < deadline:
-            time.sleep(POLL_S)
+        _poll(lambda: not self.theirs.value, LET_GO_S)
 
+
+def _poll(ready: Callable[[], bool], seconds: float) -> bool:
+    """Ask `ready` every POLL_S until it says yes (True) or `seconds` have passed (False): a
+    blocking flock has no timeout, and the other side's flag is plain shared memory."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
