@@ -27,22 +27,21 @@ Answer = tuple[int | None, str, dict[str, str]]
 
 
 class Transport:
-    """`request` from any thread; each thread keeps its own handle (and so its connection)."""
+    """`get` from any thread; each thread keeps its own handle (and so its connection). The
+    transfer calls (POST) run on their own thread's handles (`vendor_calls`)."""
 
     def __init__(self, timeout_s: float) -> None:
-        self.timeout_ms = int(timeout_s * 1000)
+        self.timeout_s = timeout_s
         self._local = threading.local()
         self._ca = trusted_certificates()
 
-    def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+    def get(self, url: str, headers: list[str]) -> Answer:
+        """`headers` as libcurl takes them ("Name: value")."""
         curl = self._handle()
         received, header_lines = BytesIO(), []
         curl.setopt(pycurl.URL, url)
-        if method == "POST":
-            curl.setopt(pycurl.POSTFIELDS, body or b"")
-        else:
-            curl.setopt(pycurl.HTTPGET, 1)
-        curl.setopt(pycurl.HTTPHEADER, [*(f"{name}: {value}" for name, value in headers.items()), "Expect:"])
+        curl.setopt(pycurl.HTTPGET, 1)
+        curl.setopt(pycurl.HTTPHEADER, [*headers, "Expect:"])
         curl.setopt(pycurl.WRITEDATA, received)
         curl.setopt(pycurl.HEADERFUNCTION, header_lines.append)
         try:
@@ -60,7 +59,7 @@ class Transport:
     def _handle(self) -> "pycurl.Curl":
         curl = getattr(self._local, "curl", None)
         if curl is None:
-            curl = self._local.curl = configured(pycurl.Curl(), self.timeout_ms / 1000, self._ca)
+            curl = self._local.curl = configured(pycurl.Curl(), self.timeout_s, self._ca)
         return curl
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 
-from processor.outbox.http_transport import Answer, Transport
+from processor.outbox.http_transport import Transport
 from processor.outbox.throttle import Limiter, delay_s, retry_after_s
 from processor.outbox.vendor_answers import RETRIED_4XX, VendorOutcome
 from processor.outbox.vendor_calls import Call, VendorCalls
@@ -90,9 +90,7 @@ class VendorClient:
         headers = ["Content-Type: application/json", f"Idempotency-Key: {key}", "Expect:"]
         if traceparent:
             headers.append(f"traceparent: {traceparent}")
-        if self.sender:
-            headers.append(f"X-Coterm-Sender: {self.sender}")
-        return headers
+        return headers + self._sender_header()
 
     def seats(self, subscription_id: str) -> int | None:
         """The vendor's seat count of a subscription (CONTRACT.md section 7); None when the vendor
@@ -105,7 +103,7 @@ class VendorClient:
                 raise Stopped()
             status: int | None = None
             try:
-                status, text, headers = self._request("GET", path)
+                status, text, headers = self._transport.get(self._origin + path, self._sender_header())
             finally:
                 self.limiter.release(throttled=status == 429)
             if status == 200:
@@ -121,13 +119,8 @@ class VendorClient:
                 raise Stopped()
         raise VendorUnreachable(f"GET {path}: no answer after {self.max_attempts} attempts; last: {last}")
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> Answer:
-        """`Answer`: the status (None: no answer), the body's text (or what went wrong), the headers of a non-2xx."""
-        headers = dict(headers or {})
-        if self.sender:
-            headers["X-Coterm-Sender"] = self.sender
-        return self._transport.request(method, self._origin + path, body, headers)
+    def _sender_header(self) -> list[str]:
+        return [f"X-Coterm-Sender: {self.sender}"] if self.sender else []
 
     def close(self) -> None:
         """Close this thread's kept-alive connection (the reads')."""
