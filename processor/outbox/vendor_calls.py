@@ -171,7 +171,7 @@ class VendorCalls:
                 call.done(None)
 
     def _start(self, call: Call, now: float) -> None:
-        curl = self._free.pop() if self._free else configured(pycurl.Curl(), self.client.timeout_s, self._ca)
+        curl = self._free.pop() if self._free else self._new_handle()
         call.attempt += 1
         if call.attempt == 1:
             call.body = json.dumps(call.request, sort_keys=True).encode()
@@ -182,13 +182,18 @@ class VendorCalls:
             "http.request.method": "POST", "url.full": self.client.url, "coterm.operation_id": call.operation_id,
             "coterm.attempt": call.attempt})
         call.received, call.header_lines = BytesIO(), []
-        curl.setopt(pycurl.URL, self.client.url)
         curl.setopt(pycurl.POSTFIELDS, call.body)
         curl.setopt(pycurl.HTTPHEADER, self.client.post_headers(call.key, tracing.traceparent(call.span)))
         curl.setopt(pycurl.WRITEDATA, call.received)
         curl.setopt(pycurl.HEADERFUNCTION, call.header_lines.append)
         self._multi.add_handle(curl)
         self._active[curl] = call
+
+    def _new_handle(self) -> Any:
+        """Every call goes to the same URL: it is set once, with the rest, on each new handle."""
+        curl = configured(pycurl.Curl(), self.client.timeout_s, self._ca)
+        curl.setopt(pycurl.URL, self.client.url)
+        return curl
 
     def _settle_answered(self) -> None:
         while True:
