@@ -28,6 +28,7 @@ import psycopg
 from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 
 from bench import workload
+from bench.running import drop_schema
 from processor import collector
 from processor.consume.inbox import Inbox, utc_now
 from processor.log_setup import configure_logging
@@ -201,6 +202,7 @@ def main() -> None:
                 full = rounds(pipeline, args, first)
         finally:
             pipeline.close()
+            drop_schema(store)
     table(empty, full)
 
 

@@ -47,6 +47,7 @@ from bench.running import (
     VendorSim,
     cpu_by_process,
     cpu_seconds,
+    drop_schema,
     pairing_latencies_ms,
     peak_rss_mb,
     percentile,
@@ -136,6 +137,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
     finally:
         watcher.stop.set()
         coterm.stop()
+        drop_schema(store)
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
@@ -208,6 +210,7 @@ def append_rate(store: str, total: int = 20_000, per_save: int = 100) -> float:
         app.save(*(Probe(n) for n in range(per_save)))
     rate = total / (time.perf_counter() - started)
     app.close()
+    drop_schema(store)
     return rate
 
 
