@@ -10,7 +10,7 @@ another instance takes it, with a new epoch, within `ttl_s` plus one try.
 A session lock would not do: a paused process keeps its database session, and the lock with
 it, so leadership would never move. And a leader that resumes after losing its lease must not
 act on it: every write of the outbox carries a `Fence` (holder and epoch) that the same
-transaction checks against the row (`recorders.PostgresSeenRecorder`), and no new vendor call
+transaction checks against the row (`postgres_recorder.PostgresSeenRecorder`), and no new vendor call
 starts once the lease may have lapsed by this process's own monotonic clock, which runs on
 through a pause. A call already handed to the vendor may still be answered: same key, same
 body, so the vendor sees a repeat at worst.

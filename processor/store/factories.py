@@ -8,11 +8,8 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
 
-from processor.store.recorders import (
-    POPOSeenRecorder,
-    PostgresSeenRecorder,
-    SQLiteSeenRecorder,
-)
+from processor.store.postgres_recorder import PostgresSeenRecorder
+from processor.store.recorders import POPOSeenRecorder, SQLiteSeenRecorder
 
 
 class _NormalSyncPool(SQLiteConnectionPool):
