@@ -75,11 +75,14 @@ def shown(name: str, value: Any) -> str:
     return f"{value:,.2f}" if name.startswith(("coterm CPU ms", "  of which", "naive CPU ms")) else f"{value:,.1f}"
 
 
+def _store_of(args: argparse.Namespace, tmp: Path, tag: str) -> str:
+    store = args.store or str(tmp / "coterm.sqlite")
+    return f"{store}{'&' if '?' in store else '?'}schema=bench_{tag}" if store.startswith("postgresql://") else store
+
+
 def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
     tag = f"coterm{uuid.uuid4().hex[:6]}"
-    store = args.store or str(tmp / "coterm.sqlite")
-    if store.startswith("postgresql://"):
-        store = f"{store}{'&' if '?' in store else '?'}schema=bench_{tag}"
+    store = _store_of(args, tmp, tag)
     topics = Topics(broker.bootstrap, tag)
     watcher = ResultWatcher(broker.bootstrap, topics.results)
     watcher.start()
@@ -87,8 +90,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
     try:
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         coterm.wait_applied()
-        # coterm's outbox process up and idle (its start-up, imports and all, is not the burst's work)
-        coterm.wait_settled()
+        coterm.wait_settled()  # its outbox process up and idle: its start-up (imports...) is not the burst's work
         before = coterm.events()
         transactions = pg_transactions(args.store)
         cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()

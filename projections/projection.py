@@ -108,11 +108,7 @@ class Projection:
                 wanted.setdefault(table, set()).add(event.row_id)
         for table, ids in wanted.items():
             listed = sorted(ids)
-            for i in range(0, len(listed), 500):
-                part = listed[i : i + 500]
-                found = self.tables.fetch(f"SELECT id, doc FROM {self.tables.table(table)} WHERE id IN "
-                                          f"({','.join('?' * len(part))})", part)
-                rows.preload(table, part, {r["id"]: load(r["doc"]) for r in found})
+            rows.preload(table, listed, {row_id: load(doc) for row_id, doc in self.tables.docs_of(table, listed)})
 
     def _load(self, table: str, row_id: str) -> dict[str, Any] | None:
         found = self.tables.fetch(f"SELECT doc FROM {self.tables.table(table)} WHERE id = ?", [row_id])
