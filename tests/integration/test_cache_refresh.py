@@ -33,3 +33,27 @@ def test_own_writes_are_skipped_and_others_are_read(tmp_path: Path) -> None:
     finally:
         one.close()
         other.close()
+
+
+def test_an_idle_consumer_catches_its_cache_up_before_the_next_message(tmp_path: Path) -> None:
+    """What another process recorded while no input came is read when the poll comes back empty,
+    not before the next batch (which waited for it: 300-440 ms after a burst); a busy round
+    leaves it to the batches."""
+    from processor.consume.runner import _follow_log
+
+    one, other = open_store(str(tmp_path / "s.sqlite")), open_store(str(tmp_path / "s.sqlite"))
+    try:
+        seed.customer_with_subscriptions(one, "c1", seats=10)
+        assert seats(one, "c1-s1") == 10
+        seed.run(other, commands.resize_subscription, "c1-s1", 15, day="2026-11-04")
+        cached = one.repository.cache.get(Subscription.create_id("c1-s1"))  # type: ignore[union-attr]
+        read = []
+        _follow_log(one, [lambda limit: read.append(limit) or 0], busy=True)
+        assert cached.seats == 10 and one._cache_position < one.process_recorder.max_notification_id()
+        assert read == [2000]  # followers still run, in slices while input flows
+        _follow_log(one, [], busy=False)
+        assert cached.seats == 15  # the cached aggregate itself moved, without a unit of work
+        assert one._cache_position == one.process_recorder.max_notification_id()
+    finally:
+        one.close()
+        other.close()
