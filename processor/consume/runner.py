@@ -150,9 +150,9 @@ def _follow_log(app: StoredOrders, followers: Sequence[Callable[..., int]], busy
     """What follows the store's log in this loop: the followers (e.g. read models), in bigger,
     fewer slices while input flows; and, when no input came, this process's cache, brought up to
     what the outbox recorded meanwhile. Left to the next batch, that catch-up delayed it: the
-    first transfers after a burst waited 300-440 ms for their pair to be decided (the
-    burst's outcomes, 12,000 events, read before their batch), the rest of the steady phase 28-85
-    on average. How many notifications the followers read."""
+    first transfers after a burst waited 300-440 ms for their pair to be decided (the burst's
+    outcomes, 12,000 events, read before their batch), those later in the same phase 28-85 ms on
+    average. Returns how many notifications the followers read."""
     try:
         if not busy:
             app.refresh_cache()
