@@ -28,7 +28,7 @@ import psycopg
 from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 
 from bench import workload
-from bench.running import drop_schema
+from bench.running import drop_schema, in_schema
 from processor import collector
 from processor.consume.inbox import Inbox, utc_now
 from processor.log_setup import configure_logging
@@ -178,9 +178,7 @@ def main() -> None:
     if not args.default_gc:
         collector.tune()  # as `coterm run` and its outbox process do
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or str(Path(tmp) / "hot.sqlite")
-        if store.startswith("postgresql://"):
-            store = f"{store}{'&' if '?' in store else '?'}schema=hot_{int(time.time() * 1000)}"
+        store = in_schema(args.store or str(Path(tmp) / "hot.sqlite"), f"hot_{int(time.time() * 1000)}")
         pipeline = Pipeline(store)
         try:
             pipeline.consume(workload.reference_data("hot", args.customers, args.subscriptions))

@@ -48,6 +48,7 @@ from bench.running import (
     cpu_by_process,
     cpu_seconds,
     drop_schema,
+    in_schema,
     pairing_latencies_ms,
     peak_rss_mb,
     percentile,
@@ -75,14 +76,9 @@ def shown(name: str, value: Any) -> str:
     return f"{value:,.2f}" if name.startswith(("coterm CPU ms", "  of which", "naive CPU ms")) else f"{value:,.1f}"
 
 
-def _store_of(args: argparse.Namespace, tmp: Path, tag: str) -> str:
-    store = args.store or str(tmp / "coterm.sqlite")
-    return f"{store}{'&' if '?' in store else '?'}schema=bench_{tag}" if store.startswith("postgresql://") else store
-
-
 def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
     tag = f"coterm{uuid.uuid4().hex[:6]}"
-    store = _store_of(args, tmp, tag)
+    store = in_schema(args.store or str(tmp / "coterm.sqlite"), f"bench_{tag}")
     topics = Topics(broker.bootstrap, tag)
     watcher = ResultWatcher(broker.bootstrap, topics.results)
     watcher.start()
@@ -257,9 +253,8 @@ def main() -> None:
         finally:
             vendor.stop()
         if not args.quick:
-            f.put("limit: store append events/s (100 per save)", append_rate(args.store and
-                  f"{args.store}{'&' if '?' in args.store else '?'}schema=bench_append_{uuid.uuid4().hex[:6]}"
-                  or str(Path(tmp) / "append.sqlite")))
+            f.put("limit: store append events/s (100 per save)", append_rate(in_schema(args.store or str(Path(tmp) / "append.sqlite"),
+                                                                          f"bench_append_{uuid.uuid4().hex[:6]}")))
         if args.replay_events:
             bench_replay(args, Path(tmp), f)
     print_table(f.rows)

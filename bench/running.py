@@ -149,6 +149,12 @@ def _times(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])  # utime, stime in ticks (fields 14, 15)
 
 
+def in_schema(store: str, schema: str) -> str:
+    """A PostgreSQL store URL in a schema of its own (dropped afterwards: `drop_schema`); any other
+    store as it is."""
+    return f"{store}{'&' if '?' in store else '?'}schema={schema}" if store.startswith("postgresql://") else store
+
+
 def drop_schema(store: str | None) -> None:
     """A bench's PostgreSQL schema dropped when its figures are taken: each run left tens of MB
     behind (3.4 GB after a few sessions), and a bloated database is not the one users run."""

@@ -17,6 +17,7 @@ from collections import namedtuple
 from datetime import datetime, timezone
 from typing import Any
 
+from bench.running import in_schema
 from contracts.parsing import parse_message
 from processor.consume.inbox import Inbox
 from processor.dev.demo_stream import build_stream
@@ -86,7 +87,7 @@ def main() -> None:
         sqlite = bench_store(f"{tmp}/bench.sqlite", recs)
     rows.append(("inbox, SQLite", sqlite["inbox"], sqlite["outbox"], sqlite["peak_mb"]))
     try:
-        pg = bench_store(f"{args.postgres}?schema=bench_{uuid.uuid4().hex[:8]}", recs)
+        pg = bench_store(in_schema(args.postgres, f"bench_{uuid.uuid4().hex[:8]}"), recs)
         rows.append(("inbox, PostgreSQL", pg["inbox"], pg["outbox"], pg["peak_mb"]))
     except Exception as error:  # noqa: BLE001 - a bench without PostgreSQL still reports SQLite
         print(f"(PostgreSQL skipped: {error})")
