@@ -2,9 +2,9 @@
 
 import json
 import multiprocessing
+import queue
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, wait
 from datetime import datetime
 from typing import Any, TextIO
 from uuid import UUID
@@ -24,6 +24,7 @@ from projections.rebuild import can_rebuild, id_ranges, rebuild
 from projections.recorders import TABLES
 from projections.timeline import aggregate_state, event_record
 
+SHARES_PER_WORKER = 8  # ranges per process: the faster one takes over what the slower has not begun
 KINDS: dict[str, Any] = {"subscription": Subscription, "customer": Customer, "transfer": Transfer, "bulk": Bulk,
                          "migration": Migration}
 
@@ -78,8 +79,8 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     """Rebuild every read model from the first event into fresh `rp_*` tables.
 
     With `verify`, the rebuild stops where the live read models are and compares them
-    row by row, byte for byte. On a database file or server, `workers` processes share the
-    rebuild, each taking a range of aggregate ids (`projections.rebuild`).
+    row by row, byte for byte. On a database file or server, `workers` processes (this one
+    among them) share the rebuild by ranges of aggregate ids (`projections.rebuild`).
     """
     live = Projection(app, prefix="rm")
     stop_at = live.position if verify else (app.process_recorder.max_notification_id() or 0)
@@ -92,14 +93,7 @@ def replay(app: Orders, verify: bool = False, workers: int = 2) -> dict[str, Any
     elif not shared or workers < 2:
         read = rebuild(app, _fresh(app, indexes=False).tables, stop_at)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            # A worker starts by importing coterm (half a second): it does so while the old
-            # tables are dropped, which takes as long on a big store.
-            started = [pool.submit(_started) for _ in range(workers)]
-            _fresh(app, indexes=False)
-            wait(started)
-            read = sum(pool.map(_replay_share, [env] * workers, id_ranges(workers), [stop_at] * workers))
+        read = _rebuild_shared(app, env, stop_at, workers)
     fresh = Projection(app, prefix="rp", create=False)
     fresh.tables.set_indexes(present=True)
     if stop_at > fresh.position:
@@ -120,18 +114,63 @@ def _fresh(app: Orders, indexes: bool = True) -> Projection:
     return fresh
 
 
-def _started() -> None:
-    """Nothing: importing this module is the work (`replay`)."""
-
-
-def _replay_share(env: dict[str, str], id_range: tuple[str, str | None], stop_at: int) -> int:
-    # In a worker process, on the same store, whose tables the caller made: creating them
-    # again from two workers at once fails on PostgreSQL ("tuple concurrently updated").
-    app = Orders(env={**env, "CREATE_TABLE": "n"})
+def _rebuild_shared(app: Orders, env: dict[str, str], stop_at: int, workers: int) -> int:
+    """This process and `workers - 1` spawned ones rebuild ranges of aggregate ids, each taking
+    the next range from one queue when it has done one, so the faster does more. This one does
+    not wait for the others, which first import coterm (half a second or more)."""
+    context = multiprocessing.get_context("spawn")
+    todo: Any = context.Queue()
+    done: Any = context.Queue()
+    others = [context.Process(target=_rebuild_taken, args=(env, stop_at, todo, done), daemon=True)
+              for _ in range(workers - 1)]
+    for process in others:
+        process.start()  # it imports while the old tables are dropped, as long on a big store
     try:
-        return rebuild(app, read_models(app, prefix="rp", create=False), stop_at, id_range)
+        tables = _fresh(app, indexes=False).tables
+        for id_range in id_ranges(workers * SHARES_PER_WORKER):
+            todo.put(id_range)
+        for _ in range(workers):
+            todo.put(None)  # a stop for each process, this one's among them
+        read = 0
+        while (id_range := todo.get()) is not None:
+            read += rebuild(app, tables, stop_at, id_range)
+        return read + sum(_share_read(done, others) for _ in others)
     finally:
-        app.close()
+        for process in others:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+
+
+def _rebuild_taken(env: dict[str, str], stop_at: int, todo: Any, done: Any) -> None:
+    """In a spawned process: rebuild the ranges it takes until a stop, into the tables the
+    caller made (made again from two processes at once fails on PostgreSQL, "tuple
+    concurrently updated"); tell how many events it read, or why it failed."""
+    try:
+        app = Orders(env={**env, "CREATE_TABLE": "n"})
+        try:
+            tables, read = read_models(app, prefix="rp", create=False), 0
+            while (id_range := todo.get()) is not None:
+                read += rebuild(app, tables, stop_at, id_range)
+        finally:
+            app.close()
+        done.put(("read", read))
+    except BaseException as error:  # the caller raises it; a silent exit would hang it
+        done.put(("failed", f"{type(error).__name__}: {error}"))
+
+
+def _share_read(done: Any, others: list[Any]) -> int:
+    while True:
+        try:
+            outcome, value = done.get(timeout=1)
+        except queue.Empty:
+            dead = [p.exitcode for p in others if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a replay process ended with exit code {dead[0]}") from None
+            continue
+        if outcome == "failed":
+            raise RuntimeError(f"a replay process failed: {value}")
+        return int(value)
 
 
 def compare(live: Projection, fresh: Projection) -> list[str]:

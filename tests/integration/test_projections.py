@@ -1,7 +1,10 @@
 """Read models, one shared test case run against each store (as eventsourcing's own view tests do)."""
 
 import json
+import queue
+import sqlite3
 import threading
+import time
 
 import psycopg
 import pytest
@@ -9,7 +12,7 @@ from eventsourcing.persistence import Tracking
 
 from aggregates import commands
 from processor.outbox.process import KeptReadModels, SharedStatus
-from projections.audit import replay
+from projections.audit import _rebuild_taken, _share_read, replay
 from projections.projection import Projection
 from tests import seed
 from tests.waiting import wait_for
@@ -193,3 +196,36 @@ def test_read_models_of_an_earlier_version_gain_the_tenant_columns(app) -> None:
         claims = tenants.USERS[user]
         tenant = Tenant("partner", claims["partner_id"]) if "partner_id" in claims else Tenant("distributor", claims["distributor_id"])
         assert {c["customer_id"] for c in queries.list_customers(tenant=tenant)["items"]} == tenants.own_customers(user)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_replay_process_that_fails_says_why_and_the_replay_fails_instead_of_hanging(app, store: str) -> None:  # type: ignore[no-untyped-def]
+    """The spawned processes take ranges from a queue: one that fails must fail the replay (a
+    silent exit would leave the caller waiting for its count), whichever process took the range."""
+    seeded(app)
+    stop_at = app.process_recorder.max_notification_id()
+    whole = replay(app, workers=1)["events_read"]  # also makes the tables a spawned process expects
+
+    def taken(*ranges: tuple[str, None] | None) -> tuple[str, object]:
+        todo: queue.Queue[object] = queue.Queue()
+        done: queue.Queue[tuple[str, object]] = queue.Queue()
+        for item in ranges:
+            todo.put(item)
+        _rebuild_taken(dict(app.env), stop_at, todo, done)  # as a spawned process runs it
+        return done.get_nowait()
+
+    Projection(app, prefix="rp").tables.drop()
+    Projection(app, prefix="rp")
+    assert taken(("", None), None) == ("read", whole)  # every event, in one range, then the stop
+    with sqlite3.connect(store) as db:  # now stored events that do not decode
+        db.execute("UPDATE stored_events SET state = ? WHERE topic LIKE '%Transfer.Opened'", [b"{not json"])
+    outcome, why = taken(("", None), None)
+    assert outcome == "failed" and str(why).startswith("JSONDecodeError: Expecting property name")
+    failed: queue.Queue[tuple[str, object]] = queue.Queue()
+    failed.put((outcome, why))
+    with pytest.raises(RuntimeError, match="a replay process failed: JSONDecodeError"):
+        _share_read(failed, [])
+    started = time.monotonic()
+    with pytest.raises(Exception, match="Expecting property name"):
+        replay(app)  # two processes: each meets broken events, and the caller raises
+    assert time.monotonic() - started < 60
