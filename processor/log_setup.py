@@ -32,7 +32,9 @@ def configure_logging(stream: TextIO | None = None, level: int | str = logging.I
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One write per line, newline included: `print` writes the text and the newline apart,
+        # and on a stream that writes through the other process of `coterm run` cut lines in two.
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # kafka-python is chatty at INFO about connections and rebalances.
