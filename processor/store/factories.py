@@ -1,11 +1,13 @@
 """The library's infrastructure factories, building coterm's process recorders: what
 `PERSISTENCE_MODULE` names (`store_env`), so the application gets them by injection."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import ProcessRecorder
 from eventsourcing.popo import POPOFactory
-from eventsourcing.postgres import PostgresFactory
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
 
 from processor.store.postgres_recorder import PostgresSeenRecorder
@@ -37,8 +39,32 @@ class SQLiteStore(SQLiteFactory):
             self.datastore.pool.__class__ = _NormalSyncPool  # the library's pool, with one setting added
 
 
+class _ReadingDatastore(PostgresDatastore):
+    @contextmanager
+    def transaction(self, *, commit: bool = False) -> Iterator[Any]:
+        """`commit=False` (a read): the connection's own autocommit statements, as the library's
+        reads run, not a transaction rolled back. Such a transaction took three round trips for
+        one query (BEGIN, the query, ROLLBACK), and a fourth: psycopg takes a ROLLBACK for a
+        sign that objects may have changed and forgets every statement prepared on the
+        connection (`DEALLOCATE ALL`), the library's too, so each was parsed and planned again.
+        Under READ COMMITTED (PostgreSQL's default, which the library keeps) each statement of a
+        transaction sees its own snapshot anyway, so reads see what they saw before. Every
+        caller of `commit=False`, coterm's and the library's, reads only, with no lock or
+        `SET LOCAL` (those open their own transaction: `select_rows_by_aggregate`)."""
+        if commit:
+            with self.get_connection() as conn, conn.transaction():
+                yield conn.cursor()
+        else:
+            with self.get_connection() as conn:
+                yield conn.cursor()
+
+
 class PostgresStore(PostgresFactory):
     process_recorder_class = PostgresSeenRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.datastore.__class__ = _ReadingDatastore  # the library's datastore, its reads without a transaction
 
 
 class MemoryStore(POPOFactory):

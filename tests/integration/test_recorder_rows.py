@@ -6,9 +6,11 @@ a text format would have had to escape."""
 import json
 from uuid import uuid4
 
+import pytest
 from eventsourcing.persistence import StoredEvent, Tracking
 
-from processor.store.opening import open_store
+from processor.store.opening import open_store, store_env
+from processor.store.stored_orders import StoredOrders
 from projections.projection import read_models
 
 AWKWARD_TEXT = ['plain', 'with "quotes"', "with {braces}, and a comma", "back\\slash", "NULL", "", " spaced ",
@@ -81,5 +83,30 @@ def test_read_model_rows_are_written_and_rewritten_as_they_are(store: str) -> No
         seqs = {r["id"]: (r["seq"], r["pairing_latency_ms"]) for r in tables.fetch(f"SELECT * FROM {tables.table('operations')}")}
         assert seqs == {"op-1": (3_000_000_000, None), "op-2": (None, None)}
         assert tables.max_tracking_id("rm.test") == 2
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_reads_on_postgresql_keep_the_statements_prepared_on_their_connection(store: str) -> None:
+    """A read in a transaction rolled back made psycopg forget every statement prepared on the
+    connection (`DEALLOCATE ALL`, a round trip more): reads run as autocommit statements, as the
+    library's own, and what was prepared stays (`processor.store.factories._ReadingDatastore`)."""
+    open_store(store).close()  # the schema and tables
+    app = StoredOrders(env={**store_env(store), "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
+    try:
+        recorder = app.recorder
+        for _ in range(8):  # psycopg prepares a statement from its fifth execution on
+            recorder.seen(["m-1"])
+            recorder.existing([uuid4()])
+        with recorder.datastore.get_connection() as conn:  # the pool's one connection
+            prepared = [r["statement"] for r in conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+            assert conn.execute("SELECT 1").fetchone() is not None and conn.autocommit
+        assert any("coterm_seen_messages" in s for s in prepared), prepared
+        assert any("originator_version = 1" in s for s in prepared), prepared
+        with recorder.datastore.transaction(commit=True) as cursor:  # a write is still one transaction
+            cursor.execute("CREATE TEMP TABLE probe (x int)")
+            cursor.execute("INSERT INTO probe VALUES (1)")
+            assert cursor.connection.info.transaction_status != 0  # IDLE: 0; in a transaction: 2
     finally:
         app.close()
