@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg._connection_base import BaseConnection  # psycopg's own commands (BEGIN, ROLLBACK, ...)
 from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 
 from bench import workload
@@ -44,17 +45,24 @@ PARTITIONS = 3
 POLL = 500
 
 
+def shown(name: str, value: float) -> str:
+    """Statements per transfer (well under one with batches of 500) to two decimals, the rest to one."""
+    return f"{value:,.2f}" if name.startswith("statements") else f"{value:,.1f}"
+
+
 class Statements:
-    """Statements sent to the database (execute, executemany, commit calls of the library's SQLite
-    cursor and connection, and of psycopg's): a figure the machine's drift does not move. Counted by
-    wrapping those methods, in this benchmark's process only."""
+    """Statements sent to the database: execute, executemany and commit calls of the library's
+    SQLite cursor and connection; psycopg's execute and executemany, and the commands psycopg
+    sends on its own (BEGIN, COMMIT, ROLLBACK, DEALLOCATE: its `_exec_command`), each a round
+    trip outside pipeline mode. A figure the machine's drift does not move. Counted by wrapping
+    those methods, in this benchmark's process only."""
 
     count = 0
 
     @classmethod
     def install(cls) -> None:
         for owner, names in ((SQLiteCursor, ("execute", "executemany")), (SQLiteConnection, ("commit",)),
-                             (psycopg.Cursor, ("execute", "executemany")), (psycopg.Connection, ("commit",))):
+                             (psycopg.Cursor, ("execute", "executemany")), (BaseConnection, ("_exec_command",))):
             for name in names:
                 setattr(owner, name, cls._counting(getattr(owner, name)))
 
@@ -210,7 +218,7 @@ def rounds(pipeline: Pipeline, args: argparse.Namespace, first: int) -> list[dic
         batch = workload.transfers("hot", args.transfers, args.customers, args.subscriptions, first=first)
         first += args.transfers
         done.append(measure(pipeline, batch, args.transfers))
-        print(f"  round {r + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in done[-1].items()), flush=True)
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {shown(k, v)}" for k, v in done[-1].items()), flush=True)
     return done
 
 
@@ -222,9 +230,9 @@ def table(empty: list[dict[str, float]], full: list[dict[str, float]]) -> None:
     print("\n| figure (median of rounds) | empty store |" + (" prefilled | prefilled / empty |" if full else ""))
     print("| --- | ---: |" + (" ---: | ---: |" if full else ""))
     for name in empty[0]:
-        line = f"| {name} | {median(empty, name):,.1f} |"
+        line = f"| {name} | {shown(name, median(empty, name))} |"
         if full:
-            line += f" {median(full, name):,.1f} | {median(full, name) / median(empty, name):.2f} |"
+            line += f" {shown(name, median(full, name))} | {median(full, name) / median(empty, name):.2f} |"
         print(line)
 
 
