@@ -132,9 +132,9 @@ def _rebuild_shared(app: Orders, env: dict[str, str], stop_at: int, workers: int
         for _ in range(workers):
             todo.put(None)  # a stop for each process, this one's among them
         read = 0
-        while (id_range := todo.get()) is not None:
+        while (id_range := _taken(todo, others)) is not None:
             read += rebuild(app, tables, stop_at, id_range)
-        return read + sum(_share_read(done, others) for _ in others)
+        return read + sum(_share_read(_taken(done, others)) for _ in others)
     finally:
         for process in others:
             process.join(timeout=5)
@@ -159,18 +159,25 @@ def _rebuild_taken(env: dict[str, str], stop_at: int, todo: Any, done: Any) -> N
         done.put(("failed", f"{type(error).__name__}: {error}"))
 
 
-def _share_read(done: Any, others: list[Any]) -> int:
+def _taken(items: Any, others: list[Any]) -> Any:
+    """The next item of a queue the spawned processes share; an error once one of them has died
+    (killed, say): its range is not done, and had it died holding the queue's lock, a plain
+    `get` would wait forever."""
     while True:
         try:
-            outcome, value = done.get(timeout=1)
+            return items.get(timeout=1)
         except queue.Empty:
             dead = [p.exitcode for p in others if p.exitcode not in (None, 0)]
             if dead:
                 raise RuntimeError(f"a replay process ended with exit code {dead[0]}") from None
-            continue
-        if outcome == "failed":
-            raise RuntimeError(f"a replay process failed: {value}")
-        return int(value)
+
+
+def _share_read(outcome: tuple[str, Any]) -> int:
+    """How many events a spawned process read, from what it sent (`_rebuild_taken`)."""
+    said, value = outcome
+    if said == "failed":
+        raise RuntimeError(f"a replay process failed: {value}")
+    return int(value)
 
 
 def compare(live: Projection, fresh: Projection) -> list[str]:

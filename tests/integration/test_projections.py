@@ -1,6 +1,8 @@
 """Read models, one shared test case run against each store (as eventsourcing's own view tests do)."""
 
 import json
+import multiprocessing
+import os
 import queue
 import sqlite3
 import threading
@@ -12,7 +14,7 @@ from eventsourcing.persistence import Tracking
 
 from aggregates import commands
 from processor.outbox.process import KeptReadModels, SharedStatus
-from projections.audit import _rebuild_taken, _share_read, replay
+from projections.audit import _rebuild_taken, _share_read, _taken, replay
 from projections.projection import Projection
 from tests import seed
 from tests.waiting import wait_for
@@ -221,10 +223,13 @@ def test_a_replay_process_that_fails_says_why_and_the_replay_fails_instead_of_ha
         db.execute("UPDATE stored_events SET state = ? WHERE topic LIKE '%Transfer.Opened'", [b"{not json"])
     outcome, why = taken(("", None), None)
     assert outcome == "failed" and str(why).startswith("JSONDecodeError: Expecting property name")
-    failed: queue.Queue[tuple[str, object]] = queue.Queue()
-    failed.put((outcome, why))
     with pytest.raises(RuntimeError, match="a replay process failed: JSONDecodeError"):
-        _share_read(failed, [])
+        _share_read((outcome, why))
+    dead = multiprocessing.get_context("spawn").Process(target=os._exit, args=(3,))  # killed, say
+    dead.start()
+    dead.join(30)
+    with pytest.raises(RuntimeError, match="a replay process ended with exit code 3"):
+        _taken(queue.Queue(), [dead])  # nothing comes, and the one that would send it is gone
     started = time.monotonic()
     with pytest.raises(Exception, match="Expecting property name"):
         replay(app)  # two processes: each meets broken events, and the caller raises
