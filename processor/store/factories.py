@@ -51,9 +51,9 @@ class _ReadingDatastore(PostgresDatastore):
         transaction sees its own snapshot anyway, so reads see what they saw before. Every
         caller of `commit=False`, coterm's and the library's, reads only, with no lock or
         `SET LOCAL` (those open their own transaction: `select_rows_by_aggregate`)."""
-        if commit:
-            with self.get_connection() as conn, conn.transaction():
-                yield conn.cursor()
+        if commit:  # a write: the library's own transaction
+            with super().transaction(commit=True) as cursor:
+                yield cursor
         else:
             with self.get_connection() as conn:
                 yield conn.cursor()
