@@ -29,7 +29,7 @@ from psycopg._connection_base import BaseConnection  # psycopg's own commands (B
 from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 
 from bench import workload
-from bench.running import drop_schema, in_schema
+from bench.running import drop_schema, in_schema, shown
 from processor import collector
 from processor.consume.inbox import Inbox, utc_now
 from processor.log_setup import configure_logging
@@ -43,11 +43,6 @@ from projections.projection import Projection
 Record = namedtuple("Record", "offset value")
 PARTITIONS = 3
 POLL = 500
-
-
-def shown(name: str, value: float) -> str:
-    """Statements per transfer (well under one with batches of 500) to two decimals, the rest to one."""
-    return f"{value:,.2f}" if name.startswith("statements") else f"{value:,.1f}"
 
 
 class Statements:

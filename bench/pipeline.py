@@ -52,6 +52,7 @@ from bench.running import (
     pairing_latencies_ms,
     peak_rss_mb,
     percentile,
+    shown,
     system_seconds,
 )
 from processor.dev.broker import ON_BUNDLED_BROKER_ENV, BundledBroker
@@ -66,14 +67,6 @@ class Figures:
     def put(self, name: str, value: Any) -> None:
         self.rows[name] = value
         print(f"  {name}: {shown(name, value)}", flush=True)
-
-
-def shown(name: str, value: Any) -> str:
-    """A figure as printed: CPU per transfer (a few ms) to two decimals, where one would hide a
-    tenth of it; other floats to one."""
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:,.2f}" if name.startswith(("coterm CPU ms", "  of which", "naive CPU ms")) else f"{value:,.1f}"
 
 
 def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:

@@ -149,6 +149,16 @@ def _times(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])  # utime, stime in ticks (fields 14, 15)
 
 
+def shown(name: str, value: Any) -> str:
+    """A figure as the benches print it: CPU per transfer (a few ms) and statements per transfer
+    (well under one with `bench.hot_path`'s batches of 500) to two decimals, where one would hide
+    a tenth of them; other floats to one."""
+    if not isinstance(value, float):
+        return str(value)
+    fine = ("coterm CPU ms", "  of which", "naive CPU ms", "statements")
+    return f"{value:,.2f}" if name.startswith(fine) else f"{value:,.1f}"
+
+
 def in_schema(store: str, schema: str) -> str:
     """A PostgreSQL store URL in a schema of its own (dropped afterwards: `drop_schema`); any other
     store as it is."""
