@@ -7,9 +7,9 @@ else, or with `--broker tansu`, the bundled Tansu broker) and the vendor simulat
 process), then:
 1. `coterm run` (its own process): reference data, then N transfers published at once;
    completed transfers/s from the start of publishing to the last `transfer.completed`,
-   events written per transfer;
+   events written per transfer, CPU per transfer once the burst's read models are current too;
 2. a steady 200 transfers/s for a while: pairing latency p50/p99, from the later half's
-   publication to its `VendorCallRequested` being recorded;
+   publication to its `VendorCallRequested` being recorded, and CPU per transfer at that rate;
 3. 100,000 halves that wait for their pair: peak RSS of `coterm run`;
 4. the naive baseline (`bench/naive.py`) on the same workload and the same broker;
 5. the limits of this machine in the same run: kafka-python's consume rate and the event
@@ -89,6 +89,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
             watcher.wait_completed(args.transfers, 600, coterm.alive)
         elapsed = watcher.last_completed_ms / 1000 - started
         coterm.wait_applied()
+        coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
         f.put("coterm transfers/s", args.transfers / elapsed)
         spent = {name: (seconds - cpu[name]) * 1000 / args.transfers
                  for name, seconds in cpu_by_process(coterm.process.pid).items()}
@@ -103,15 +104,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
             time.sleep(11)
             f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
         if args.steady_seconds:
-            coterm.wait_settled()  # the burst's results and read models first: latency in steady state
-            n = int(args.steady_rate * args.steady_seconds)
-            mark = coterm.events()
-            sent = topics.publish(workload.transfers(tag, n, args.customers, args.subscriptions, first=args.transfers),
-                                  rate=2 * args.steady_rate)
-            watcher.wait_completed(args.transfers + n, 600, coterm.alive)
-            lat = pairing_latencies_ms(coterm.app, sent, mark)
-            f.put("pairing latency p50 ms", percentile(lat, 0.5))
-            f.put("pairing latency p99 ms", percentile(lat, 0.99))
+            bench_steady(args, coterm, topics, watcher, tag, f)
         if args.waiting:
             halves = [m for m in workload.transfers(tag, args.waiting, args.customers, args.subscriptions,
                                                      first=10_000_000) if b"downgrade" in m.value]
@@ -129,6 +122,27 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         watcher.stop.set()
         coterm.stop()
         drop_schema(store)
+
+
+def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str,
+                 f: Figures) -> None:
+    """A steady rate after the burst: pairing latency, and CPU per transfer where each poll and
+    round holds a few messages, so what each costs shows (a burst's batches hide it)."""
+    coterm.wait_settled()  # the burst's results and read models first: latency in steady state
+    n = int(args.steady_rate * args.steady_seconds)
+    mark = coterm.events()
+    cpu = cpu_by_process(coterm.process.pid)
+    sent = topics.publish(workload.transfers(tag, n, args.customers, args.subscriptions, first=args.transfers),
+                          rate=2 * args.steady_rate)
+    watcher.wait_completed(args.transfers + n, 600, coterm.alive)
+    coterm.wait_settled()
+    lat = pairing_latencies_ms(coterm.app, sent, mark)
+    f.put("pairing latency p50 ms", percentile(lat, 0.5))
+    f.put("pairing latency p99 ms", percentile(lat, 0.99))
+    steady = {name: (seconds - cpu[name]) * 1000 / n for name, seconds in cpu_by_process(coterm.process.pid).items()}
+    f.put(f"coterm CPU ms/transfer at {args.steady_rate:g} transfers/s", sum(steady.values()))
+    for name, ms in steady.items():
+        f.put(f"  of which its {name} process, steady", ms)
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:

@@ -61,6 +61,7 @@ class Projection:
             return 0
         # The head is read before the events: an event recorded between the two reads would
         # otherwise be skipped when the position moves to the head over events not projected.
+        asked_at = time.monotonic()
         head = self.app.process_recorder.max_notification_id() or 0
         end = min(head, stop_at) if stop_at is not None else head
         if end <= start:
@@ -77,7 +78,12 @@ class Projection:
         self._preload(rows, events)
         for (position, *_), e in zip(rows_read, events, strict=True):
             project(rows, e, position)
-        self._write(rows, rows_read[-1][0])
+        # Fewer than `limit`: every event up to `end` was read (those of other topics need no row),
+        # so the position moves to `end`, and, `end` being the head, the read models were at the
+        # head as it was when asked: under a steady flow a catch-up seldom finds nothing left.
+        whole = len(rows_read) < limit
+        if self._write(rows, end if whole else rows_read[-1][0]) and whole and end == head:
+            self.caught_up_at = asked_at
         return len(rows_read)
 
     def run_to_end(self, stop_at: int | None = None, page: int = 5000) -> int:
@@ -88,16 +94,19 @@ class Projection:
                 return total
             total += read
 
-    def _write(self, rows: Rows, position: int) -> None:
+    def _write(self, rows: Rows, position: int) -> bool:
+        """Whether these rows and their position were written."""
         try:
             self.tables.write(rows.changed, Tracking(self.name, position))
+            return True
         except IntegrityError:
-            pass  # another process projected the same position first: its rows stand
+            return False  # another process projected the same position first: its rows stand
         except OperationalError as error:
             # PostgreSQL broke a deadlock between processes projecting overlapping slices by
             # rolling this one back, or the database did not answer: the position did not move,
             # so the same slice is projected again on the next catch-up.
             log.warning("read_models.write_failed", position=position, error=str(error)[:300])
+            return False
 
     def _preload(self, rows: Rows, events: list[Any]) -> None:
         """Read the existing rows a batch changes with one query per table, not one per row."""

@@ -38,11 +38,15 @@ def rebuild(app: Any, tables: ReadModelTables, stop_at: int, id_range: tuple[str
     after, below = (id_range[0], -1), id_range[1]
     rows = Rows(lambda table, row_id: None)  # fresh tables: no row exists before its first event
     read = 0
+    projected = frozenset(TOPICS)
     while True:
-        page = select(after, below, stop_at, TOPICS, PAGE)
+        # Every event, the few that no read model takes skipped here: cheaper than SQL's filter,
+        # which costs a microsecond an event in aggregate order.
+        page = select(after, below, stop_at, (), PAGE)
         for position, row_id, version, topic, state in page:
-            project(rows, plain.event(topic, row_id, version, state), position)
-        read += len(page)
+            if topic in projected:
+                project(rows, plain.event(topic, row_id, version, state), position)
+                read += 1
         if len(page) < PAGE:
             tables.write_rows(rows.changed)
             return read

@@ -53,7 +53,8 @@ def project_subscription(rows: "Rows", e: Any, position: int) -> None:
             _leaves_line(doc, e.operation_id)
         else:
             _drift(doc, e)
-    doc["renewal_window_opens"] = _window_opens(doc)
+    if isinstance(e, Subscription.Purchased | Subscription.MigratedToUsageBased) or "renewal_window_opens" not in doc:
+        doc["renewal_window_opens"] = _window_opens(doc)  # nothing else changes its plan's terms
     rows.put("subscriptions", row_id, doc, subscription_id=doc["subscription_id"], customer_id=doc["customer_id"],
              plan_id=doc["plan_id"], product_id=doc["product_id"], billing_model=doc["billing_model"], seats=doc["seats"],
              drift_status=doc.get("drift_status"), drift_found_at=doc.get("drift", {}).get("found_at"))

@@ -48,6 +48,9 @@ _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads
 EXPIRY_EVERY_S = 1.0
 OUTBOX_CACHE_SIZE = 20_000
 READ_MODEL_SLICE = 2000  # notifications projected per round of the outbox process
+# The read models catch up at most this often unless a slice left more behind: a catch-up every
+# round of a steady flow rewrote the same rows for a few events each (`/readyz` allows seconds).
+READ_MODEL_EVERY_S = 0.25
 OBSERVE_EVERY_S = 0.5  # how often an outbox that does not lead looks how far the read models are
 
 
@@ -310,10 +313,17 @@ class KeptReadModels:
     def __init__(self, projection: Projection | None) -> None:
         self.projection = projection
         self.observed_at = 0.0
+        self.projected_at = 0.0
+        self.behind = False  # the last catch-up read a whole slice: more waits
 
     def round(self, status: SharedStatus, leading: bool) -> int:
         if leading:
-            return _project(self.projection, status)
+            if not self.behind and time.monotonic() - self.projected_at < READ_MODEL_EVERY_S:
+                return 0
+            self.projected_at = time.monotonic()
+            read = _project(self.projection, status)
+            self.behind = read >= READ_MODEL_SLICE
+            return read
         if self.projection is not None and time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
             self.observed_at = time.monotonic()
             _tell(status, self.projection, self.projection.look())

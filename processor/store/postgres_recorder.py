@@ -67,11 +67,11 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                    "ORDER BY notification_id LIMIT %s").format(
                        Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
-    @property
-    def select_rows_by_aggregate_statement(self) -> Any:
+    def select_rows_by_aggregate_statement(self, among_topics: bool) -> Any:
+        among = "AND topic = ANY(%s) " if among_topics else ""
         return SQL("SELECT notification_id, replace(originator_id::text, '-', ''), originator_version, topic, state "
                    "FROM {}.{} WHERE (originator_id, originator_version) > (%s, %s) AND originator_id <= %s "
-                   "AND notification_id <= %s AND topic = ANY(%s) ORDER BY originator_id, originator_version LIMIT %s"
+                   f"AND notification_id <= %s {among}ORDER BY originator_id, originator_version LIMIT %s"
                    ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
     @property
@@ -131,13 +131,14 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                                  limit: int) -> list[tuple[int, str, int, str, bytes]]:
         """As `SQLiteSeenRecorder.select_rows_by_aggregate`."""
         last = int(below, 16) - 1 if below else 2**128 - 1  # the highest id in range: `<=` keeps to the index
-        params = (UUID(hex=after[0].ljust(32, "0")), after[1], UUID(int=last), stop, list(topics), limit)
+        among: tuple[Any, ...] = (list(topics),) if topics else ()
+        params = (UUID(hex=after[0].ljust(32, "0")), after[1], UUID(int=last), stop, *among, limit)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor(row_factory=tuple_row) as curs:
             # The planner, misjudging how many events the topics keep, would read every event of
             # the range and sort them for each page (a bitmap scan): the key's own order instead.
             curs.execute("SET LOCAL enable_bitmapscan = off")
             curs.execute("SET LOCAL enable_sort = off")
-            curs.execute(self.select_rows_by_aggregate_statement, params, prepare=True)
+            curs.execute(self.select_rows_by_aggregate_statement(bool(topics)), params, prepare=True)
             return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:

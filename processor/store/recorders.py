@@ -135,10 +135,12 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
     def select_rows_by_aggregate(self, after: tuple[str, int], below: str | None, stop: int, topics: Sequence[str],
                                  limit: int) -> list[tuple[int, str, int, str, bytes]]:
         """As `select_rows`, in aggregate order: the events after (aggregate id, version) of the
-        aggregates below `below` (hex ids), at positions up to `stop` (`projections.rebuild`)."""
+        aggregates below `below` (hex ids), at positions up to `stop` (`projections.rebuild`).
+        No topics: every event (a rebuild, which projects nearly all, filters faster itself)."""
+        among = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
         statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
                      "WHERE (originator_id, originator_version) > (?, ?) AND originator_id < ? AND rowid <= ? "
-                     f"AND topic IN ({','.join('?' * len(topics))}) ORDER BY originator_id, originator_version LIMIT ?")
+                     f"{among}ORDER BY originator_id, originator_version LIMIT ?")
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None
             c.execute(statement, [*after, below or "g", stop, *topics, limit])  # "g" sorts after every hex id
