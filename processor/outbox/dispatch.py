@@ -105,6 +105,8 @@ class Outbox:
         self.finished: queue.SimpleQueue[tuple[str, VendorOutcome | None]] = queue.SimpleQueue()  # from the calls' thread
         self.recent = RecentTransfers()
         self.published = 0
+        self.at_head = False  # the last `follow` read to the log's head (as of its query)
+        self.decided = False  # the last `dispatch` recorded decisions, which `follow` has yet to read
 
     # -- following the log ------------------------------------------------------------------
     def follow(self, limit: int = FOLLOW_PAGE) -> int:
@@ -120,6 +122,7 @@ class Outbox:
                 message = outbound_of(event)
                 if message is not None:
                     outgoing.append(message)
+        self.at_head = len(notifications) < limit
         if not notifications:
             return 0
         last = notifications[-1].id
@@ -194,6 +197,7 @@ class Outbox:
         """Record the outcomes that came back and send every call whose turn has come
         (`round_decisions`): an outcome frees its subscriptions for the next call in the same
         round. Returns how many calls were answered or sent."""
+        self.decided = False
         if self.vendor is None:
             return 0
         done = self._answered()
@@ -208,6 +212,7 @@ class Outbox:
         if not done and not candidates and not slow:
             return 0
         # Consumers write the same subscriptions (new transfers take their places): each chunk looks again.
+        self.decided = True
         turns = decide_round(self.app, self.fence(), done, candidates, slow)
         self.marked.update(slow)
         self._forget(done)
@@ -320,7 +325,10 @@ class Outbox:
         """Vendor calls pending or results unpublished (waiting halves do not count)."""
         if self.in_flight or any(op not in self.waits_for for op in self.calls):
             return True  # a call waiting behind a parked one is not work this process can do
-        return bool(self.app.process_recorder.select_notifications(start=self.read_at + 1, limit=1, topics=TOPICS))
+        # What the round's last `follow` found, not a query of its own: an event recorded since
+        # then is read by the next round (tens of ms), whose work moves `worked_at` as it would
+        # have moved this. An idle round sent three reads, each costly after the round's sleep.
+        return not self.at_head
 
     def close(self) -> None:
         if self.vendor is not None:

@@ -272,10 +272,10 @@ def _closed(outbox: Outbox | None) -> None:
 
 def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
     """One round of the leader's outbox; how much it did."""
-    # Read to the log's head before sending: after a takeover, a call whose outcome is further on
-    # in the log must not be sent again (the vendor would answer 409).
+    # Read to the head before sending: after a takeover, a call answered further on must not be sent again.
     worked = outbox.follow_to_head(status.stop) + outbox.dispatch()
-    outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
+    if outbox.decided:
+        outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
     return worked + (outbox.expire() if expire else 0)
 
 
