@@ -18,9 +18,9 @@ from processor.consume.inbox import Inbox
 from processor.consume.membership import Membership
 from processor.consume.partitions import PartitionCheck
 from processor.kafka_io import (
+    PositionMirror,
     ResumeFromStore,
     caught_up,
-    commit_positions,
     ensure_topics,
     lag,
 )
@@ -62,7 +62,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
     member = Membership(settings, until_idle_s, bootstrap, partial(_subscribe, settings=settings, inbox=inbox,
                                                                    check=progress.partitions))
     barrier = BulkBarrier(member.consumer)
-    last_input, last_followed, server = time.monotonic(), 0.0, None
+    last_input, last_followed, server, mirror = time.monotonic(), 0.0, None, PositionMirror()
     log.info("processor.started", group_id=settings.group_id, topic=settings.topic_orders, until_idle_s=until_idle_s,
              group_instance_id=member.instance_id)
     try:
@@ -74,8 +74,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
             if barrier.consumer is not consumer:  # a new consumer replaced a hung join (JoinWatch)
                 barrier = BulkBarrier(consumer)
             positions = _apply(consumer, barrier, inbox, batch, progress, stop)
-            if positions:
-                commit_positions(consumer, positions)
+            mirror.add(consumer, positions)
             now = time.monotonic()
             worked = 0
             if not batch or now - last_followed >= FOLLOW_EVERY_S:
@@ -99,6 +98,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
         if server is not None:
             server.stop()
         outbox.stop()
+        mirror.flush(member.consumer, wait=True)  # best effort, as every commit: the store holds the positions
         member.close()
         log.info("processor.stopped", received=progress.received, published=status.published.value)
     return 0

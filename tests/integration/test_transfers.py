@@ -186,3 +186,27 @@ def _two_processors_round(scenario: Scenario, vendor: VendorSimulator, customer:
         assert [r["type"] for r in results if r["payload"]["operation_id"] == op] == ["transfer.completed"], op
         assert len([r for r in vendor.state.requests if r["key"] == op]) == 1, op
     return [after - was for after, was in zip(received, before, strict=True)]
+
+
+def test_kafka_holds_the_stores_positions_for_lag_dashboards_once_a_run_stops(scenario: Scenario) -> None:
+    """Lag dashboards read the group's committed offsets: once a run stops they are the store's
+    positions, though they now go to Kafka at most once a second (`tests/unit/test_position_mirror.py`)."""
+    from kafka import KafkaAdminClient
+
+    from processor.consume.inbox import position_name
+
+    seed_reference_data(scenario)
+    for n in range(6):
+        scenario.send("transfer.downgrade_ordered", downgrade(f"op-lag-{n}", seats=1), partition=n % 3)
+    scenario.process(idle_s=0.2)
+    topic = scenario.settings.topic_orders
+    app = scenario.open_store()
+    stored = {p: app.process_recorder.max_tracking_id(position_name(topic, p)) for p in range(3)}
+    app.close()
+    admin = KafkaAdminClient(bootstrap_servers=scenario.bootstrap)
+    try:
+        committed = admin.list_group_offsets(scenario.settings.group_id)[scenario.settings.group_id]
+    finally:
+        admin.close()
+    assert {tp.partition: o.offset for tp, o in committed.items() if tp.topic == topic} == stored
+    assert all(stored.values())
