@@ -111,6 +111,7 @@ class Outbox:
     # -- following the log ------------------------------------------------------------------
     def follow(self, limit: int = FOLLOW_PAGE) -> int:
         """Read new notifications, publish what they answer; returns how many were read."""
+        self.at_head = False  # until what it read is published and tracked (a failure leaves it busy)
         notifications = self.app.process_recorder.select_notifications(
             start=self.read_at + 1, limit=limit, topics=TOPICS)
         outgoing: list[Outbound] = []
@@ -122,8 +123,8 @@ class Outbox:
                 message = outbound_of(event)
                 if message is not None:
                     outgoing.append(message)
-        self.at_head = len(notifications) < limit
         if not notifications:
+            self.at_head = True
             return 0
         last = notifications[-1].id
         if outgoing:
@@ -134,6 +135,7 @@ class Outbox:
             self.results_at = last
             self.app.insert_tracking_once(Tracking(RESULTS_TRACKING, last))
         self._save_low_water()
+        self.at_head = len(notifications) < limit
         return len(notifications)
 
     def follow_to_head(self, stop: Any) -> int:

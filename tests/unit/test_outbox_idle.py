@@ -37,3 +37,24 @@ def test_a_round_that_decided_nothing_does_not_read_the_log_again() -> None:
     box = Outbox(world.app, Published(), None, 900.0, lambda: world.now)
     box.follow_to_head(threading.Event())
     assert box.dispatch() == 0 and not box.decided  # no vendor here: nothing to decide
+
+
+class Unreachable(Published):
+    def publish(self, messages: list[Any]) -> None:
+        raise ConnectionError("Kafka does not answer")
+
+
+def test_results_not_published_keep_it_busy() -> None:
+    """A read whose results could not be published leaves them to the next round: until then the
+    outbox is busy, or `--until-idle` could stop with results unpublished."""
+    world = World().products_and_customer()
+    world.purchase("s1")
+    world.downgrade("op-1")
+    world.upgrade("op-1", seats=4)  # not the seats the downgrade frees: rejected, a result to publish
+    box = Outbox(world.app, Unreachable(), None, 900.0, lambda: world.now)
+    read_at = box.read_at
+    try:
+        box.follow()
+    except ConnectionError:
+        pass
+    assert box.busy and box.read_at == read_at  # read again by the next round
