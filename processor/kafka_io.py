@@ -173,9 +173,9 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]
 
 
 class PositionMirror:
-    """`commit_positions` at most every `every_s`: the mirror serves lag dashboards only (a
-    restart resumes from the store), and a commit after every poll cost the broker and this
-    process's network thread a request each, 20-25 a second at 200 transfers/s."""
+    """The store's positions mirrored to Kafka for lag dashboards; best effort, never the truth (a
+    restart resumes from the store). At most every `every_s`: a commit after every poll cost the
+    broker and this process's network thread a request each, 20-25 a second at 200 transfers/s."""
 
     def __init__(self, every_s: float = 1.0) -> None:
         self.every_s, self.pending, self.at = every_s, {}, float("-inf")  # type: ignore[var-annotated]
@@ -189,20 +189,14 @@ class PositionMirror:
         """Commit what is pending, of the partitions still held (a rebalance may have moved some);
         `wait`: for the broker's answer (a consumer about to close would drop the request)."""
         held = consumer.assignment()
-        mine = {tp: offset for tp, offset in self.pending.items() if tp in held}
-        if mine:
-            commit_positions(consumer, mine, wait)
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.pending.items() if tp in held}
         self.pending, self.at = {}, time.monotonic()
-
-
-def commit_positions(consumer: KafkaConsumer, positions: dict[Any, int], wait: bool = False) -> None:
-    """Mirror the store's positions to Kafka for lag dashboards; best effort, never the truth."""
-
-    try:
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
-        consumer.commit(offsets, timeout_ms=5000) if wait else consumer.commit_async(offsets)
-    except Exception as error:  # noqa: BLE001 - a failed mirror must not stop processing
-        log.warning("kafka.commit_failed", error=str(error))
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets, timeout_ms=5000) if wait else consumer.commit_async(offsets)
+        except Exception as error:  # noqa: BLE001 - a failed mirror must not stop processing
+            log.warning("kafka.commit_failed", error=str(error))
 
 
 def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int, timeout_s: float = 30.0,
