@@ -156,3 +156,10 @@ def new_target(subscription_id: str, term_months: int = 12) -> dict[str, Any]:
 
 def existing_target(subscription_id: str) -> dict[str, Any]:
     return {"kind": "existing_subscription", "subscription_id": subscription_id}
+
+
+class Published:
+    """Where an outbox built over a `World` sends its results: nowhere (tests read the store)."""
+
+    def publish(self, messages: list[Any]) -> None:
+        pass

@@ -3,13 +3,12 @@ once the store has applied every partition of the orders topic up to offsets Kaf
 after the half's deadline. The outbox measures both sides itself; here they are given."""
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 
 from processor.outbox.dispatch import Outbox
 from processor.outbox.topic_ends import Ends
-from tests.world import World, new_target
+from tests.world import Published, World, new_target
 
 TIMEOUT_S = 900.0
 
@@ -33,11 +32,6 @@ class Kafka:
 
     def applied(self, partitions: list[int]) -> dict[int, int]:
         return {p: self.positions.get(p, 0) for p in partitions}
-
-
-class Published:
-    def publish(self, messages: list[Any]) -> None:
-        pass
 
 
 def waiting(world: World, op: str) -> tuple[Kafka, Outbox]:

@@ -6,15 +6,7 @@ import threading
 from typing import Any
 
 from processor.outbox.dispatch import Outbox
-from tests.world import World
-
-
-class Published:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    def publish(self, messages: list[Any]) -> None:
-        self.messages.extend(messages)
+from tests.world import Published, World
 
 
 def test_busy_until_a_read_of_the_log_reaches_its_head() -> None:
