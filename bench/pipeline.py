@@ -68,6 +68,13 @@ class Figures:
         self.rows[name] = value
         print(f"  {name}: {shown(name, value)}", flush=True)
 
+    def put_cpu(self, name: str, pid: int, before: dict[str, float], transfers: int, phase: str = "") -> None:
+        """CPU per transfer of coterm's processes since `before` (`cpu_by_process`), each one's beside it."""
+        spent = {process: (seconds - before[process]) * 1000 / transfers for process, seconds in cpu_by_process(pid).items()}
+        self.put(name, sum(spent.values()))
+        for process, ms in spent.items():
+            self.put(f"  of which its {process} process{phase}", ms)
+
 
 def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
     tag = f"coterm{uuid.uuid4().hex[:6]}"
@@ -91,17 +98,12 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_applied()
         coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
         f.put("coterm transfers/s", args.transfers / elapsed)
-        spent = {name: (seconds - cpu[name]) * 1000 / args.transfers
-                 for name, seconds in cpu_by_process(coterm.process.pid).items()}
-        f.put("coterm CPU ms/transfer", sum(spent.values()))
-        for name, ms in spent.items():
-            f.put(f"  of which its {name} process", ms)
+        f.put_cpu("coterm CPU ms/transfer", coterm.process.pid, cpu, args.transfers)
         f.put("  of which in the kernel (both)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
         f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
         f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
         if transactions is not None:
-            coterm.wait_settled()  # the burst's read models too; an idle backend flushes its counters within 10 s
-            time.sleep(11)
+            time.sleep(11)  # the burst settled above; an idle backend flushes its counters within 10 s
             f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
         if args.steady_seconds:
             bench_steady(args, coterm, topics, watcher, tag, f)
@@ -126,9 +128,9 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
 
 def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str,
                  f: Figures) -> None:
-    """A steady rate after the burst: pairing latency, and CPU per transfer where each poll and
-    round holds a few messages, so what each costs shows (a burst's batches hide it)."""
-    coterm.wait_settled()  # the burst's results and read models first: latency in steady state
+    """A steady rate after the burst (settled: its results and read models done): pairing latency,
+    and CPU per transfer where each poll and round holds a few messages, so what each costs shows
+    (a burst's batches hide it)."""
     n = int(args.steady_rate * args.steady_seconds)
     mark = coterm.events()
     cpu = cpu_by_process(coterm.process.pid)
@@ -139,10 +141,7 @@ def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watch
     lat = pairing_latencies_ms(coterm.app, sent, mark)
     f.put("pairing latency p50 ms", percentile(lat, 0.5))
     f.put("pairing latency p99 ms", percentile(lat, 0.99))
-    steady = {name: (seconds - cpu[name]) * 1000 / n for name, seconds in cpu_by_process(coterm.process.pid).items()}
-    f.put(f"coterm CPU ms/transfer at {args.steady_rate:g} transfers/s", sum(steady.values()))
-    for name, ms in steady.items():
-        f.put(f"  of which its {name} process, steady", ms)
+    f.put_cpu(f"coterm CPU ms/transfer at {args.steady_rate:g} transfers/s", coterm.process.pid, cpu, n, ", steady")
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
