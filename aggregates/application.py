@@ -3,7 +3,7 @@
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
@@ -135,13 +135,21 @@ class Orders(Application):
             return result
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
 
-    def commit(self, uow: "UnitOfWork", tracking: Tracking | None = None,
+    def records_positions_together(self) -> bool:
+        """Whether a commit may carry several positions (coterm's recorders; not the library's)."""
+        return getattr(self.recorder, "positions_together", False)
+
+    def commit(self, uow: "UnitOfWork", tracking: Tracking | Sequence[Tracking] | None = None,
                seen: "list[tuple[str, str]] | None" = None, fence: Any = None,
                traces: "list[tuple[str, str]] | None" = None) -> int:
-        """Record every change of the unit, the position it came from, the message ids it saw and
-        their trace contexts, in one transaction. On failure the unit's aggregates leave the cache.
-        (`seen`, `fence` and `traces` go to the recorder; the library's own ignore them.)"""
-        processing: ProcessingEvent[UUID] = ProcessingEvent(tracking)
+        """Record every change of the unit, the positions it came from (one or several, e.g. a
+        poll's partitions), the message ids it saw and their trace contexts, in one transaction.
+        On failure the unit's aggregates leave the cache. (`seen`, `fence`, `traces` and the
+        positions after the first go to coterm's recorders, `more_tracking`.)"""
+        positions = [] if tracking is None else [tracking] if isinstance(tracking, Tracking) else list(tracking)
+        if len(positions) > 1 and not self.records_positions_together():
+            raise TypeError(f"{type(self.recorder).__name__} records one position a transaction, not {len(positions)}")
+        processing: ProcessingEvent[UUID] = ProcessingEvent(positions[0] if positions else None)
         changed = uow.changed()  # collecting takes their pending events: name them first
         try:
             # What `processing.collect_events` does, without its isinstance checks against
@@ -149,8 +157,8 @@ class Orders(Application):
             for aggregate in changed:
                 processing.events.extend(aggregate.collect_events())
                 processing.aggregates[aggregate.id] = aggregate
-            processing.saved_kwargs.update(seen=seen or [], fence=fence, traces=traces or [])
-            if not processing.events and tracking is None and not seen:
+            processing.saved_kwargs.update(seen=seen or [], fence=fence, traces=traces or [], more_tracking=positions[1:])
+            if not processing.events and not positions and not seen:
                 return 0
             self._record(processing)
         except BaseException:

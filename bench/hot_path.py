@@ -31,7 +31,7 @@ from eventsourcing.sqlite import SQLiteConnection, SQLiteCursor
 from bench import workload
 from bench.running import drop_schema, in_schema, shown
 from processor import collector
-from processor.consume.inbox import Inbox, utc_now
+from processor.consume.inbox import Inbox, Part, utc_now
 from processor.log_setup import configure_logging
 from processor.outbox.dispatch import Outbox
 from processor.outbox.process import OUTBOX_CACHE_SIZE
@@ -111,10 +111,8 @@ class Pipeline:
             by_partition[p].append(Record(self.offsets[p], m.value))
             self.offsets[p] += 1
         polls = max(len(records) for records in by_partition)
-        for start in range(0, polls, POLL):
-            for p, records in enumerate(by_partition):
-                if records[start : start + POLL]:
-                    self.inbox.process("orders", p, records[start : start + POLL])
+        for start in range(0, polls, POLL):  # a poll's partitions together, as `coterm run` applies them
+            self.inbox.process_poll([Part("orders", p, records[start : start + POLL]) for p, records in enumerate(by_partition)])
 
     def carry_out(self) -> None:
         """Outbox rounds until every call decided so far has its outcome recorded."""

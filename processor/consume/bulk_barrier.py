@@ -46,6 +46,16 @@ class BulkBarrier:
             return records[:i]
         return records
 
+    def in_order(self, admitted: dict[TopicPartition, list[Any]]) -> list[tuple[TopicPartition, list[Any]]]:
+        """The admitted records of one poll in the order to apply them: a partition holding a bulk
+        goes after the others. The bulk was let through because the other partitions are read
+        far enough, and what this same poll read of them is applied before it, not after."""
+        def holds_bulk(item: tuple[TopicPartition, list[Any]]) -> bool:
+            tp, records = item
+            offset = self.cleared.get(tp)
+            return offset is not None and records[0].offset <= offset <= records[-1].offset
+        return sorted(admitted.items(), key=holds_bulk)  # stable: the others keep the poll's order
+
     def release(self) -> None:
         """Resume each partition whose bulk may go now (call once per poll loop)."""
         if not self.waiting:  # the usual case: nothing held, nothing to ask the consumer

@@ -14,7 +14,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from processor.consume.bulk_barrier import BulkBarrier
-from processor.consume.inbox import Inbox
+from processor.consume.inbox import Inbox, Part
 from processor.consume.membership import Membership
 from processor.consume.partitions import PartitionCheck
 from processor.kafka_io import (
@@ -125,14 +125,14 @@ def _ensure_topics(settings: Settings, bootstrap: str) -> None:
 
 def _apply(consumer: Any, barrier: BulkBarrier, inbox: Inbox, batch: dict[TopicPartition, list[Any]],
            progress: Progress, stop: threading.Event) -> dict[TopicPartition, int]:
-    """Apply a polled batch, partition by partition; the positions to commit for what was applied."""
+    """Apply a polled batch, its partitions together (`Inbox.process_poll`); the positions to
+    commit for what was applied."""
     positions: dict[TopicPartition, int] = {}
     try:
-        for tp, polled in batch.items():
-            records = barrier.admit(tp, polled)  # a bulk request may wait for the other partitions
-            if not records:
-                continue
-            inbox.process(tp.topic, tp.partition, records)
+        admitted = {tp: barrier.admit(tp, polled) for tp, polled in batch.items()}  # a bulk request may wait
+        ordered = barrier.in_order({tp: records for tp, records in admitted.items() if records})  # for the others
+        inbox.process_poll([Part(tp.topic, tp.partition, records) for tp, records in ordered])
+        for tp, records in ordered:
             positions[tp] = records[-1].offset + 1
             progress.received += len(records)
     except StoreUnavailable as error:

@@ -60,12 +60,21 @@ def seen_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
     return list(kwargs.get("seen") or ())
 
 
+def more_tracking(kwargs: dict[str, Any]) -> list[Tracking]:
+    """The positions after the first a commit carries (`Orders.commit` with several, one a
+    partition of a poll): each is a tracking record of its own, checked as the library checks
+    the first (a position must move forward, or the transaction fails as a conflict)."""
+    return list(kwargs.get("more_tracking") or ())
+
+
 def trace_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
     """The (message_id, traceparent) pairs a commit carries (`Orders.commit(..., traces=...)`)."""
     return list(kwargs.get("traces") or ())
 
 
 class SQLiteSeenRecorder(SQLiteProcessRecorder):
+    positions_together = True  # several positions in one commit (`more_tracking`)
+
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (message_id TEXT PRIMARY KEY, position TEXT) WITHOUT ROWID",
@@ -86,10 +95,18 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         traces = trace_rows(kwargs)
         if traces:
             c.executemany(f"INSERT OR IGNORE INTO {TRACES} (message_id, traceparent) VALUES (?, ?)", traces)
+        for tracking in more_tracking(kwargs):
+            self._insert_tracking(c, tracking)
         return super()._insert_events(c, stored_events, **kwargs)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
         return {r[0] for r in self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids))}
+
+    def max_tracking_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """`max_tracking_id` of several positions (a poll's partitions) in one query; a name
+        never recorded is absent."""
+        return dict(self._select_in("SELECT application_name, MAX(notification_id) FROM tracking WHERE application_name IN",
+                                    list(names), then=" GROUP BY application_name"))
 
     def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
         return dict(self._select_in(f"SELECT message_id, traceparent FROM {TRACES} WHERE message_id IN", list(message_ids)))
@@ -161,6 +178,8 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
 class POPOSeenRecorder(POPOProcessRecorder):
     """In memory, for unit tests."""
 
+    positions_together = True
+
     def __init__(self) -> None:
         super().__init__()
         self._seen: dict[str, str] = {}
@@ -172,13 +191,22 @@ class POPOSeenRecorder(POPOProcessRecorder):
         ids = [message_id for message_id, _ in rows]
         if len(set(ids)) != len(ids) or any(i in self._seen for i in ids):
             raise IntegrityError("message id already seen")
+        for tracking in more_tracking(kwargs):
+            self._assert_tracking_uniqueness(tracking)
 
     def _update_table(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
         ids = super()._update_table(stored_events, **kwargs)
         self._seen.update(seen_rows(kwargs))
+        for tracking in more_tracking(kwargs):
+            self._insert_tracking(tracking)
         for message_id, traceparent in trace_rows(kwargs):
             self._traces.setdefault(message_id, traceparent)
         return ids
+
+    def max_tracking_ids(self, names: Iterable[str]) -> dict[str, int]:
+        with self._database_lock:
+            found = {name: self._max_tracking_ids[name] for name in names}
+        return {name: i for name, i in found.items() if i is not None}
 
     def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
         with self._database_lock:

@@ -123,3 +123,108 @@ def test_a_big_batch_takes_a_turn_at_writing_and_a_small_one_writes_optimistical
     assert turns == []
     assert inbox.process("t", 0, products) == TURN_AT_RECORDS  # the 3 applied before are skipped
     assert len(turns) == 1
+
+
+def _commits(app) -> list[int]:  # type: ignore[no-untyped-def]
+    """Count the application's commits (each one transaction), leaving them to do their work."""
+    counted: list[int] = []
+    commit = app.commit
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        counted.append(1)
+        return commit(*args, **kwargs)
+
+    app.commit = counting
+    return counted
+
+
+def test_a_poll_of_several_partitions_is_one_transaction_with_a_position_for_each(app) -> None:  # type: ignore[no-untyped-def]
+    from processor.consume.inbox import Part
+
+    inbox = Inbox(app)
+    assert inbox.process("t", 1, [_half(0, "op-early")]) == 1  # partition 1 was read up to 1 before
+    commits = _commits(app)
+    parts = [Part("t", 0, [_half(0, "op-a"), _half(1, "op-b")]),
+             Part("t", 1, [_half(0, "op-early"), _half(1, "op-c")]),  # redelivered first record: skipped
+             Part("t", 2, []), Part("t", 3, [_half(5, "op-d")])]
+    assert inbox.process_poll(parts) == 4
+    assert len(commits) == 1
+    assert [inbox.resume_position("t", p) for p in range(4)] == [2, 2, None, 6]
+    assert inbox.stats.duplicates == 0
+    assert inbox.process_poll(parts) == 0 and len(commits) == 1  # the whole poll again: nothing new, nothing written
+
+
+def test_a_poll_moves_the_business_date_to_its_latest_message_whichever_partition_held_it(app) -> None:  # type: ignore[no-untyped-def]
+    from aggregates.calendar import Calendar
+    from processor.consume.inbox import Part
+
+    def half(offset: int, op: str, day: str) -> Record:
+        payload = json.loads(_half(offset, op).value)
+        return Record(offset, json.dumps({**payload, "occurred_at": f"2026-11-{day}T10:00:00Z"}).encode())
+
+    inbox = Inbox(app)
+    assert inbox.process_poll([Part("t", 0, [half(0, "op-a", "03")]), Part("t", 1, [half(0, "op-b", "09")]),
+                               Part("t", 2, [half(0, "op-c", "05")])]) == 3
+    assert str(app.repository.get(Calendar.create_id()).today) == "2026-11-09"
+
+
+def test_the_same_message_on_two_partitions_of_one_poll_is_applied_once(app) -> None:  # type: ignore[no-untyped-def]
+    from processor.consume.inbox import Part
+
+    inbox = Inbox(app)
+    first = _half(3, "op-x")
+    assert inbox.process_poll([Part("t", 0, [first]), Part("t", 1, [Record(9, first.value)])]) == 2
+    assert inbox.stats.duplicates == 1
+    assert (inbox.resume_position("t", 0), inbox.resume_position("t", 1)) == (4, 10)
+
+
+def test_a_record_that_breaks_a_poll_sends_each_partition_alone(app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from aggregates.catalog import Catalog
+    from processor.consume.inbox import Part
+
+    original = translate.HANDLERS["catalog.product_defined"]
+
+    def explode(uow, ctx, payload):  # type: ignore[no-untyped-def]
+        if payload.product_id == "bomb":
+            raise KeyError("a bug in a handler")
+        return original(uow, ctx, payload)
+
+    monkeypatch.setitem(translate.HANDLERS, "catalog.product_defined", explode)
+    inbox = Inbox(app)
+    product = lambda n, pid: record(n, "catalog.product_defined", {  # noqa: E731
+        "product_id": pid, "name": pid, "supports_usage_based": True, "in_usage_bundle": False})
+    parts = [Part("t", 0, [product(0, "a"), product(1, "b")]), Part("t", 1, [product(0, "bomb"), product(1, "c")])]
+    assert inbox.process_poll(parts) == 4
+    assert inbox.stats.dead_letters == 1
+    assert (inbox.resume_position("t", 0), inbox.resume_position("t", 1)) == (2, 2)
+    assert set(app.repository.get(Catalog.create_id()).products) == {"a", "b", "c"}
+
+
+def test_a_poll_that_conflicts_with_another_processor_goes_one_partition_at_a_time(app, store) -> None:  # type: ignore[no-untyped-def]
+    # Between the poll's reads and its commit, another processor (after a rebalance) applies
+    # partition 1's records: the poll's transaction fails on partition 1's position and records
+    # nothing; partition 0 then goes alone, partition 1 is found applied and skipped.
+    from processor.consume.inbox import Part
+    from processor.store.opening import open_store
+
+    inbox = Inbox(app)
+    theirs = [_half(0, "op-theirs")]
+    other = open_store(store)
+    seen = app.seen
+
+    def seen_while_another_writes(ids):  # type: ignore[no-untyped-def]
+        if not Inbox(other).resume_position("t", 1):
+            assert Inbox(other).process("t", 1, theirs) == 1
+        return seen(ids)
+
+    app.seen = seen_while_another_writes
+    try:
+        head = None
+        assert inbox.process_poll([Part("t", 0, [_half(0, "op-ours")]), Part("t", 1, theirs)]) == 1
+        head = app.recorder.max_notification_id()
+        assert inbox.stats.duplicates == 0  # partition 1 was skipped by its position, not re-applied
+        assert (inbox.resume_position("t", 0), inbox.resume_position("t", 1)) == (1, 1)
+        assert inbox.process_poll([Part("t", 0, [_half(0, "op-ours")]), Part("t", 1, theirs)]) == 0
+        assert app.recorder.max_notification_id() == head
+    finally:
+        other.close()

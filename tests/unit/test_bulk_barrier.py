@@ -78,3 +78,18 @@ def test_a_bulk_with_nothing_else_to_read_goes_at_once() -> None:
     barrier = BulkBarrier(kafka)
     batch = [Record(0, OTHER), Record(1, BULK)]
     assert barrier.admit(P0, batch) == batch and not kafka.paused
+
+
+def test_a_bulk_let_through_is_applied_after_what_the_same_poll_read_of_the_other_partitions() -> None:
+    # The registrations on P1 and the bulk on P0 came in one poll: P1 is read as far as it was
+    # written, so the bulk goes, but only once P1's records are in (else CUSTOMER_UNKNOWN).
+    kafka = Positions({P0: 2, P1: 7, P2: 3})
+    kafka.at[P1], kafka.at[P2] = 7, 3
+    barrier = BulkBarrier(kafka)
+    polled = {P0: [Record(0, OTHER), Record(1, BULK)], P1: [Record(5, OTHER), Record(6, OTHER)], P2: [Record(2, OTHER)]}
+    admitted = {tp: barrier.admit(tp, records) for tp, records in polled.items()}
+    assert admitted == polled and not kafka.paused
+    assert [tp for tp, _ in barrier.in_order(admitted)] == [P1, P2, P0]
+    # a poll that holds no bulk keeps its order
+    later = {P0: [Record(2, OTHER)], P1: [Record(7, OTHER)]}
+    assert [tp for tp, _ in barrier.in_order(later)] == [P0, P1]
