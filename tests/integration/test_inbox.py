@@ -168,6 +168,30 @@ def test_a_poll_moves_the_business_date_to_its_latest_message_whichever_partitio
     assert str(app.repository.get(Calendar.create_id()).today) == "2026-11-09"
 
 
+def test_a_big_poll_goes_one_partition_at_a_time_each_a_turn_at_writing(app) -> None:  # type: ignore[no-untyped-def]
+    # A burst's polls hold hundreds of records: one turn for the whole poll would hold the
+    # outbox off as long as all its partitions take.
+    from contextlib import contextmanager
+
+    from processor.consume.inbox import TURN_AT_RECORDS, Part
+
+    turns: list[int] = []
+
+    @contextmanager
+    def turn():  # type: ignore[no-untyped-def]
+        turns.append(1)
+        yield
+
+    app.turn = turn
+    commits = _commits(app)
+    inbox = Inbox(app)
+    half = TURN_AT_RECORDS  # each partition's records take a turn, as a batch of that size always did
+    parts = [Part("t", p, [_half(n, f"op-{p}-{n}") for n in range(half)]) for p in range(3)]
+    assert inbox.process_poll(parts) == 3 * half
+    assert len(commits) == 3 and len(turns) == 3
+    assert [inbox.resume_position("t", p) for p in range(3)] == [half] * 3
+
+
 def test_the_same_message_on_two_partitions_of_one_poll_is_applied_once(app) -> None:  # type: ignore[no-untyped-def]
     from processor.consume.inbox import Part
 
