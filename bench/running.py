@@ -111,7 +111,7 @@ class ResultWatcher(threading.Thread):
 
 
 def _tree(pid: int) -> list[int]:
-    """A process and its live children (`coterm run` and its outbox process)."""
+    """A process and its live children (`coterm run`, its outbox and read-model processes)."""
     return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
 
 
@@ -129,13 +129,18 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_by_process(pid).values())
 
 
+PROCESSES = {"coterm-outbox": "outbox", "coterm-readside": "read models"}  # their /proc comm
+
+
 def cpu_by_process(pid: int) -> dict[str, float]:
-    """User + system CPU of a process ("consumer": `coterm run` itself) and of its live children
-    together ("outbox": its outbox process, and the idle resource tracker where there is one)."""
-    ticks = {"consumer": 0, "outbox": 0}
+    """User + system CPU of a process ("consumer": `coterm run` itself) and of each of its live
+    children by the name it gives itself (`process_life.name_process`): "outbox", "read models"
+    (any other child, e.g. an idle resource tracker, counts with the outbox)."""
+    ticks = {"consumer": 0, "outbox": 0, "read models": 0}
     for p in _tree(pid):
         utime, stime = _times(p)
-        ticks["consumer" if p == pid else "outbox"] += utime + stime
+        name = "consumer" if p == pid else PROCESSES.get(Path(f"/proc/{p}/comm").read_text().strip(), "outbox")
+        ticks[name] += utime + stime
     return {name: n / os.sysconf("SC_CLK_TCK") for name, n in ticks.items()}
 
 

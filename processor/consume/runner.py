@@ -53,7 +53,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
         metrics: Callable[[Inbox, Progress, OutboxProcess], Any] | None = None, read_models: bool = False) -> int:
     """`log_path`: where the outbox process writes its log lines (default: standard error).
     `metrics`: starts a metrics server over this run's counters; it has `stop()`. `read_models`:
-    the outbox process keeps the read models current (`followers` run in this loop instead)."""
+    a process of their own keeps the read models current (`followers` run in this loop instead)."""
     _ensure_topics(settings, bootstrap)
     outbox = OutboxProcess(settings, bootstrap, log_path, read_models, beside=app).start()
     status = outbox.status
@@ -88,7 +88,7 @@ def run(app: StoredOrders, settings: Settings, bootstrap: str, stop: threading.E
                 last_input = now
             if not progress.holding or not status.ready.value or status.busy.value:
                 last_input = now  # the group join and pending work do not count as idle
-            progress.idle_for_s = now - max(last_input, status.worked_at.value)
+            progress.idle_for_s = now - max(last_input, status.worked_at.value, status.read_models_worked_at.value)
             if on_progress:
                 on_progress(progress, inbox, status)
             if until_idle_s is not None and progress.caught_up and progress.idle_for_s >= until_idle_s:

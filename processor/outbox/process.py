@@ -12,7 +12,6 @@ The child dies with its parent (Linux `PR_SET_PDEATHSIG`), so a killed processor
 leaves an outbox behind that would keep sending vendor calls or hold the leadership.
 """
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -32,6 +31,8 @@ from processor.log_setup import configure_logging
 from processor.metrics import VENDOR_SLOTS, VendorStats
 from processor.outbox.dispatch import Outbox
 from processor.outbox.leadership import Leadership
+from processor.outbox.process_life import die_with_parent, name_process
+from processor.outbox.read_model_process import read_models_main
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
@@ -40,18 +41,12 @@ from processor.reconcile.schedule import Schedule
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
 from processor.store.write_turns import WriteTurns
-from projections.projection import Projection
 from projections.projection import read_models as read_model_tables
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
 EXPIRY_EVERY_S = 1.0
 OUTBOX_CACHE_SIZE = 20_000
-READ_MODEL_SLICE = 2000  # notifications projected per round of the outbox process
-# The read models catch up at most this often unless a slice left more behind: a catch-up every
-# round of a steady flow rewrote the same rows for a few events each (`/readyz` allows seconds).
-READ_MODEL_EVERY_S = 0.25
-OBSERVE_EVERY_S = 0.5  # how often an outbox that does not lead looks how far the read models are
 
 
 @dataclass
@@ -69,6 +64,8 @@ class SharedStatus:
     vendor: Any  # `metrics.VendorStats.values`, copied after every round
     read_model_position: Any  # the read models' position, when this process keeps them
     read_models_caught_up_at: Any  # time.monotonic() when they last reached the store's head
+    read_models_worked_at: Any  # time.monotonic() of the read models' last catch-up that read something
+    read_models_stop: Any  # the read models' process stops (after the outbox's: it projects its last writes)
     consumer_wants: Any  # a turn at writing (`processor.store.write_turns`), each side says so
     outbox_wants: Any
 
@@ -85,6 +82,7 @@ class SharedStatus:
                    waiting_turn=value("q", 0),
                    outbox_position=value("q", 0), leading=value("b", False), vendor=_SPAWN.RawArray("d", VENDOR_SLOTS),
                    read_model_position=value("q", 0), read_models_caught_up_at=value("d", 0.0),
+                   read_models_worked_at=value("d", 0.0), read_models_stop=Flag(value("b", False)),
                    consumer_wants=value("b", False), outbox_wants=value("b", False))
 
 
@@ -108,45 +106,63 @@ class Flag:
 
 
 class OutboxProcess:
-    """Starts, watches and stops the outbox process of one `coterm run`."""
+    """Starts, watches and stops the outbox process of one `coterm run`, and the read models'."""
 
     def __init__(self, settings: Settings, bootstrap: str, log_path: str | None, read_models: bool = False,
                  beside: Any = None) -> None:
-        """`read_models`: this process also keeps the read models current while it leads (`coterm
-        run`): the consumer's process then spends its core on the orders alone. `beside`: the
-        consumer's application, which takes turns at writing with this process's until `stop`."""
+        """`read_models`: a third process keeps the read models current while this run leads
+        (`coterm run`; `read_model_process`). `beside`: the consumer's application, which takes
+        turns at writing with the outbox's process until `stop`."""
         self.status = SharedStatus.create()
         self.turns = WriteTurns.create(mine=self.status.consumer_wants, theirs=self.status.outbox_wants)
         self.beside = beside
         if beside is not None and self.turns is not None:
             beside.turn = self.turns.turn
-        self.args = (settings, bootstrap, log_path, read_models, self.turns.path if self.turns else None)
+        self.args = (settings, bootstrap, log_path, self.turns.path if self.turns else None)
+        self.read_model_args = (settings, log_path) if read_models else None
         self.process: Any = None
+        self.read_models: Any = None
 
     def start(self) -> "OutboxProcess":
         self.process = _SPAWN.Process(target=outbox_main, args=(*self.args, self.status, os.getpid()),
                                       name="coterm-outbox", daemon=True)
         self.process.start()
+        if self.read_model_args is not None and self.read_models is None:
+            self._start_read_models()
         return self
 
+    def _start_read_models(self) -> None:
+        assert self.read_model_args is not None
+        self.read_models = _SPAWN.Process(target=read_models_main, args=(*self.read_model_args, self.status, os.getpid()),
+                                          name="coterm-read-models", daemon=True)
+        self.read_models.start()
+
     def ensure_alive(self) -> None:
-        """A crashed outbox (a bug, a lost database) is started again from its stored positions."""
+        """A crashed outbox or read-model process (a bug, a lost database) is started again from
+        its stored positions."""
         if self.process is not None and not self.process.is_alive() and not self.status.stop.is_set():
             log.error("outbox.died", exitcode=self.process.exitcode)
             self.status.busy.value = False
             time.sleep(1.0)
             self.start()
+        if self.read_models is not None and not self.read_models.is_alive() and not self.status.read_models_stop.is_set():
+            log.error("read_models.died", exitcode=self.read_models.exitcode)
+            time.sleep(1.0)
+            self._start_read_models()
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """The outbox first, then the read models, which project what it recorded last."""
         self.status.stop.set()
-        if self.process is None:
-            self._close_turns()
-            return
-        self.process.join(timeout_s)
-        if self.process.is_alive():
-            log.warning("outbox.kill", after_s=timeout_s)
-            self.process.kill()
-            self.process.join(5)
+        for process, stop in ((self.process, None), (self.read_models, self.status.read_models_stop)):
+            if stop is not None:
+                stop.set()
+            if process is None:
+                continue
+            process.join(timeout_s)
+            if process.is_alive():
+                log.warning("outbox.kill", process=process.name, after_s=timeout_s)
+                process.kill()
+                process.join(5)
         self._close_turns()
 
     def _close_turns(self) -> None:
@@ -157,18 +173,10 @@ class OutboxProcess:
             self.turns = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's stop flag and the check below remain
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
-
-
-def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_models: bool, turns_path: str | None,
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, turns_path: str | None,
                 status: SharedStatus, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
+    name_process("coterm-outbox")
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -178,7 +186,7 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, read_m
     # Room for every subscription and the transfers at their turn during a burst (a miss is a rebuild
     # from the store); transfers leave the cache when they end, and waiting halves are not cached here.
     app = _taking_turns(open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE), turns_path, status)
-    _follow(app, settings, bootstrap, status, parent_pid, read_models)
+    _follow(app, settings, bootstrap, status, parent_pid)
 
 
 def _vendor(settings: Settings, parent_pid: int, limiter: Limiter) -> VendorClient | None:
@@ -197,8 +205,7 @@ def _reconciliation(settings: Settings, leadership: Leadership, limiter: Limiter
                     by=f"coterm run {leadership.holder}").start()
 
 
-def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int, read_models: bool) -> None:
-    kept = KeptReadModels(Projection(app) if read_models else None)
+def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, parent_pid: int) -> None:
     publisher = KafkaPublisher(bootstrap, settings.topic_results, settings.topic_deadletter, **settings.kafka_options())
     ends = TopicEnds(bootstrap, settings.topic_orders, settings.kafka_list_offsets, **settings.kafka_options())
     leadership = Leadership(store_env(settings.store))
@@ -228,7 +235,6 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
                     log.info("outbox.stepped_down", reason="the lease is not held")
                     outbox.close()  # another instance leads now: its outbox owns the calls
                     outbox = None
-                worked += kept.round(status, leading)
                 vendor_status.round(leading)
             except KafkaError as error:
                 # Nothing was marked published: the same results go out once Kafka answers.
@@ -246,8 +252,6 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
             schedule.stop()
         if outbox is not None:
             outbox.close()
-        if kept.projection is not None and os.getppid() == parent_pid and leadership.held():
-            _catch_up_before_stopping(kept.projection, status)
         leadership.release()
         ends.close()
         publisher.close()
@@ -277,57 +281,6 @@ def _lead(outbox: Outbox, status: SharedStatus, expire: bool) -> int:
     if outbox.decided:
         outbox.follow_to_head(status.stop)  # what the dispatcher just recorded
     return worked + (outbox.expire() if expire else 0)
-
-
-def _catch_up_before_stopping(projection: Projection, status: SharedStatus) -> None:
-    """A stopping `run` that leads leaves the read models current."""
-    try:
-        while _project(projection, status):
-            pass
-    except Exception as error:  # noqa: BLE001 - the store went away: the next start projects on from there
-        log.warning("read_models.final_catch_up_failed", error=f"{type(error).__name__}: {error}"[:300])
-
-
-def _project(projection: Projection | None, status: SharedStatus) -> int:
-    """Keep the read models current, one slice per round: a long catch-up (a restart, a burst)
-    must not hold up the round that would take over the lead (a storm saw a paused leader go
-    10 s without a successor while the others' outboxes projected thousands of events)."""
-    if projection is None:
-        return 0
-    read = projection.catch_up(limit=READ_MODEL_SLICE)
-    _tell(status, projection, projection.position)
-    return read
-
-
-def _tell(status: SharedStatus, projection: Projection, position: int) -> None:
-    """How far the read models are, for `/readyz` and the metrics of the consumer's process."""
-    status.read_model_position.value = position
-    status.read_models_caught_up_at.value = projection.caught_up_at
-
-
-class KeptReadModels:
-    """The read models are shared tables: the leader keeps them, one slice a round; the others
-    look now and then how far they are (for readiness). Each outbox projecting every event cost
-    CPU once per processor, and their upserts of the same rows waited on each other's locks."""
-
-    def __init__(self, projection: Projection | None) -> None:
-        self.projection = projection
-        self.observed_at = 0.0
-        self.projected_at = 0.0
-        self.behind = False  # the last catch-up read a whole slice: more waits
-
-    def round(self, status: SharedStatus, leading: bool) -> int:
-        if leading:
-            if not self.behind and time.monotonic() - self.projected_at < READ_MODEL_EVERY_S:
-                return 0
-            self.projected_at = time.monotonic()
-            read = _project(self.projection, status)
-            self.behind = read >= READ_MODEL_SLICE
-            return read
-        if self.projection is not None and time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
-            self.observed_at = time.monotonic()
-            _tell(status, self.projection, self.projection.look())
-        return 0
 
 
 def _report(status: SharedStatus, outbox: Any, worked: int, vendor_stats: VendorStats, knows_leader: bool) -> None:

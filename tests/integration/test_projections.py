@@ -13,7 +13,8 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from aggregates import commands
-from processor.outbox.process import READ_MODEL_EVERY_S, KeptReadModels, SharedStatus
+from processor.outbox.process import SharedStatus
+from processor.outbox.read_model_process import READ_MODEL_EVERY_S, KeptReadModels
 from projections.audit import _rebuild_taken, _share_read, _taken, replay
 from projections.projection import Projection
 from tests import seed
@@ -164,7 +165,7 @@ def test_the_leading_outbox_catches_up_a_steady_flow_every_quarter_second_and_is
     assert kept.projection.position == head  # over the event of another topic too: every event to the head was read
     assert status.read_models_caught_up_at.value > ready_at  # at the head as it was when asked
     assert "op-steady" in {json.loads(d)["operation_id"] for d in docs(kept.projection, "operations").values()}
-    monkeypatch.setattr("processor.outbox.process.READ_MODEL_SLICE", 2)  # a slice that leaves more behind
+    monkeypatch.setattr("processor.outbox.read_model_process.READ_MODEL_SLICE", 2)  # a slice that leaves more behind
     seed.operation(app, "op-more", "completed")
     kept.projected_at -= READ_MODEL_EVERY_S
     assert kept.round(status, leading=True) == 2

@@ -210,3 +210,42 @@ def test_kafka_holds_the_stores_positions_for_lag_dashboards_once_a_run_stops(sc
         admin.close()
     assert {tp.partition: o.offset for tp, o in committed.items() if tp.topic == topic} == stored
     assert all(stored.values())
+
+
+def test_a_run_keeps_the_read_models_in_a_process_of_their_own_and_leaves_them_current(
+        scenario: Scenario, vendor: VendorSimulator) -> None:
+    # `coterm run` (read_models=True): a third process, named for `ps`, projects while the run
+    # leads; a run that stops leaves the read models at the store's head.
+    import os
+    import threading
+    from pathlib import Path
+
+    from processor.consume.runner import run
+    from projections.projection import Projection
+    from projections.queries import Queries
+
+    seed_reference_data(scenario)
+    scenario.send("transfer.downgrade_ordered", downgrade("op-rm"))
+    scenario.send("transfer.upgrade_ordered", upgrade("op-rm"))
+    names: set[str] = set()
+
+    def children(progress: Any, inbox: Any, status: Any) -> None:
+        me = os.getpid()
+        for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+            try:
+                names.add(Path(f"/proc/{child}/comm").read_text().strip())
+            except OSError:
+                pass  # ended meanwhile
+
+    app = scenario.open_store()
+    stop = threading.Event()
+    try:
+        run(app, scenario.settings, scenario.bootstrap, stop, until_idle_s=1.0, on_progress=children, read_models=True)
+        assert {"coterm-outbox", "coterm-readside"} <= names
+        projection = Projection(app, create=False)
+        assert projection.position == app.process_recorder.max_notification_id()
+        operation = Queries(app, projection.tables).operation("op-rm")
+        assert operation is not None and operation["status"] == "completed"
+        assert only(scenario.results_for("op-rm"))["type"] == "transfer.completed"
+    finally:
+        app.close()
