@@ -139,9 +139,13 @@ def cpu_by_process(pid: int) -> dict[str, float]:
     ticks = {"consumer": 0, "outbox": 0, "read models": 0}
     for p in _tree(pid):
         utime, stime = _times(p)
-        name = "consumer" if p == pid else PROCESSES.get(Path(f"/proc/{p}/comm").read_text().strip(), "outbox")
-        ticks[name] += utime + stime
+        ticks[_role(p, pid)] += utime + stime
     return {name: n / os.sysconf("SC_CLK_TCK") for name, n in ticks.items()}
+
+
+def _role(p: int, run_pid: int) -> str:
+    """Which of `coterm run`'s processes `p` is, by the name each gives itself."""
+    return "consumer" if p == run_pid else PROCESSES.get(Path(f"/proc/{p}/comm").read_text().strip(), "outbox")
 
 
 def system_seconds(pid: int) -> float:
@@ -295,7 +299,7 @@ class Profiles:
             cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
             if b"resource_tracker" in cmdline:
                 continue
-            name = "consumer" if p == self.pid else "outbox"
+            name = _role(p, self.pid).replace(" ", "_")
             self.spies[name] = subprocess.Popen(
                 [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "--pid", str(p), "--rate", "200", "--format", "raw", "--nonblocking",
                  "--output", str(self.out / f"{name}.raw")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

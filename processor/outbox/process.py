@@ -31,7 +31,7 @@ from processor.log_setup import configure_logging
 from processor.metrics import VENDOR_SLOTS, VendorStats
 from processor.outbox.dispatch import Outbox
 from processor.outbox.leadership import Leadership
-from processor.outbox.process_life import die_with_parent, name_process
+from processor.outbox.process_life import die_with_parent, name_process, sleep_unless
 from processor.outbox.read_model_process import read_models_main
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.throttle import Limiter
@@ -246,7 +246,7 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
                 status.stop.wait(1.0)
             _report(status, outbox, worked, vendor_stats, knows_leader=leadership.asked)
             if not worked:
-                status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
+                sleep_unless(status.stop, 0.01 if outbox is not None and outbox.in_flight else 0.05)  # one wake-up, not five
     finally:
         if schedule is not None:
             schedule.stop()

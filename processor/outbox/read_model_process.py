@@ -117,4 +117,4 @@ def read_models_main(settings: Settings, log_path: str | None, status: Any, pare
             catch_up_before_stopping(kept.projection, status)  # type: ignore[arg-type]
     finally:
         app.close()
-        log.info("read_models.stopped", position=kept.projection.position if kept.projection else 0)
+        log.info("read_models.stopped", position=status.read_model_position.value)  # as last told: the store is closed
