@@ -99,7 +99,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
         f.put("coterm transfers/s", args.transfers / elapsed)
         f.put_cpu("coterm CPU ms/transfer", coterm.process.pid, cpu, args.transfers)
-        f.put("  of which in the kernel (both)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
+        f.put("  of which in the kernel (all three)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
         f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
         f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
         if transactions is not None:
