@@ -27,8 +27,13 @@ def test_a_batch_delivered_twice_is_applied_once(app) -> None:  # type: ignore[n
     assert inbox.resume_position("t", 0) == 2
 
 
-def test_a_message_that_breaks_processing_is_dead_lettered_and_the_rest_applied(app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    inbox = Inbox(app)
+def product(offset: int, product_id: str) -> Record:
+    return record(offset, "catalog.product_defined", {"product_id": product_id, "name": product_id,
+                                                      "supports_usage_based": True, "in_usage_bundle": False})
+
+
+def bomb_breaks_processing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Product "bomb" makes its handler raise: a bug in coterm, not bad input."""
     original = translate.HANDLERS["catalog.product_defined"]
 
     def explode(uow, ctx, payload):  # type: ignore[no-untyped-def]
@@ -37,8 +42,12 @@ def test_a_message_that_breaks_processing_is_dead_lettered_and_the_rest_applied(
         return original(uow, ctx, payload)
 
     monkeypatch.setitem(translate.HANDLERS, "catalog.product_defined", explode)
-    batch = [record(n, "catalog.product_defined", {"product_id": pid, "name": pid, "supports_usage_based": True,
-                                                   "in_usage_bundle": False}) for n, pid in enumerate(["a", "bomb", "c"])]
+
+
+def test_a_message_that_breaks_processing_is_dead_lettered_and_the_rest_applied(app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    inbox = Inbox(app)
+    bomb_breaks_processing(monkeypatch)
+    batch = [product(n, pid) for n, pid in enumerate(["a", "bomb", "c"])]
     assert inbox.process("t", 0, batch) == 3
     assert inbox.stats.dead_letters == 1 and inbox.resume_position("t", 0) == 3
     from aggregates.catalog import Catalog
@@ -206,17 +215,8 @@ def test_a_record_that_breaks_a_poll_sends_each_partition_alone(app, monkeypatch
     from aggregates.catalog import Catalog
     from processor.consume.inbox import Part
 
-    original = translate.HANDLERS["catalog.product_defined"]
-
-    def explode(uow, ctx, payload):  # type: ignore[no-untyped-def]
-        if payload.product_id == "bomb":
-            raise KeyError("a bug in a handler")
-        return original(uow, ctx, payload)
-
-    monkeypatch.setitem(translate.HANDLERS, "catalog.product_defined", explode)
+    bomb_breaks_processing(monkeypatch)
     inbox = Inbox(app)
-    product = lambda n, pid: record(n, "catalog.product_defined", {  # noqa: E731
-        "product_id": pid, "name": pid, "supports_usage_based": True, "in_usage_bundle": False})
     parts = [Part("t", 0, [product(0, "a"), product(1, "b")]), Part("t", 1, [product(0, "bomb"), product(1, "c")])]
     assert inbox.process_poll(parts) == 4
     assert inbox.stats.dead_letters == 1
