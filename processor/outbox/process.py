@@ -1,15 +1,16 @@
 """The outbox in a process of its own, beside the consumer.
 
 One Python process runs on one core (the GIL). Consuming and applying orders, and carrying
-out what they decided (results to Kafka, vendor calls, their outcomes), each take about
-half the work of a transfer, so `coterm run` runs them as two processes sharing the store:
-this one follows the store's log; the consumer's process applies Kafka input. They share
-only a few flags and counters (`SharedStatus`): the consumer tells whether it has read all
-its input (for `--until-idle`), the outbox tells whether it is busy (for `--until-idle`)
-and what it has done (for progress lines).
+out what they decided (results to Kafka, vendor calls, their outcomes), each take a large
+part of the work of a transfer, so `coterm run` runs them as processes sharing the store:
+this one follows the store's log; the consumer's process applies Kafka input; a third keeps
+the read models (`read_model_process`). They share only a few flags and counters
+(`SharedStatus`): the consumer tells whether it has read all its input (for `--until-idle`),
+the outbox whether it is busy (for `--until-idle`), whether it leads and what it has done.
 
-The child dies with its parent (Linux `PR_SET_PDEATHSIG`), so a killed processor never
-leaves an outbox behind that would keep sending vendor calls or hold the leadership.
+The children die with their parent (Linux `PR_SET_PDEATHSIG`, `process_life`), so a killed
+processor never leaves an outbox behind that would keep sending vendor calls or hold the
+leadership.
 """
 
 import multiprocessing

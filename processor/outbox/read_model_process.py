@@ -9,7 +9,10 @@ is free, and the outbox's rounds carry out calls only.
 They are kept by one process of all the processors on a store: the one whose outbox leads (the
 outbox process says so in `SharedStatus.leading`); the others look now and then how far they
 are, for readiness. A run that stops while it leads leaves them current: this process stops
-after the outbox's (`OutboxProcess.stop`), and catches up with what it recorded last.
+after the outbox's (`OutboxProcess.stop`), and catches up with what it recorded last. Its writes
+take no turn (`write_turns`): they touch only the read-model tables, never an aggregate the
+other two compute from, so none is ever thrown away; on SQLite they wait for the store's write
+lock as any writer does.
 """
 
 import os

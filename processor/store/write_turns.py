@@ -1,4 +1,4 @@
-"""Turns at writing between the two processes of one `coterm run`.
+"""Turns at writing between the consumer's and the outbox's processes of one `coterm run`.
 
 The consumer's process records new transfers and holds their seats on source subscriptions; the
 outbox's records the vendor's answers, moving seats on the same subscriptions. Each computes its
