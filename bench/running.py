@@ -24,6 +24,8 @@ from aggregates.transfer import Transfer
 from bench import workload
 from processor.dev.broker import free_port
 from processor.kafka_io import ensure_topics
+from processor.outbox.process import OUTBOX
+from processor.outbox.read_model_process import READ_SIDE
 from processor.store.opening import open_store
 from projections.projection import read_models
 
@@ -129,7 +131,7 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_by_process(pid).values())
 
 
-PROCESSES = {"coterm-outbox": "outbox", "coterm-readside": "read models"}  # their /proc comm
+PROCESSES = {OUTBOX: "outbox", READ_SIDE: "read models"}  # by the name each gives itself (/proc comm)
 
 
 def cpu_by_process(pid: int) -> dict[str, float]:

@@ -32,8 +32,8 @@ from processor.log_setup import configure_logging
 from processor.metrics import VENDOR_SLOTS, VendorStats
 from processor.outbox.dispatch import Outbox
 from processor.outbox.leadership import Leadership
-from processor.outbox.process_life import die_with_parent, name_process, sleep_unless
-from processor.outbox.read_model_process import read_models_main
+from processor.outbox.process_life import Flag, die_with_parent, name_process
+from processor.outbox.read_model_process import READ_SIDE, read_models_main
 from processor.outbox.topic_ends import TopicEnds, store_positions
 from processor.outbox.throttle import Limiter
 from processor.outbox.vendor_client import VendorClient
@@ -46,6 +46,7 @@ from projections.projection import read_models as read_model_tables
 
 log = structlog.get_logger("coterm.outbox")
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied from the parent
+OUTBOX = "coterm-outbox"  # the process's name, in `ps` (15 bytes at most) and `outbox.kill` lines
 EXPIRY_EVERY_S = 1.0
 OUTBOX_CACHE_SIZE = 20_000
 
@@ -87,25 +88,6 @@ class SharedStatus:
                    consumer_wants=value("b", False), outbox_wants=value("b", False))
 
 
-class Flag:
-    """A stop flag in shared memory, with the part of `threading.Event` the two loops use."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def set(self) -> None:
-        self.value.value = True
-
-    def is_set(self) -> bool:
-        return bool(self.value.value)
-
-    def wait(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.is_set() and time.monotonic() < deadline:
-            time.sleep(min(0.01, timeout_s))
-        return self.is_set()
-
-
 class OutboxProcess:
     """Starts, watches and stops the outbox process of one `coterm run`, and the read models'."""
 
@@ -126,7 +108,7 @@ class OutboxProcess:
 
     def start(self) -> "OutboxProcess":
         self.process = _SPAWN.Process(target=outbox_main, args=(*self.args, self.status, os.getpid()),
-                                      name="coterm-outbox", daemon=True)
+                                      name=OUTBOX, daemon=True)
         self.process.start()
         if self.read_model_args is not None and self.read_models is None:
             self._start_read_models()
@@ -135,7 +117,7 @@ class OutboxProcess:
     def _start_read_models(self) -> None:
         assert self.read_model_args is not None
         self.read_models = _SPAWN.Process(target=read_models_main, args=(*self.read_model_args, self.status, os.getpid()),
-                                          name="coterm-read-models", daemon=True)
+                                          name=READ_SIDE, daemon=True)
         self.read_models.start()
 
     def ensure_alive(self) -> None:
@@ -177,7 +159,7 @@ class OutboxProcess:
 def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, turns_path: str | None,
                 status: SharedStatus, parent_pid: int) -> None:
     die_with_parent(parent_pid)
-    name_process("coterm-outbox")
+    name_process(OUTBOX)
     # Ctrl-C reaches the whole process group: the parent finishes its batch, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -247,7 +229,7 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
                 status.stop.wait(1.0)
             _report(status, outbox, worked, vendor_stats, knows_leader=leadership.asked)
             if not worked:
-                sleep_unless(status.stop, 0.01 if outbox is not None and outbox.in_flight else 0.05)  # one wake-up, not five
+                status.stop.wait(0.01 if outbox is not None and outbox.in_flight else 0.05)
     finally:
         if schedule is not None:
             schedule.stop()

@@ -1,5 +1,6 @@
 """What the processes beside a `coterm run`'s consumer (the outbox's, the read models') share:
-they die with their parent, and sleep without waking every few milliseconds."""
+they die with their parent, and wait on stop flags in shared memory without waking every few
+milliseconds."""
 
 import ctypes
 import os
@@ -30,10 +31,23 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def sleep_unless(stop: Any, seconds: float) -> None:
-    """Sleep `seconds`, or until `stop` (a shared flag) is set, looking at it every STOP_CHECK_S:
-    on this kind of VM each wake-up costs many times the work it does, so an idle process wakes
-    as seldom as its stop allows."""
-    deadline = time.monotonic() + seconds
-    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, STOP_CHECK_S))
+class Flag:
+    """A stop flag in shared memory, with the part of `threading.Event` the processes' loops use."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def set(self) -> None:
+        self.value.value = True
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep `timeout_s`, or until set, looking every STOP_CHECK_S: on this kind of VM each
+        wake-up costs many times the work it does, so an idle process wakes as seldom as its
+        stop allows (a check every 10 ms woke an idle outbox five times a round)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.is_set() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_S))
+        return self.is_set()

@@ -25,12 +25,13 @@ import structlog
 
 from processor import collector
 from processor.log_setup import configure_logging
-from processor.outbox.process_life import die_with_parent, name_process, sleep_unless
+from processor.outbox.process_life import die_with_parent, name_process
 from processor.settings import Settings
 from processor.store.opening import open_store
 from projections.projection import Projection
 
 log = structlog.get_logger("coterm.read_models")
+READ_SIDE = "coterm-readside"  # the process's name, in `ps` (15 bytes at most)
 READ_MODEL_SLICE = 2000  # notifications projected per catch-up: a stop or a loss of the lead waits for one at most
 # The read models catch up at most this often unless a slice left more behind: a catch-up for
 # every few events rewrote the same rows for each (`/readyz` allows seconds).
@@ -49,7 +50,7 @@ class KeptReadModels:
     look now and then how far they are (for readiness). Each processor projecting every event
     cost CPU once per processor, and their upserts of the same rows waited on each other's locks."""
 
-    def __init__(self, projection: Projection | None) -> None:
+    def __init__(self, projection: Projection) -> None:
         self.projection = projection
         self.observed_at = 0.0
         self.projected_at = 0.0
@@ -63,7 +64,7 @@ class KeptReadModels:
             read = project_slice(self.projection, status)
             self.behind = read >= READ_MODEL_SLICE
             return read
-        if self.projection is not None and time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
+        if time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
             self.observed_at = time.monotonic()
             tell(status, self.projection, self.projection.look())
         return 0
@@ -77,11 +78,9 @@ class KeptReadModels:
         return max(0.0, due - time.monotonic())
 
 
-def project_slice(projection: Projection | None, status: Any) -> int:
+def project_slice(projection: Projection, status: Any) -> int:
     """Keep the read models current, one slice per round: a long catch-up (a restart, a burst)
     must not hold up a stop or the loss of the lead."""
-    if projection is None:
-        return 0
     read = projection.catch_up(limit=READ_MODEL_SLICE)
     tell(status, projection, projection.position)
     return read
@@ -98,7 +97,7 @@ def catch_up_before_stopping(projection: Projection, status: Any) -> None:
 
 def read_models_main(settings: Settings, log_path: str | None, status: Any, parent_pid: int) -> None:
     die_with_parent(parent_pid)
-    name_process("coterm-readside")
+    name_process(READ_SIDE)
     # Ctrl-C reaches the whole process group: the parent stops the outbox, then this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -114,10 +113,10 @@ def read_models_main(settings: Settings, log_path: str | None, status: Any, pare
                     status.read_models_worked_at.value = time.monotonic()
             except Exception as error:  # noqa: BLE001 - a lost database: the next round starts from the stored position
                 log.warning("read_models.round_failed", error=f"{type(error).__name__}: {error}"[:500])
-                sleep_unless(status.read_models_stop, 1.0)
-            sleep_unless(status.read_models_stop, kept.next_round_in(leading))
+                status.read_models_stop.wait(1.0)
+            status.read_models_stop.wait(kept.next_round_in(leading))
         if os.getppid() == parent_pid and status.leading.value:
-            catch_up_before_stopping(kept.projection, status)  # type: ignore[arg-type]
+            catch_up_before_stopping(kept.projection, status)
     finally:
         app.close()
         log.info("read_models.stopped", position=status.read_model_position.value)  # as last told: the store is closed
