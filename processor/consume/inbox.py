@@ -90,12 +90,14 @@ class Inbox:
         return self.app.process_recorder.max_tracking_id(position_name(topic, partition))
 
     def _resume_positions(self, parts: Sequence["Part"]) -> dict[str, int]:
-        """`resume_position` of each part, by position name: one query for a poll's partitions."""
-        names = [position_name(part.topic, part.partition) for part in parts]
-        if len(names) > 1 and hasattr(self.app.process_recorder, "max_tracking_ids"):
+        """`resume_position` of each part, by position name: one query for a poll's partitions
+        (several parts come only from `process_poll`, on a recorder that records them together)."""
+        if len(parts) > 1:
+            names = [position_name(part.topic, part.partition) for part in parts]
             return self.app.process_recorder.max_tracking_ids(names)  # type: ignore[no-any-return]
-        return {name: at for name, part in zip(names, parts, strict=True)
-                if (at := self.resume_position(part.topic, part.partition)) is not None}
+        (topic, partition, _), = parts
+        at = self.resume_position(topic, partition)
+        return {} if at is None else {position_name(topic, partition): at}
 
     def process(self, topic: str, partition: int, records: Sequence[Any]) -> int:
         """Apply records of one partition atomically; returns how many were new.
@@ -196,7 +198,7 @@ class Inbox:
             self.app.commit(uow, positions, seen=[n for b in batches for n in b.new],
                             traces=[t for b in batches for t in b.traces])
         except IntegrityError as conflict:
-            raise Conflicted(todos[0] if len(todos) == 1 else [r for todo in todos for r in todo]) from conflict
+            raise Conflicted([r for todo in todos for r in todo]) from conflict
         for batch, todo, some_lines in zip(batches, todos, lines, strict=True):
             self._log(batch.topic, batch.partition, todo, some_lines)  # only once committed: a rolled-back batch said nothing
         return sum(map(len, todos))
