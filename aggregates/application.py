@@ -184,12 +184,14 @@ class UnitOfWork:
         found = self._aggregates[aggregate_id]
         return None if found is None else _of_class(cls, aggregate_id, found)
 
-    def prefetch(self, aggregate_ids: "list[UUID]") -> None:
+    def prefetch(self, aggregate_ids: "list[UUID]", existing: "set[UUID] | None" = None) -> None:
         """Learn in one query which of these aggregates do not exist, so that looking them up
-        later costs nothing (a cached aggregate exists; the rest are asked about together)."""
+        later costs nothing (a cached aggregate exists; the rest are asked about together).
+        `existing`: which of them exist, asked already (`StoredOrders.read_poll`)."""
         todo = [aggregate_id for aggregate_id, cached in self._not_held(aggregate_ids) if cached is None]
-        if todo and hasattr(self._app.recorder, "existing"):  # else each is looked up when asked for
+        if todo and existing is None and hasattr(self._app.recorder, "existing"):  # else each is looked up when asked for
             existing = self._app.recorder.existing(todo)
+        if todo and existing is not None:
             for aggregate_id in todo:
                 if aggregate_id not in existing:
                     self._aggregates[aggregate_id] = None

@@ -30,6 +30,7 @@ MAX_ATTEMPTS = 20  # for a single message; a batch splits in halves after its se
 # pairing latency (p50 107-206 ms without turns, 301-306 ms with them for every batch, at 200
 # transfers/s), and the rare conflict costs a few records.
 TURN_AT_RECORDS = 100
+POLL_ATTEMPTS = 2  # a poll that lost to another writer is read and tried again whole once, then one partition at a time
 
 
 def position_name(topic: str, partition: int) -> str:
@@ -89,16 +90,6 @@ class Inbox:
         """The next offset to read, from the store (None: never read)."""
         return self.app.process_recorder.max_tracking_id(position_name(topic, partition))
 
-    def _resume_positions(self, parts: Sequence["Part"]) -> dict[str, int]:
-        """`resume_position` of each part, by position name: one query for a poll's partitions
-        (several parts come only from `process_poll`, on a recorder that records them together)."""
-        if len(parts) > 1:
-            names = [position_name(part.topic, part.partition) for part in parts]
-            return self.app.process_recorder.max_tracking_ids(names)  # type: ignore[no-any-return]
-        (topic, partition, _), = parts
-        at = self.resume_position(topic, partition)
-        return {} if at is None else {position_name(topic, partition): at}
-
     def process(self, topic: str, partition: int, records: Sequence[Any]) -> int:
         """Apply records of one partition atomically; returns how many were new.
 
@@ -141,17 +132,40 @@ class Inbox:
         if (len(parts) < 2 or sum(len(part.records) for part in parts) >= TURN_AT_RECORDS
                 or not self.app.records_positions_together()):
             return sum(self.process(*part) for part in parts)
-        try:
-            return self._attempt(parts, {})
-        except (Conflicted, _NotTogether) as failed:
-            log.info("poll.one_partition_at_a_time", partitions=len(parts), why=str(failed)[:300])
+        parsed_at: dict[tuple[int, int], Inbound | Rejection] = {}
+        for attempt in range(1, POLL_ATTEMPTS + 1):
+            try:
+                return self._attempt(parts, parsed_at)
+            except Conflicted as conflict:
+                # Another writer (the outbox's process, completing a transfer on a source
+                # subscription this poll holds seats on) committed between this poll's read and
+                # its commit. Its commit is in the log now, so the next read sees it: the poll
+                # again whole is one more transaction, where one partition at a time was three
+                # or more (at 200 transfers/s on PostgreSQL such polls were the slowest 2-3%).
+                failed: Exception = conflict
+                log.info("poll.conflicted", partitions=len(parts), attempt=attempt)
+            except _NotTogether as breaking:
+                failed = breaking
+                break
+        log.info("poll.one_partition_at_a_time", partitions=len(parts), why=str(failed)[:300])
         return sum(self.process(*part) for part in parts)
 
     def _attempt(self, parts: Sequence["Part"], parsed_at: dict[tuple[int, int], Inbound | Rejection]) -> int:
         """One try at the parts on fresh state; raises `Conflicted` when another writer got there
         first, and `_NotTogether` when a record of one of several parts breaks processing."""
-        batches, todos = [], []
-        resume = self._resume_positions(parts)
+        for topic, partition, records in parts:
+            for r in records:
+                if (partition, r.offset) not in parsed_at:
+                    parsed_at[partition, r.offset] = parse_message(r.value)
+        every = [parsed_at[part.partition, r.offset] for part in parts for r in part.records]
+        # One read of the store for the whole poll (`StoredOrders.read_poll`): the positions, the
+        # ids seen before (shared: a copy in another partition is a duplicate) and which of the
+        # aggregates the messages may create exist.
+        uow, resume, seen = self.app.read_poll(
+            [position_name(part.topic, part.partition) for part in parts],
+            [str(p.envelope.message_id) for p in every if p.envelope is not None],
+            [i for p in every if isinstance(p, Inbound) for i in translate.new_ids(p)])
+        batches, todos, parsed = [], [], []
         for topic, partition, records in parts:
             resume_at = resume.get(position_name(topic, partition))
             todo = [r for r in records if resume_at is None or r.offset >= resume_at]
@@ -160,22 +174,11 @@ class Inbox:
                 log.info("batch.already_applied", topic=topic, partition=partition,
                          skipped=len(records) - len(todo), resume_at=resume_at)
             if todo:
-                batches.append(Batch(topic, partition, set()))
+                batches.append(Batch(topic, partition, seen))
                 todos.append(todo)
+                parsed.append([parsed_at[partition, r.offset] for r in todo])
         if not todos:
             return 0
-        uow = self.app.unit_of_work()
-        parsed = []
-        for batch, todo in zip(batches, todos, strict=True):
-            for r in todo:
-                if (batch.partition, r.offset) not in parsed_at:
-                    parsed_at[batch.partition, r.offset] = parse_message(r.value)
-            parsed.append([parsed_at[batch.partition, r.offset] for r in todo])
-        ids = [str(p.envelope.message_id) for some in parsed for p in some if p.envelope is not None]
-        seen = self.app.seen(ids)  # one lookup for the whole poll, shared: a copy in another partition is a duplicate
-        for batch in batches:
-            batch.seen = seen
-        uow.prefetch([i for some in parsed for p in some if isinstance(p, Inbound) for i in translate.new_ids(p)])
         try:
             lines = [[self._traced(uow, batch, r, p) for r, p in zip(todo, some, strict=True)]
                      for batch, todo, some in zip(batches, todos, parsed, strict=True)]

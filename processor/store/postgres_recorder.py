@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from processor.store.recorders import (LEASES, LEGACY_TOPIC, MIGRATED, TABLE, TRACES, Fenced, latest_of,
+from processor.store.recorders import (LEASES, LEGACY_TOPIC, MIGRATED, TABLE, TRACES, Fenced, PollReads, latest_of,
                                        more_tracking, seen_rows, trace_rows)
 
 
@@ -97,35 +98,51 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                     (LEGACY_TOPIC,))
                 self._insert_tracking(curs, Tracking(MIGRATED, 1))
 
-    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        fence = kwargs.get("fence")
-        if fence is not None:
-            with curs.connection.cursor() as check:
-                check.execute(self.fence_statement, tuple(fence))
-                if check.fetchone() is None:
-                    raise Fenced(f"lease {fence.name} epoch {fence.epoch} is no longer held by {fence.holder}")
-        for tracking in more_tracking(kwargs):  # before the events, as the library inserts the first
-            self._insert_tracking(curs, tracking)
-        super()._insert_events(curs, stored_events, **kwargs)  # the tracking record, which reads its result
-        rows = seen_rows(kwargs)
-        if rows:
-            # A cursor of its own: in pipeline mode a result read on a cursor that also ran this
-            # INSERT can be the INSERT's ("the last operation didn't produce records").
-            with curs.connection.cursor() as seen:
-                seen.execute(self.insert_seen_statement, ([r[0] for r in rows], [r[1] for r in rows]))
-        traces = trace_rows(kwargs)
-        if traces:
-            with curs.connection.cursor() as traced:
-                traced.execute(self.insert_traces_statement, ([t[0] for t in traces], [t[1] for t in traces]))
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert (`PostgresApplicationRecorder.insert_events` with the process
+        recorder's position) in two round trips, whatever the commit carries: every statement goes
+        out in one pipeline and every result comes back at one sync before the COMMIT. The lease
+        fence and each position are checked there, and a failed check raises inside the
+        transaction, which rolls it back. The library reads the fence's and each position's
+        result as it goes, a round trip each: five for a consumer's poll of three partitions.
+        The table's lock is the library's; its NOTIFY is not sent: nothing here LISTENs (readers
+        follow the log by position), and a notifying commit takes one more lock."""
+        positions = [t for t in (kwargs.get("tracking"), *more_tracking(kwargs)) if t is not None]
+        with self.datastore.get_connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+            fence = kwargs.get("fence")
+            fenced = conn.cursor()
+            if fence is not None:
+                fenced.execute(self.fence_statement, tuple(fence))
+            moved = [self._send_position(conn, tracking) for tracking in positions]
+            rows, traces = seen_rows(kwargs), trace_rows(kwargs)
+            if rows:
+                conn.cursor().execute(self.insert_seen_statement, ([r[0] for r in rows], [r[1] for r in rows]))
+            if traces:
+                conn.cursor().execute(self.insert_traces_statement, ([t[0] for t in traces], [t[1] for t in traces]))
+            inserted = conn.cursor()
+            if stored_events:
+                self._lock_table(inserted)
+                inserted.execute(self.insert_columns_statement, (
+                    [e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+                    [e.topic for e in stored_events], [e.state for e in stored_events]))
+            pipeline.sync()  # a version conflict or an id seen before raises here
+            if fence is not None and fenced.fetchone() is None:
+                raise Fenced(f"lease {fence.name} epoch {fence.epoch} is no longer held by {fence.holder}")
+            for tracking, cursor in moved:
+                if cursor is not None and cursor.fetchone() is None:
+                    raise IntegrityError(f"Failed to record tracking for {tracking.application_name} "
+                                         f"{tracking.notification_id}")
+            return [row["notification_id"] for row in inserted.fetchall()] if stored_events else None
 
-    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        """As the library's (`PostgresApplicationRecorder`): the table's lock, the channel's
-        notice, the events; only the parameters differ."""
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(self.insert_columns_statement, (
-            [e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events], [e.state for e in stored_events]))
+    def _send_position(self, conn: Any, tracking: Tracking) -> tuple[Tracking, Any]:
+        """A position's upsert, sent; its cursor to read the result from (None: the library's
+        legacy table of many rows a position, where a position recorded before fails the insert)."""
+        cursor = conn.cursor()
+        self._check_has_multi_row_tracking_table(cursor)
+        cursor.execute(self.insert_tracking_statement, {"application_name": tracking.application_name,
+                                                        "notification_id": tracking.notification_id}, prepare=True)
+        return tracking, cursor if self.datastore.single_row_tracking else None
 
     def select_rows(self, start: int, limit: int, stop: int | None,
                     topics: Sequence[str]) -> list[tuple[int, str, int, str, bytes]]:
@@ -159,6 +176,23 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.max_tracking_ids_statement, (list(names),), prepare=True)
             return {row["application_name"]: row["max"] for row in curs.fetchall()}
+
+    def read_poll(self, names: Sequence[str], start: int, page: int, message_ids: Sequence[str],
+                  aggregate_ids: Sequence[UUID]) -> PollReads:
+        """As `SQLiteSeenRecorder.read_poll`: the four statements sent together in a pipeline, so
+        one round trip instead of four (each is an autocommit read, as each was alone)."""
+        with self.datastore.get_connection() as conn, conn.pipeline() as pipeline:
+            positions, rows, seen, existing = (conn.cursor(row_factory=tuple_row) for _ in range(4))
+            positions.execute(self.max_tracking_ids_statement, (list(names),), prepare=True)
+            rows.execute(self.select_rows_statement, (start, 2**62, [], True, page), prepare=True)
+            if message_ids:
+                seen.execute(self.select_seen_statement, (list(message_ids),), prepare=True)
+            if aggregate_ids:
+                existing.execute(self.select_existing_statement, (list(aggregate_ids),), prepare=True)
+            pipeline.sync()
+            return PollReads(dict(positions.fetchall()), [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows.fetchall()],
+                             {r[0] for r in seen.fetchall()} if message_ids else set(),
+                             {r[0] for r in existing.fetchall()} if aggregate_ids else set())
 
     def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
         with self.datastore.transaction(commit=False) as curs:

@@ -27,6 +27,8 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 TABLE = "coterm_seen_messages"
 LEASES = "coterm_leases"
 TRACES = "coterm_message_traces"  # an applied message's trace context, while tracing is on (`processor.tracing`)
+SELECT_SEEN = f"SELECT message_id FROM {TABLE} WHERE message_id IN"
+SELECT_POSITIONS = "SELECT application_name, MAX(notification_id) FROM tracking WHERE application_name IN"
 LEGACY_TOPIC = "aggregates.inbox:InboundMessage.Received"
 MIGRATED = "coterm.seen_messages.v1"  # a tracking record: the legacy ids were copied
 
@@ -53,6 +55,15 @@ class Fence(NamedTuple):
     name: str
     holder: str
     epoch: int
+
+
+class PollReads(NamedTuple):
+    """What applying a poll reads before it writes, asked together (`read_poll`)."""
+
+    positions: dict[str, int]  # each position name's recorded position; a name never recorded is absent
+    rows: list[tuple[int, str, int, str, bytes]]  # the log from a position on, as `select_rows` gives it
+    seen: set[str]  # the message ids recorded already
+    existing: set[UUID]  # the aggregates with a first event
 
 
 def seen_rows(kwargs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -100,21 +111,35 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         return super()._insert_events(c, stored_events, **kwargs)
 
     def seen(self, message_ids: Iterable[str]) -> set[str]:
-        return {r[0] for r in self._select_in(f"SELECT message_id FROM {TABLE} WHERE message_id IN", list(message_ids))}
+        return {r[0] for r in self._select_in(SELECT_SEEN, list(message_ids))}
 
     def max_tracking_ids(self, names: Iterable[str]) -> dict[str, int]:
         """`max_tracking_id` of several positions (a poll's partitions) in one query; a name
         never recorded is absent."""
-        return dict(self._select_in("SELECT application_name, MAX(notification_id) FROM tracking WHERE application_name IN",
-                                    list(names), then=" GROUP BY application_name"))
+        return dict(self._select_in(SELECT_POSITIONS, list(names), then=" GROUP BY application_name"))
+
+    def read_poll(self, names: Sequence[str], start: int, page: int, message_ids: Sequence[str],
+                  aggregate_ids: Sequence[UUID]) -> PollReads:
+        """`max_tracking_ids`, `select_rows` (every topic), `seen` and `existing` in one read
+        transaction: one snapshot, and a transaction a poll instead of four."""
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None  # tuples, not `sqlite3.Row`s
+            positions = dict(self._select_in_with(c, SELECT_POSITIONS, list(names), then=" GROUP BY application_name"))
+            c.execute(self._select_rows_statement(()), [start, 2**62, page])
+            rows = c.fetchall()
+            seen = {r[0] for r in self._select_in_with(c, SELECT_SEEN, list(message_ids))}
+            existing = self._select_in_with(c, self._select_existing, [i.hex for i in aggregate_ids])
+        return PollReads(positions, rows, seen, {UUID(hex=r[0]) for r in existing})
 
     def traces_of(self, message_ids: Iterable[str]) -> dict[str, str]:
         return dict(self._select_in(f"SELECT message_id, traceparent FROM {TRACES} WHERE message_id IN", list(message_ids)))
 
+    @property
+    def _select_existing(self) -> str:
+        return f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 AND originator_id IN"
+
     def existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
-        found = self._select_in(f"SELECT originator_id FROM {self.events_table_name} WHERE originator_version = 1 "
-                                "AND originator_id IN", [i.hex for i in aggregate_ids])
-        return {UUID(hex=r[0]) for r in found}
+        return {UUID(hex=r[0]) for r in self._select_in(self._select_existing, [i.hex for i in aggregate_ids])}
 
     def events_of(self, aggregate_ids: Iterable[UUID], snapshots: str | None = None) -> list[StoredEvent]:
         """What rebuilds these aggregates, in version order per aggregate: one query per 500
@@ -141,13 +166,15 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
         """`select_notifications` as plain tuples (position, aggregate id in hex, version, topic,
         state): what the read models take (`projections.plain_events`), without a `Notification`
         and a `UUID` made per row only to be taken apart again."""
-        among = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""  # no topics: every event
-        statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
-                     f"WHERE rowid >= ? AND rowid <= ? {among}ORDER BY rowid LIMIT ?")
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # tuples, not `sqlite3.Row`s
-            c.execute(statement, [start, stop if stop is not None else 2**62, *topics, limit])
+            c.execute(self._select_rows_statement(topics), [start, stop if stop is not None else 2**62, *topics, limit])
             return c.fetchall()  # type: ignore[no-any-return]
+
+    def _select_rows_statement(self, topics: Sequence[str]) -> str:
+        among = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""  # no topics: every event
+        return (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                f"WHERE rowid >= ? AND rowid <= ? {among}ORDER BY rowid LIMIT ?")
 
     def select_rows_by_aggregate(self, after: tuple[str, int], below: str | None, stop: int, topics: Sequence[str],
                                  limit: int) -> list[tuple[int, str, int, str, bytes]]:
@@ -166,12 +193,16 @@ class SQLiteSeenRecorder(SQLiteProcessRecorder):
     def _select_in(self, statement: str, values: list[str], then: str = "", chunk: int = 500) -> list[Any]:
         """The rows of `statement` IN (values) `then`, asked `chunk` values at a time (SQLite
         caps the number of parameters in one statement)."""
-        found: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
-            for i in range(0, len(values), chunk):
-                part = values[i : i + chunk]
-                c.execute(f"{statement} ({','.join('?' * len(part))}){then}", part)
-                found.extend(c.fetchall())
+            return self._select_in_with(c, statement, values, then, chunk)
+
+    @staticmethod
+    def _select_in_with(c: Any, statement: str, values: list[str], then: str = "", chunk: int = 500) -> list[Any]:
+        found: list[Any] = []
+        for i in range(0, len(values), chunk):
+            part = values[i : i + chunk]
+            c.execute(f"{statement} ({','.join('?' * len(part))}){then}", part)
+            found.extend(c.fetchall())
         return found
 
 

@@ -7,7 +7,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
-from aggregates.application import Orders
+from aggregates.application import Orders, UnitOfWork
+
+PAGE = 5000  # events a look at the log reads at most
 
 
 class StoredOrders(Orders):
@@ -20,28 +22,58 @@ class StoredOrders(Orders):
     name = Orders.name  # the library names a subclass after itself, and its tables after its name
     env = {**Orders.env, "AGGREGATE_CACHE_FASTFORWARD": "n"}
 
-    def refresh_cache(self, page: int = 5000) -> None:
+    def refresh_cache(self, page: int = PAGE) -> None:
         """Bring cached aggregates up to date with what was recorded since the last look, in
         bulk: one read of the log, decoding only the events of aggregates held in the cache."""
-        cache = self.repository.cache
-        if cache is None or self.repository.fastforward:
+        if not self._follows_log():
             return
         position = getattr(self, "_cache_position", None)
         if position is None:  # the cache is empty: whatever it loads from now on is current
             self._cache_position = self.process_recorder.max_notification_id() or 0
             return
-        while True:
-            # Plain rows (`select_rows`): most events belong to aggregates not cached here, and
-            # only those that are cached are decoded.
-            rows = self.process_recorder.select_rows(position + 1, page, None, ())  # type: ignore[attr-defined]
-            for position, hex_id, version, topic, state in rows:
-                aggregate_id = UUID(hex=hex_id)
-                if aggregate_id in cache.cache:
-                    self.fast_forward_cached(StoredEvent(aggregate_id, version, topic, state))
-            if rows:
-                self._cache_position = position
-            if len(rows) < page:
-                return
+        # Plain rows (`select_rows`): most events belong to aggregates not cached here, and
+        # only those that are cached are decoded.
+        while self._fast_forward(self.process_recorder.select_rows(position + 1, page, None, ()), page):  # type: ignore[attr-defined]
+            position = self._cache_position
+
+    def read_poll(self, names: list[str], message_ids: list[str],
+                  new_ids: list[UUID]) -> tuple[UnitOfWork, dict[str, int], set[str]]:
+        """What applying a poll reads before it writes: the partitions' positions (by position
+        name), a unit of work on a cache brought up to date (`refresh_cache`) that knows which
+        of `new_ids` exist (`UnitOfWork.prefetch`), and which `message_ids` were recorded
+        already. One round trip where the recorder reads them together (`read_poll`): on
+        PostgreSQL they were four a poll, and a poll at 200 transfers/s holds a few records."""
+        recorder: Any = self.process_recorder
+        position = getattr(self, "_cache_position", None)
+        if not hasattr(recorder, "read_poll") or not self._follows_log() or position is None:
+            positions = (recorder.max_tracking_ids(names) if hasattr(recorder, "max_tracking_ids") else
+                         {name: at for name in names if (at := recorder.max_tracking_id(name)) is not None})
+            uow = self.unit_of_work()
+            seen = self.seen(message_ids)
+            uow.prefetch(new_ids)
+            return uow, positions, seen
+        reads = recorder.read_poll(names, position + 1, PAGE, message_ids, list(dict.fromkeys(new_ids)))
+        if self._fast_forward(reads.rows, PAGE):
+            self.refresh_cache()  # more than a page was written since the last look
+        uow = UnitOfWork(self)
+        uow.prefetch(new_ids, existing=reads.existing)
+        return uow, reads.positions, reads.seen
+
+    def _follows_log(self) -> bool:
+        return self.repository.cache is not None and not self.repository.fastforward
+
+    def _fast_forward(self, rows: list[tuple[int, str, int, str, bytes]], page: int) -> bool:
+        """Apply these rows of the log to the cached aggregates they belong to; True when they
+        were a whole page (more may follow)."""
+        cache = self.repository.cache
+        assert cache is not None
+        for position, hex_id, version, topic, state in rows:
+            aggregate_id = UUID(hex=hex_id)
+            if aggregate_id in cache.cache:
+                self.fast_forward_cached(StoredEvent(aggregate_id, version, topic, state))
+        if rows:
+            self._cache_position = rows[-1][0]
+        return len(rows) >= page
 
     def _record(self, processing_event: Any) -> Any:
         """Record, then move the cache's read position past these events when they come right

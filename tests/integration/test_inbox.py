@@ -224,27 +224,31 @@ def test_a_record_that_breaks_a_poll_sends_each_partition_alone(app, monkeypatch
     assert set(app.repository.get(Catalog.create_id()).products) == {"a", "b", "c"}
 
 
-def test_a_poll_that_conflicts_with_another_processor_goes_one_partition_at_a_time(app, store) -> None:  # type: ignore[no-untyped-def]
+def test_a_poll_that_conflicts_with_another_processor_is_read_again_whole(app, store) -> None:  # type: ignore[no-untyped-def]
     # Between the poll's reads and its commit, another processor (after a rebalance) applies
     # partition 1's records: the poll's transaction fails on partition 1's position and records
-    # nothing; partition 0 then goes alone, partition 1 is found applied and skipped.
+    # nothing; the poll is then read again whole, partition 1 found applied and skipped.
+    from structlog.testing import capture_logs
+
     from processor.consume.inbox import Part
     from processor.store.opening import open_store
 
     inbox = Inbox(app)
     theirs = [_half(0, "op-theirs")]
     other = open_store(store)
-    seen = app.seen
+    commit = app.commit
 
-    def seen_while_another_writes(ids):  # type: ignore[no-untyped-def]
+    def commit_after_another_wrote(*args, **kwargs):  # type: ignore[no-untyped-def]
         if not Inbox(other).resume_position("t", 1):
             assert Inbox(other).process("t", 1, theirs) == 1
-        return seen(ids)
+        return commit(*args, **kwargs)
 
-    app.seen = seen_while_another_writes
+    app.commit = commit_after_another_wrote
     try:
         head = None
-        assert inbox.process_poll([Part("t", 0, [_half(0, "op-ours")]), Part("t", 1, theirs)]) == 1
+        with capture_logs() as logs:
+            assert inbox.process_poll([Part("t", 0, [_half(0, "op-ours")]), Part("t", 1, theirs)]) == 1
+        assert [line["event"] for line in logs if line["event"].startswith("poll.")] == ["poll.conflicted"]
         head = app.recorder.max_notification_id()
         assert inbox.stats.duplicates == 0  # partition 1 was skipped by its position, not re-applied
         assert (inbox.resume_position("t", 0), inbox.resume_position("t", 1)) == (1, 1)

@@ -4,10 +4,10 @@ so the awkward values (quotes, braces, backslashes, NUL bytes, versions past 2**
 a text format would have had to escape."""
 
 import json
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from processor.store.opening import open_store, store_env
 from processor.store.stored_orders import StoredOrders
@@ -57,6 +57,35 @@ def test_lists_of_ids_are_asked_for_as_they_are(store: str) -> None:
         assert recorder.traces_of(["with {braces}, and a comma", "never seen"]) == {
             "with {braces}, and a comma": f"00-{2:032x}-{2:016x}-01"}
         assert recorder.existing([first, uuid4()]) == {first}
+    finally:
+        app.close()
+
+
+def test_a_commit_whose_position_does_not_move_forward_records_nothing(store: str) -> None:
+    """PostgreSQL's commit reads every result at one sync (`PostgresSeenRecorder.insert_events`):
+    a position that did not move still fails the whole transaction, as the library's does."""
+    app = open_store(store)
+    try:
+        recorder = app.process_recorder
+        first = uuid4()
+        recorder.insert_events([StoredEvent(originator_id=first, originator_version=1, topic="tests:T", state=b"{}")],
+                               tracking=Tracking("orders:0", 5), more_tracking=[Tracking("orders:1", 3)],
+                               seen=[("m1", "orders:0:4")])
+        head = recorder.max_notification_id()
+        with pytest.raises(IntegrityError):
+            recorder.insert_events([StoredEvent(originator_id=first, originator_version=2, topic="tests:T", state=b"{}")],
+                                   tracking=Tracking("orders:0", 9),
+                                   more_tracking=[Tracking("orders:1", 3), Tracking("orders:2", 1)],
+                                   seen=[("m2", "orders:0:8")])
+        assert recorder.max_notification_id() == head
+        assert recorder.max_tracking_ids(["orders:0", "orders:1", "orders:2"]) == {"orders:0": 5, "orders:1": 3}
+        assert recorder.seen(["m1", "m2"]) == {"m1"}
+        # A poll's four reads together (`read_poll`) read what each alone reads.
+        other = uuid4()
+        reads = recorder.read_poll(["orders:0", "orders:2"], 1, 10, ["m1", "m2"], [first, other])
+        assert reads.positions == {"orders:0": 5} and reads.seen == {"m1"} and reads.existing == {first}
+        assert [(UUID(hex=r[1]), r[2], r[3], bytes(r[4])) for r in reads.rows] == [(first, 1, "tests:T", b"{}")]
+        assert recorder.read_poll([], head + 1, 10, [], []) == ({}, [], set(), set())
     finally:
         app.close()
 
