@@ -61,7 +61,9 @@ class Orders(Application):
     name = "coterm"
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "n"}
+    # Stored events are decoded by msgspec (`aggregates.transcoder`), encoded as the library does.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+           "TRANSCODER_TOPIC": "aggregates.transcoder:MsgspecTranscoder"}
     is_snapshotting_enabled = True
     snapshotting_intervals = {Catalog: 100, Customer: 100, Subscription: 100, Partner: 100,  # type: ignore[dict-item]
                               Calendar: 100, Reconciliation: 100}
