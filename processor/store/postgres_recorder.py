@@ -54,6 +54,10 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
         self.max_tracking_ids_statement = SQL(
             "SELECT application_name, MAX(notification_id) AS max FROM {}.{} WHERE application_name = ANY(%s) "
             "GROUP BY application_name").format(Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
+        self.move_position_statement = SQL(
+            "INSERT INTO {0}.{1} (application_name, notification_id) VALUES (%s, %s) ON CONFLICT (application_name) "
+            "DO UPDATE SET notification_id = GREATEST({0}.{1}.notification_id, EXCLUDED.notification_id)").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
         self.select_seen_statement = SQL("SELECT message_id FROM {} WHERE message_id = ANY(%b)").format(self.seen_table)
         self.select_existing_statement = SQL(
             "SELECT originator_id FROM {}.{} WHERE originator_version = 1 AND originator_id = ANY(%b)").format(
@@ -134,6 +138,17 @@ class PostgresSeenRecorder(PostgresProcessRecorder):
                     raise IntegrityError(f"Failed to record tracking for {tracking.application_name} "
                                          f"{tracking.notification_id}")
             return [row["notification_id"] for row in inserted.fetchall()] if stored_events else None
+
+    def move_position(self, tracking: Tracking) -> bool:
+        """Record a follower's position unless one as far or further is there: one autocommit
+        statement (the library's `insert_tracking` is BEGIN, the upsert, COMMIT: three round trips,
+        and one more to read the position when it failed). False on the library's legacy table of
+        many rows a position, which this statement does not fit."""
+        if not self.datastore.single_row_tracking:
+            return False
+        with self.datastore.get_connection() as conn:
+            conn.execute(self.move_position_statement, (tracking.application_name, tracking.notification_id), prepare=True)
+        return True
 
     def _send_position(self, conn: Any, tracking: Tracking) -> tuple[Tracking, Any]:
         """A position's upsert, sent; its cursor to read the result from (None: the library's

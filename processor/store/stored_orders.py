@@ -120,6 +120,9 @@ class StoredOrders(Orders):
     def insert_tracking_once(self, tracking: Tracking) -> None:
         """Record a position of a follower (e.g. the outbox's); one already there (recorded by an
         earlier leader, or by this one before a lost connection hid the answer) is no error."""
+        move = getattr(self.process_recorder, "move_position", None)
+        if move is not None and move(tracking):
+            return
         try:
             self.process_recorder.insert_tracking(tracking)
         except IntegrityError:

@@ -90,6 +90,21 @@ def test_a_commit_whose_position_does_not_move_forward_records_nothing(store: st
         app.close()
 
 
+def test_a_follower_position_moves_forward_only_and_is_recorded_again_without_error(store: str) -> None:
+    """`StoredOrders.insert_tracking_once` (the outbox's positions; one statement on PostgreSQL)."""
+    app = open_store(store)
+    try:
+        recorder = app.process_recorder
+        app.insert_tracking_once(Tracking("outbox.results", 5))
+        app.insert_tracking_once(Tracking("outbox.results", 5))  # again, as after a lost answer
+        app.insert_tracking_once(Tracking("outbox.results", 3))  # a former leader's late write
+        assert recorder.max_tracking_id("outbox.results") == 5
+        app.insert_tracking_once(Tracking("outbox.results", 9))
+        assert recorder.max_tracking_ids(["outbox.results", "outbox.work"]) == {"outbox.results": 9}
+    finally:
+        app.close()
+
+
 def test_read_model_rows_are_written_and_rewritten_as_they_are(store: str) -> None:
     """PostgreSQL's upsert sends a table's rows as one binary array a column: NULLs, every awkward
     text, U+0000 (PostgreSQL text cannot hold it: the column gets U+FFFD, the document keeps it)."""
