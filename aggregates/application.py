@@ -137,6 +137,14 @@ class Orders(Application):
             return result
         raise KeptConflicting(f"the change kept conflicting with other writers after {attempts} attempts")
 
+    def reload(self, aggregate_ids: "Sequence[UUID]") -> None:
+        """Put these aggregates back in the cache, rebuilt with one query for all: a version
+        conflict evicted those its unit changed, and the retry would otherwise rebuild each with
+        two of its own (its snapshot, its events), one after another. On PostgreSQL at 200
+        transfers/s a conflicted poll took 250-400 ms so, a dozen subscriptions long."""
+        if aggregate_ids and self.repository.cache is not None:
+            UnitOfWork(self).load_many(Aggregate, list(aggregate_ids))
+
     def records_positions_together(self) -> bool:
         """Whether a commit may carry several positions (coterm's recorders; not the library's)."""
         return getattr(self.recorder, "positions_together", False)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
+from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -44,9 +45,10 @@ def utc_now() -> datetime:
 class Conflicted(Exception):
     """A batch's commit lost to another writer; `todo`: its records not applied before."""
 
-    def __init__(self, todo: Sequence[Any]) -> None:
+    def __init__(self, todo: Sequence[Any], changed: Sequence[UUID] = ()) -> None:
         super().__init__(f"{len(todo)} records conflicted")
         self.todo = todo
+        self.changed = changed  # the aggregates it changed, which the failed commit evicted from the cache
 
 
 class _NotTogether(Exception):
@@ -108,6 +110,7 @@ class Inbox:
                 todo = conflict.todo
                 log.warning("batch.conflicted", topic=topic, partition=partition, attempt=attempt, size=len(todo),
                             error=str(conflict.__cause__)[:300])
+                self.app.reload(conflict.changed)
                 if len(todo) > 1 and attempt >= 2:
                     # Other processors keep writing the same aggregates (a transfer's other half,
                     # a source many transfers hold seats of): smaller batches take less time
@@ -144,6 +147,7 @@ class Inbox:
                 # or more (at 200 transfers/s on PostgreSQL such polls were the slowest 2-3%).
                 failed: Exception = conflict
                 log.info("poll.conflicted", partitions=len(parts), attempt=attempt)
+                self.app.reload(conflict.changed)
             except _NotTogether as breaking:
                 failed = breaking
                 break
@@ -197,11 +201,12 @@ class Inbox:
             batches[0].traces.clear()
         positions = [Tracking(position_name(b.topic, b.partition), todo[-1].offset + 1)
                      for b, todo in zip(batches, todos, strict=True)]
+        changed = [aggregate.id for aggregate in uow.changed()]
         try:
             self.app.commit(uow, positions, seen=[n for b in batches for n in b.new],
                             traces=[t for b in batches for t in b.traces])
         except IntegrityError as conflict:
-            raise Conflicted([r for todo in todos for r in todo]) from conflict
+            raise Conflicted([r for todo in todos for r in todo], changed) from conflict
         for batch, todo, some_lines in zip(batches, todos, lines, strict=True):
             self._log(batch.topic, batch.partition, todo, some_lines)  # only once committed: a rolled-back batch said nothing
         return sum(map(len, todos))

@@ -256,3 +256,46 @@ def test_a_poll_that_conflicts_with_another_processor_is_read_again_whole(app, s
         assert app.recorder.max_notification_id() == head
     finally:
         other.close()
+
+
+def test_a_poll_that_lost_a_subscription_to_another_writer_finds_it_again_in_one_read(app, store) -> None:  # type: ignore[no-untyped-def]
+    # A pair decided in one poll holds seats on its source; between the poll's reads and its
+    # commit another writer resizes that source, so the commit loses on the source's version and
+    # the aggregates it changed leave the cache. The retry finds them back in the cache, rebuilt
+    # together (`Orders.reload`), not each through the repository (two queries apiece).
+    from aggregates import commands
+    from aggregates.subscription import Subscription
+    from processor.consume.inbox import Part
+    from processor.store.opening import open_store
+    from tests import seed
+
+    seed.customer_with_subscriptions(app, "c1")
+    source = Subscription.create_id("c1-s1")
+    down = record(0, "transfer.downgrade_ordered", {"operation_id": "o1", "order_id": "o1-down", "customer_id": "c1",
+                                                    "subscription_id": "c1-s1", "seats": 2, "requested_by": "t"})
+    up = record(0, "transfer.upgrade_ordered", {"operation_id": "o1", "order_id": "o1-up", "customer_id": "c1",
+                                                "seats": 2, "requested_by": "t", "target": {
+                                                    "kind": "new_subscription", "new_subscription_id": "o1-new",
+                                                    "product_id": "nce", "plan_id": "plan-e5", "term_months": 12}})
+    other = open_store(store)
+    commit, select, rebuilt = app.commit, app.recorder.select_events, []
+
+    def commit_after_another_wrote(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if other.repository.get(source).seats == 100:
+            seed.run(other, commands.resize_subscription, "c1-s1", 120)
+        return commit(*args, **kwargs)
+
+    def select_counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rebuilt.append(kwargs.get("originator_id", args[0] if args else None))  # one aggregate the cache lacked
+        return select(*args, **kwargs)
+
+    app.commit, app.recorder.select_events = commit_after_another_wrote, select_counted
+    try:
+        assert Inbox(app).process_poll([Part("t", 0, [down]), Part("t", 1, [up])]) == 2
+        fresh = open_store(store, cached=False)
+        after = fresh.repository.get(source)
+        fresh.close()
+        assert after.seats == 120 and after.in_flight == {"o1": 2}  # the resize and the hold, both recorded
+        assert source not in rebuilt
+    finally:
+        other.close()
