@@ -210,14 +210,36 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
         self.sql_create_statements.extend(SQL(statement) for statement in self.ddl_tables_only())  # type: ignore[arg-type]
 
     def create_table(self) -> None:
+        # Read models made already (every process but the first opens them): no DDL. `CREATE
+        # INDEX IF NOT EXISTS` locks its table even when the index is there, and a process
+        # opening them beside a writer of two read models deadlocked with it (the bench's harness
+        # beside `coterm run`'s read-model process; `coterm serve` starting would do the same).
+        if self._made():
+            return
         super().create_table()
         with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
-                           (self.datastore.schema,))
-            present: dict[str, set[str]] = {}
-            for row in cursor.fetchall():
-                present.setdefault(row["table_name"], set()).add(row["column_name"])
+            present = self._columns(cursor)
             self.add_missing_columns(cursor, {name: present.get(f"{self.prefix}_{name}", set()) for name in TABLES})
+
+    def _columns(self, cursor: Any) -> dict[str, set[str]]:
+        cursor.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+                       (self.datastore.schema,))
+        present: dict[str, set[str]] = {}
+        for row in cursor.fetchall():
+            present.setdefault(row["table_name"], set()).add(row["column_name"])
+        return present
+
+    def _made(self) -> bool:
+        """Whether every table, column and index is there (catalog reads, which take no lock)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            present = self._columns(cursor)
+            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (self.datastore.schema,))
+            indexes = {row["indexname"] for row in cursor.fetchall()}
+        tables = {f"{self.prefix}_{name}": {"id", *columns, "doc"} for name, columns in TABLES.items()}
+        tables[f"{self.prefix}_{STATUS}"] = {"id", "doc"}
+        tables[self.tracking_table_name] = {"application_name", "notification_id"}
+        return (all(columns <= present.get(table, set()) for table, columns in tables.items())
+                and all(f"{self.prefix}_{name}_{column}" in indexes for name, columns in INDEXES.items() for column in columns))
 
     def json_field(self, doc: str, key: str) -> str:
         return f"({doc}::jsonb ->> '{key}')"

@@ -131,6 +131,25 @@ def test_overlapping_read_model_writes_wait_instead_of_deadlocking(app, store: s
     assert {r["id"] for r in tables.fetch(f"SELECT id FROM {tables.table('customers')} WHERE id IN ('a', 'b')")} == {"a", "b"}
 
 
+def test_read_models_opened_beside_a_writer_take_no_lock(app, store: str) -> None:  # type: ignore[no-untyped-def]
+    """Once the read models are made, opening them again (every process but the first: `coterm
+    serve`, the bench's harness) changes nothing and so locks nothing: `CREATE INDEX IF NOT
+    EXISTS` locks its table even when the index is there, which waited on a writer's row lock,
+    and deadlocked with one that wrote two read models."""
+    from projections.projection import read_models
+
+    read_models(app)
+    if not store.startswith("postgresql"):
+        return  # SQLite: one writer at a time, no such lock
+    url, _, schema = store.partition("?schema=")
+    opened = threading.Event()
+    with psycopg.connect(url, autocommit=False) as writer:
+        writer.execute(f'LOCK TABLE "{schema}".rm_operations IN ROW EXCLUSIVE MODE')  # as a row write holds it
+        threading.Thread(target=lambda: (read_models(app), opened.set()), daemon=True).start()
+        assert opened.wait(10), "opening the read models waited on a writer's lock"
+        writer.rollback()
+
+
 def test_only_the_leading_outbox_projects_and_the_others_see_how_far_it_is(app) -> None:  # type: ignore[no-untyped-def]
     """The read models are shared tables: with several processors, each outbox projecting every
     event cost CPU once per processor and lock waits between them (`KeptReadModels`)."""
