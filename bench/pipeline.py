@@ -88,7 +88,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         coterm.wait_applied()
         coterm.wait_settled()  # its outbox process up and idle: its start-up (imports...) is not the burst's work
         before = coterm.events()
-        transactions = pg_transactions(args.store)
+        transactions, statements = pg_transactions(args.store), pg_statements(args.store, reset=True)
         cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()
         started = time.time()
         with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
@@ -102,6 +102,8 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         f.put("  of which in the kernel (all three)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
         f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
         f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
+        if statements is not None:  # counted at once (the idle processes' own reads would add up)
+            f.put("coterm PostgreSQL statements/transfer", (pg_statements(args.store) - statements) / args.transfers)
         if transactions is not None:
             time.sleep(11)  # the burst settled above; an idle backend flushes its counters within 10 s
             f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
@@ -132,7 +134,7 @@ def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watch
     and CPU per transfer where each poll and round holds a few messages, so what each costs shows
     (a burst's batches hide it)."""
     n = int(args.steady_rate * args.steady_seconds)
-    mark = coterm.events()
+    mark, statements = coterm.events(), pg_statements(args.store, reset=True)
     cpu = cpu_by_process(coterm.process.pid)
     sent = topics.publish(workload.transfers(tag, n, args.customers, args.subscriptions, first=args.transfers),
                           rate=2 * args.steady_rate)
@@ -142,6 +144,9 @@ def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watch
     f.put("pairing latency p50 ms", percentile(lat, 0.5))
     f.put("pairing latency p99 ms", percentile(lat, 0.99))
     f.put_cpu(f"coterm CPU ms/transfer at {args.steady_rate:g} transfers/s", coterm.process.pid, cpu, n, ", steady")
+    if statements is not None:
+        f.put(f"coterm PostgreSQL statements/transfer at {args.steady_rate:g} transfers/s",
+              (pg_statements(args.store) - statements) / n)
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
@@ -187,6 +192,27 @@ def pg_transactions(store: str | None) -> int | None:
         row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
                            "WHERE datname = current_database()").fetchone()
     return int(row[0]) if row else None
+
+
+def pg_statements(store: str | None, reset: bool = False) -> int | None:
+    """Statements run in the store's database since the last `reset`, BEGIN and COMMIT included
+    (PostgreSQL's `pg_stat_statements`, where the server loads it: `deploy/postgres/local.sh`
+    does); None elsewhere. A reset clears the server's counts: it keeps a few thousand distinct
+    statements, and every bench run's schema makes new ones, so older ones drop out of a running
+    sum. The bench's own few reads while it waits for coterm are counted too."""
+    if not store or not store.startswith("postgresql://"):
+        return None
+    try:
+        with psycopg.connect(store.split("?")[0], autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if reset:
+                conn.execute("SELECT pg_stat_statements_reset()")
+                return 0
+            row = conn.execute("SELECT sum(calls) FROM pg_stat_statements WHERE dbid = "
+                               "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()
+    except psycopg.Error:  # not loaded (shared_preload_libraries), or not ours to create or reset
+        return None
+    return int(row[0] or 0) if row else None
 
 
 def consume_rate(bootstrap: str, topic: str) -> float:

@@ -26,6 +26,11 @@ if ! grep -q "coterm-tests" "$conf"; then
   echo "max_connections = 300 # coterm-tests" >> "$conf"
   changed=1
 fi
+if ! grep -q "pg_stat_statements" "$conf"; then
+  # `make bench` counts the statements coterm sends per transfer (PostgreSQL's own count).
+  echo "shared_preload_libraries = 'pg_stat_statements' # coterm-tests" >> "$conf"
+  changed=1
+fi
 if pg_ctlcluster "$version" main status >/dev/null 2>&1; then
   if [ "$changed" = 1 ]; then pg_ctlcluster "$version" main restart; fi
 else
