@@ -12,15 +12,19 @@ process), then:
    publication to its `VendorCallRequested` being recorded, and CPU per transfer at that rate;
 3. 100,000 halves that wait for their pair: peak RSS of `coterm run`;
 4. the naive baseline (`bench/naive.py`) on the same workload and the same broker;
-5. the limits of this machine in the same run: kafka-python's consume rate and the event
+5. the burst again, into a store already holding 1,000,000 events (`--filled-events`; filled
+   in-process through the real inbox, read models projected before the burst): CPU per transfer
+   beside the empty store's;
+6. the limits of this machine in the same run: kafka-python's consume rate and the event
    store's append rate (100 aggregates per save);
-6. `coterm replay` on a store of >= 200,000 events.
+7. `coterm replay` on a store of >= 200,000 events.
 """
 
 import argparse
 import contextlib
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -32,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from eventsourcing.domain import Aggregate
-from kafka import KafkaConsumer, TopicPartition
 
 from bench import workload
+from bench.limits import append_rate, consume_rate
 from bench.replay_store import build_store
 from bench.running import (
     COTERM,
@@ -57,7 +60,6 @@ from bench.running import (
 )
 from processor.dev.broker import ON_BUNDLED_BROKER_ENV, BundledBroker
 from processor.dev.kafka_cluster import KafkaCluster, missing_tools
-from processor.store.opening import open_store
 
 
 @dataclass
@@ -68,12 +70,13 @@ class Figures:
         self.rows[name] = value
         print(f"  {name}: {shown(name, value)}", flush=True)
 
-    def put_cpu(self, name: str, pid: int, before: dict[str, float], transfers: int, phase: str = "") -> None:
+    def put_cpu(self, name: str, pid: int, before: dict[str, float], transfers: int, phase: str = "") -> float:
         """CPU per transfer of coterm's processes since `before` (`cpu_by_process`), each one's beside it."""
         spent = {process: (seconds - before[process]) * 1000 / transfers for process, seconds in cpu_by_process(pid).items()}
         self.put(name, sum(spent.values()))
         for process, ms in spent.items():
             self.put(f"  of which its {process} process{phase}", ms)
+        return sum(spent.values())
 
 
 def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
@@ -87,26 +90,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         coterm.wait_applied()
         coterm.wait_settled()  # its outbox process up and idle: its start-up (imports...) is not the burst's work
-        before = coterm.events()
-        transactions, statements = pg_transactions(args.store), pg_statements(args.store, reset=True)
-        cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()
-        started = time.time()
-        with Profiles(coterm.process.pid, args.profile) if args.profile else contextlib.nullcontext():
-            topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
-            watcher.wait_completed(args.transfers, 600, coterm.alive)
-        elapsed = watcher.last_completed_ms / 1000 - started
-        coterm.wait_applied()
-        coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
-        f.put("coterm transfers/s", args.transfers / elapsed)
-        f.put_cpu("coterm CPU ms/transfer", coterm.process.pid, cpu, args.transfers)
-        f.put("  of which in the kernel (all three)", (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
-        f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
-        f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
-        if statements is not None:  # counted at once (the idle processes' own reads would add up)
-            f.put("coterm PostgreSQL statements/transfer", (pg_statements(args.store) - statements) / args.transfers)
-        if transactions is not None:
-            time.sleep(11)  # the burst settled above; an idle backend flushes its counters within 10 s
-            f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
+        burst(args, coterm, topics, watcher, tag, f)
         if args.steady_seconds:
             bench_steady(args, coterm, topics, watcher, tag, f)
         if args.waiting:
@@ -119,6 +103,72 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
             f.put("coterm peak RSS MB", peak_rss_mb(coterm.process.pid))
         rate = consume_rate(broker.bootstrap, topics.orders)
         f.put("limit: kafka-python consume msgs/s", rate)
+    except Exception:
+        print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
+        raise
+    finally:
+        watcher.stop.set()
+        coterm.stop()
+        drop_schema(store)
+
+
+def burst(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str, f: Figures,
+          stored: str = "") -> float:
+    """`--transfers` published at once into a settled coterm: its figures (their names end with
+    `stored`); returns the CPU per transfer of all its processes."""
+    before = coterm.events()
+    transactions, statements = pg_transactions(args.store), pg_statements(args.store, reset=True)
+    cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()
+    started = time.time()
+    profile = args.profile / "filled" if args.profile and stored else args.profile
+    with Profiles(coterm.process.pid, profile) if profile else contextlib.nullcontext():
+        topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
+        watcher.wait_completed(args.transfers, 600, coterm.alive)
+    elapsed = watcher.last_completed_ms / 1000 - started
+    coterm.wait_applied()
+    coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
+    f.put(f"coterm transfers/s{stored}", args.transfers / elapsed)
+    ms = f.put_cpu(f"coterm CPU ms/transfer{stored}", coterm.process.pid, cpu, args.transfers, stored and ", filled")
+    f.put(f"  of which in the kernel (all three){stored and ', filled'}",
+          (system_seconds(coterm.process.pid) - kernel) * 1000 / args.transfers)
+    if stored:
+        return ms
+    f.put("coterm events/transfer", coterm.events_after(before) / args.transfers)
+    f.put("coterm conflicting transactions per 1,000 transfers", (coterm.conflicts() - conflicts) * 1000 / args.transfers)
+    if statements is not None:  # counted at once (the idle processes' own reads would add up)
+        f.put("coterm PostgreSQL statements/transfer", (pg_statements(args.store) - statements) / args.transfers)
+    if transactions is not None:
+        time.sleep(11)  # the burst settled above; an idle backend flushes its counters within 10 s
+        f.put("coterm PostgreSQL transactions/transfer", (pg_transactions(args.store) - transactions) / args.transfers)
+    return ms
+
+
+def bench_filled(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
+    """The same burst into a store that already holds `--filled-events` events (other customers'
+    transfers through the real inbox, in-process, as the replay store is built, and its read
+    models projected): what a store that has run for years costs each transfer, beside the
+    empty store's figure."""
+    tag = f"filled{uuid.uuid4().hex[:6]}"
+    store = in_schema(args.store or str(tmp / "filled.sqlite"), f"bench_{tag}")
+    started = time.perf_counter()
+    if args.filled_store:  # filled once (or grown), a copy for each run
+        stored = build_store(str(args.filled_store), args.filled_events, project=True)
+        for suffix in ("", "-wal"):
+            if Path(f"{args.filled_store}{suffix}").exists():
+                shutil.copyfile(f"{args.filled_store}{suffix}", f"{store}{suffix}")
+    else:
+        stored = build_store(store, args.filled_events, project=True)
+    print(f"  (filled with {stored:,} events in {time.perf_counter() - started:.0f} s)", flush=True)
+    topics = Topics(broker.bootstrap, tag)
+    watcher = ResultWatcher(broker.bootstrap, topics.results)
+    watcher.start()
+    coterm = Coterm(broker.bootstrap, store, vendor.url, topics, tmp / "filled.log")
+    try:
+        topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
+        coterm.wait_applied(timeout_s=900)
+        coterm.wait_settled(timeout_s=900)
+        ms = burst(args, coterm, topics, watcher, tag, f, f" with {stored:,} events stored")
+        f.put("coterm CPU per transfer, filled store / empty store", f"{ms / f.rows['coterm CPU ms/transfer']:.2f}x")
     except Exception:
         print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
         raise
@@ -215,35 +265,6 @@ def pg_statements(store: str | None, reset: bool = False) -> int | None:
     return int(row[0] or 0) if row else None
 
 
-def consume_rate(bootstrap: str, topic: str) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_poll_records=500)
-    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(parts)
-    ends = consumer.end_offsets(parts)
-    consumer.seek_to_beginning(*parts)
-    count, started = 0, time.perf_counter()
-    while count < sum(ends.values()) - PARTITIONS and time.perf_counter() - started < 60:
-        for records in consumer.poll(timeout_ms=200).values():
-            count += len(records)
-    consumer.close()
-    return count / (time.perf_counter() - started)
-
-
-def append_rate(store: str, total: int = 20_000, per_save: int = 100) -> float:
-    class Probe(Aggregate):
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-    app = open_store(store)
-    started = time.perf_counter()
-    for _ in range(total // per_save):
-        app.save(*(Probe(n) for n in range(per_save)))
-    rate = total / (time.perf_counter() - started)
-    app.close()
-    drop_schema(store)
-    return rate
-
-
 def bench_replay(args: argparse.Namespace, tmp: Path, f: Figures) -> None:
     store = str(tmp / "replay.sqlite")
     events = build_store(store, args.replay_events)
@@ -260,6 +281,10 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     parser.add_argument("--waiting", type=int, default=100_000, help="halves left waiting for the RSS figure")
     parser.add_argument("--replay-events", type=int, default=200_000)
+    parser.add_argument("--filled-events", type=int, default=1_000_000,
+                        help="the burst again on a store filled with this many events first (0: not)")
+    parser.add_argument("--filled-store", type=Path, metavar="PATH",
+                        help="SQLite: keep the filled store at PATH and run on a copy (filled once, used again)")
     parser.add_argument("--no-naive", action="store_true")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy (installed apart) samples coterm's processes during the burst into DIR")
@@ -268,8 +293,10 @@ def main() -> None:
                         help="Apache Kafka (default where java and mvn are on PATH) or the bundled Tansu broker")
     args = parser.parse_args()
     args.broker = args.broker or ("tansu" if missing_tools() else "kafka")
+    if args.filled_store and args.store:
+        parser.error("--filled-store keeps a SQLite store; not with --store")
     if args.quick:
-        args.steady_seconds, args.waiting, args.replay_events = 0, 0, 0
+        args.steady_seconds, args.waiting, args.replay_events, args.filled_events = 0, 0, 0, 0
     f = Figures()
     with tempfile.TemporaryDirectory() as tmp, (KafkaCluster() if args.broker == "kafka" else BundledBroker()) as broker:
         named = f"Apache Kafka {broker.version}" if args.broker == "kafka" else "bundled Tansu"
@@ -282,6 +309,8 @@ def main() -> None:
             bench_coterm(args, broker, vendor, Path(tmp), f)
             if not args.no_naive:
                 bench_naive(args, broker, vendor, Path(tmp), f)
+            if args.filled_events:
+                bench_filled(args, broker, vendor, Path(tmp), f)
         finally:
             vendor.stop()
         if not args.quick:

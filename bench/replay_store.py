@@ -1,20 +1,26 @@
-"""A store of many events for the replay figure, written in-process (no broker, no HTTP):
-the benchmark's workload through the real inbox, each vendor call recorded as a success."""
+"""A store of many events for the replay figure and the filled store's burst, written in-process
+(no broker, no HTTP): the benchmark's workload through the real inbox, each vendor call recorded
+as a success."""
 
 import io
 from collections import namedtuple
+
+from eventsourcing.persistence import Tracking
 
 from aggregates import transfer_commands
 from bench import workload
 from processor.consume.inbox import Inbox
 from processor.log_setup import configure_logging
+from processor.outbox.dispatch import RESULTS_TRACKING, WORK_TRACKING
 from processor.store.opening import open_store
+from projections.projection import Projection
 
 Record = namedtuple("Record", "offset value")
 
 
-def build_store(store: str, events: int, batch: int = 500) -> int:
-    """Grow the store until it holds at least `events` events; returns how many it holds."""
+def build_store(store: str, events: int, batch: int = 500, project: bool = False) -> int:
+    """Grow the store until it holds at least `events` events; returns how many it holds.
+    `project`: its read models brought to the head too, as a running coterm keeps them."""
     configure_logging(io.StringIO())  # the inbox's lines, rendered as in production, kept off the terminal
     app = open_store(store)
     inbox = Inbox(app)
@@ -38,5 +44,11 @@ def build_store(store: str, events: int, batch: int = 500) -> int:
         feed(workload.transfers("replay", 2000, 200, 5, first=first))
         first += 2000
     total = app.process_recorder.max_notification_id() or 0
+    # As a store that has run: its results published and no vendor call pending (every call was
+    # recorded a success above), so a `coterm run` on it starts at the head, not with a backlog.
+    for name in (RESULTS_TRACKING, WORK_TRACKING):
+        app.insert_tracking_once(Tracking(name, total))
+    if project:
+        Projection(app).run_to_end()
     app.close()
     return total

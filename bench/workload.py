@@ -31,7 +31,7 @@ def _envelope(rnd: random.Random, type_: str, payload: dict[str, Any], occurred_
 
 
 def reference_data(tag: str, customers: int, subscriptions_each: int, seed: int = 1) -> list[Message]:
-    rnd = random.Random(seed)
+    rnd = random.Random(f"{tag}/{seed}")  # the tag in the seed: two workloads in one store share no message id
     out = [Message(PRODUCT, _envelope(rnd, "catalog.product_defined", {
         "product_id": PRODUCT, "name": "Bench product", "supports_usage_based": True, "in_usage_bundle": False},
         "2025-01-01T08:00:00Z"))]
@@ -52,7 +52,7 @@ def reference_data(tag: str, customers: int, subscriptions_each: int, seed: int 
 def transfers(tag: str, count: int, customers: int, subscriptions_each: int, seed: int = 2,
               first: int = 0) -> list[Message]:
     """Two messages per transfer, the downgrade first, each pair adjacent in the stream."""
-    rnd = random.Random(seed + first)
+    rnd = random.Random(f"{tag}/{seed + first}")
     out = []
     for n in range(first, first + count):
         customer = f"{tag}-c{rnd.randrange(customers):04d}"
