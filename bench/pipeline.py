@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,34 @@ class Figures:
         return sum(spent.values())
 
 
-def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
-    tag = f"coterm{uuid.uuid4().hex[:6]}"
-    store = in_schema(args.store or str(tmp / "coterm.sqlite"), f"bench_{tag}")
+@contextlib.contextmanager
+def started(args: argparse.Namespace, broker: Any, vendor: VendorSim, store: str, tag: str, log: Path,
+            timeout_s: float = 300) -> Iterator[tuple[Coterm, Topics, ResultWatcher]]:
+    """`coterm run` on `store` with topics of its own, the reference data applied and everything
+    settled (its outbox process up and idle: its start-up is not a burst's work); stopped, and
+    its schema dropped, afterwards, and its log's end printed when the phase fails."""
     topics = Topics(broker.bootstrap, tag)
     watcher = ResultWatcher(broker.bootstrap, topics.results)
     watcher.start()
-    coterm = Coterm(broker.bootstrap, store, vendor.url, topics, tmp / "coterm.log")
+    coterm = Coterm(broker.bootstrap, store, vendor.url, topics, log)
     try:
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
-        coterm.wait_applied()
-        coterm.wait_settled()  # its outbox process up and idle: its start-up (imports...) is not the burst's work
+        coterm.wait_applied(timeout_s=timeout_s)
+        coterm.wait_settled(timeout_s=timeout_s)
+        yield coterm, topics, watcher
+    except Exception:
+        print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
+        raise
+    finally:
+        watcher.stop.set()
+        coterm.stop()
+        drop_schema(store)
+
+
+def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
+    tag = f"coterm{uuid.uuid4().hex[:6]}"
+    store = in_schema(args.store or str(tmp / "coterm.sqlite"), f"bench_{tag}")
+    with started(args, broker, vendor, store, tag, tmp / "coterm.log") as (coterm, topics, watcher):
         burst(args, coterm, topics, watcher, tag, f)
         if args.steady_seconds:
             bench_steady(args, coterm, topics, watcher, tag, f)
@@ -101,16 +119,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
             f.put(f"coterm peak RSS MB ({args.waiting:,} halves waiting)", peak_rss_mb(coterm.process.pid))
         else:
             f.put("coterm peak RSS MB", peak_rss_mb(coterm.process.pid))
-        rate = consume_rate(broker.bootstrap, topics.orders)
-        f.put("limit: kafka-python consume msgs/s", rate)
-    except Exception:
-        print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
-        raise
-    finally:
-        watcher.stop.set()
-        coterm.stop()
-        drop_schema(store)
-
+        f.put("limit: kafka-python consume msgs/s", consume_rate(broker.bootstrap, topics.orders))
 
 def burst(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str, f: Figures,
           stored: str = "") -> float:
@@ -150,7 +159,7 @@ def bench_filled(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
     empty store's figure."""
     tag = f"filled{uuid.uuid4().hex[:6]}"
     store = in_schema(args.store or str(tmp / "filled.sqlite"), f"bench_{tag}")
-    started = time.perf_counter()
+    started_at = time.perf_counter()
     if args.filled_store:  # filled once (or grown), a copy for each run
         stored = build_store(str(args.filled_store), args.filled_events, project=True)
         for suffix in ("", "-wal"):
@@ -158,25 +167,10 @@ def bench_filled(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
                 shutil.copyfile(f"{args.filled_store}{suffix}", f"{store}{suffix}")
     else:
         stored = build_store(store, args.filled_events, project=True)
-    print(f"  (filled with {stored:,} events in {time.perf_counter() - started:.0f} s)", flush=True)
-    topics = Topics(broker.bootstrap, tag)
-    watcher = ResultWatcher(broker.bootstrap, topics.results)
-    watcher.start()
-    coterm = Coterm(broker.bootstrap, store, vendor.url, topics, tmp / "filled.log")
-    try:
-        topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
-        coterm.wait_applied(timeout_s=900)
-        coterm.wait_settled(timeout_s=900)
+    print(f"  (filled with {stored:,} events in {time.perf_counter() - started_at:.0f} s)", flush=True)
+    with started(args, broker, vendor, store, tag, tmp / "filled.log", timeout_s=900) as (coterm, topics, watcher):
         ms = burst(args, coterm, topics, watcher, tag, f, f" with {stored:,} events stored")
         f.put("coterm CPU per transfer, filled store / empty store", f"{ms / f.rows['coterm CPU ms/transfer']:.2f}x")
-    except Exception:
-        print(f"coterm's log ends:\n{coterm.tail()}", file=sys.stderr)
-        raise
-    finally:
-        watcher.stop.set()
-        coterm.stop()
-        drop_schema(store)
-
 
 def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str,
                  f: Figures) -> None:
