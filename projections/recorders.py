@@ -51,7 +51,19 @@ class ReadModelTables:
     if_not_exists = ""  # PostgreSQL's, for two processes starting at once; SQLite has none
 
     def table(self, name: str) -> str:
+        return self.table_name(name)
+
+    def table_name(self, name: str) -> str:
+        """The table's own name, as the catalog lists it (`table` qualifies it where a schema does)."""
         return f"{self.prefix}_{name}"
+
+    def index_name(self, name: str, column: str) -> str:
+        return f"{self.prefix}_{name}_{column}"
+
+    @staticmethod
+    def row_columns(name: str) -> list[str]:
+        """A read model's columns in the order its rows are written: id, indexed columns, document."""
+        return ["id", *TABLES[name], "doc"]
 
     def ddl_tables_only(self) -> list[str]:
         """The tables; their indexes follow in `add_missing_columns`, once every column is there."""
@@ -75,8 +87,8 @@ class ReadModelTables:
     def index_ddl(self, name: str, drop: bool = False) -> list[str]:
         """The table's secondary indexes: made, or dropped (a rebuild makes them once it has
         written every row, which is faster than keeping them up to date row by row)."""
-        return [f"DROP INDEX IF EXISTS {self.index(f'{self.prefix}_{name}_{column}')}" if drop else
-                f"CREATE INDEX IF NOT EXISTS {self.prefix}_{name}_{column} ON {self.table(name)} ({column})"
+        return [f"DROP INDEX IF EXISTS {self.index(self.index_name(name, column))}" if drop else
+                f"CREATE INDEX IF NOT EXISTS {self.index_name(name, column)} ON {self.table(name)} ({column})"
                 for column in INDEXES.get(name, [])]
 
     def index(self, name: str) -> str:
@@ -108,7 +120,7 @@ class ReadModelTables:
 
     def upsert_sql(self, name: str, source: str | None = None) -> str:
         """An upsert of a row given as parameters, or of the rows `source` selects."""
-        columns = ["id", *TABLES[name], "doc"]
+        columns = self.row_columns(name)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
         source = source or self.sql(f"VALUES ({', '.join('?' for _ in columns)})")
         return f"INSERT INTO {self.table(name)} ({', '.join(columns)}) {source} ON CONFLICT (id) DO UPDATE SET {updates}"
@@ -199,7 +211,7 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
     if_not_exists = "IF NOT EXISTS "
 
     def table(self, name: str) -> str:
-        return f'"{self.datastore.schema}".{self.prefix}_{name}'
+        return f'"{self.datastore.schema}".{self.table_name(name)}'
 
     def index(self, name: str) -> str:
         return f'"{self.datastore.schema}".{name}'
@@ -219,7 +231,7 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
         super().create_table()
         with self.datastore.transaction(commit=True) as cursor:
             present = self._columns(cursor)
-            self.add_missing_columns(cursor, {name: present.get(f"{self.prefix}_{name}", set()) for name in TABLES})
+            self.add_missing_columns(cursor, {name: present.get(self.table_name(name), set()) for name in TABLES})
 
     def _columns(self, cursor: Any) -> dict[str, set[str]]:
         cursor.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
@@ -235,11 +247,11 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
             present = self._columns(cursor)
             cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (self.datastore.schema,))
             indexes = {row["indexname"] for row in cursor.fetchall()}
-        tables = {f"{self.prefix}_{name}": {"id", *columns, "doc"} for name, columns in TABLES.items()}
-        tables[f"{self.prefix}_{STATUS}"] = {"id", "doc"}
+        tables = {self.table_name(name): set(self.row_columns(name)) for name in TABLES}
+        tables[self.table_name(STATUS)] = {"id", "doc"}
         tables[self.tracking_table_name] = {"application_name", "notification_id"}
         return (all(columns <= present.get(table, set()) for table, columns in tables.items())
-                and all(f"{self.prefix}_{name}_{column}" in indexes for name, columns in INDEXES.items() for column in columns))
+                and all(self.index_name(name, column) in indexes for name, columns in INDEXES.items() for column in columns))
 
     def json_field(self, doc: str, key: str) -> str:
         return f"({doc}::jsonb ->> '{key}')"
@@ -265,7 +277,7 @@ class PostgresReadModels(ReadModelTables, PostgresTrackingRecorder):
         an upsert per row."""
         with self.datastore.transaction(commit=True) as cursor:
             for name in sorted(rows):
-                columns = ", ".join(["id", *TABLES[name], "doc"])
+                columns = ", ".join(self.row_columns(name))
                 with cursor.copy(f"COPY {self.table(name)} ({columns}) FROM STDIN") as copy:
                     for row_id, row in rows[name].items():
                         copy.write_row(self.row_params(name, row_id, row))
