@@ -184,6 +184,7 @@ class UnitOfWork:
     def __init__(self, app: Application) -> None:
         self._app = app
         self._aggregates: dict[UUID, Aggregate | None] = {}
+        self.discarded: list[UUID] = []  # what `discard` evicted: a retry brings them back (`Orders.reload`)
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id not in self._aggregates:
@@ -254,11 +255,12 @@ class UnitOfWork:
         hold changes that were never recorded; default: those with pending events). The ones it
         only read stay: the next unit brings them current from the log. (Evicting those too made
         every version conflict of the outbox rebuild hundreds of subscriptions from the store.)"""
+        self.discarded = [aggregate.id for aggregate in (self.changed() if changed is None else changed)]
         cache = self._app.repository.cache
         if cache is not None:
-            for aggregate in self.changed() if changed is None else changed:
+            for aggregate_id in self.discarded:
                 try:
-                    cache.get(aggregate.id, evict=True)
+                    cache.get(aggregate_id, evict=True)
                 except KeyError:
                     pass
         self._aggregates.clear()

@@ -201,12 +201,11 @@ class Inbox:
             batches[0].traces.clear()
         positions = [Tracking(position_name(b.topic, b.partition), todo[-1].offset + 1)
                      for b, todo in zip(batches, todos, strict=True)]
-        changed = [aggregate.id for aggregate in uow.changed()]
         try:
             self.app.commit(uow, positions, seen=[n for b in batches for n in b.new],
                             traces=[t for b in batches for t in b.traces])
         except IntegrityError as conflict:
-            raise Conflicted([r for todo in todos for r in todo], changed) from conflict
+            raise Conflicted([r for todo in todos for r in todo], uow.discarded) from conflict
         for batch, todo, some_lines in zip(batches, todos, lines, strict=True):
             self._log(batch.topic, batch.partition, todo, some_lines)  # only once committed: a rolled-back batch said nothing
         return sum(map(len, todos))
