@@ -74,10 +74,11 @@ class Figures:
     def put_cpu(self, name: str, pid: int, before: dict[str, float], transfers: int, phase: str = "") -> float:
         """CPU per transfer of coterm's processes since `before` (`cpu_by_process`), each one's beside it."""
         spent = {process: (seconds - before[process]) * 1000 / transfers for process, seconds in cpu_by_process(pid).items()}
-        self.put(name, sum(spent.values()))
+        total = sum(spent.values())
+        self.put(name, total)
         for process, ms in spent.items():
             self.put(f"  of which its {process} process{phase}", ms)
-        return sum(spent.values())
+        return total
 
 
 @contextlib.contextmanager
@@ -121,6 +122,7 @@ def bench_coterm(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
             f.put("coterm peak RSS MB", peak_rss_mb(coterm.process.pid))
         f.put("limit: kafka-python consume msgs/s", consume_rate(broker.bootstrap, topics.orders))
 
+
 def burst(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str, f: Figures,
           stored: str = "") -> float:
     """`--transfers` published at once into a settled coterm: its figures (their names end with
@@ -128,12 +130,12 @@ def burst(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: Res
     before = coterm.events()
     transactions, statements = pg_transactions(args.store), pg_statements(args.store, reset=True)
     cpu, kernel, conflicts = cpu_by_process(coterm.process.pid), system_seconds(coterm.process.pid), coterm.conflicts()
-    started = time.time()
+    began = time.time()
     profile = args.profile / "filled" if args.profile and stored else args.profile
     with Profiles(coterm.process.pid, profile) if profile else contextlib.nullcontext():
         topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
         watcher.wait_completed(args.transfers, 600, coterm.alive)
-    elapsed = watcher.last_completed_ms / 1000 - started
+    elapsed = watcher.last_completed_ms / 1000 - began
     coterm.wait_applied()
     coterm.wait_settled()  # the burst's read models too: their CPU is the burst's
     f.put(f"coterm transfers/s{stored}", args.transfers / elapsed)
@@ -171,6 +173,7 @@ def bench_filled(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: 
     with started(args, broker, vendor, store, tag, tmp / "filled.log", timeout_s=900) as (coterm, topics, watcher):
         ms = burst(args, coterm, topics, watcher, tag, f, f" with {stored:,} events stored")
         f.put("coterm CPU per transfer, filled store / empty store", f"{ms / f.rows['coterm CPU ms/transfer']:.2f}x")
+
 
 def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watcher: ResultWatcher, tag: str,
                  f: Figures) -> None:
@@ -215,10 +218,10 @@ def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: P
                 raise RuntimeError("the naive baseline did not apply the reference data")
             time.sleep(0.1)
         cpu = cpu_seconds(process.pid)
-        started = time.time()
+        began = time.time()
         topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
         watcher.wait_completed(args.transfers, 600, lambda: process.poll() is None)
-        f.put("naive transfers/s", args.transfers / (watcher.last_completed_ms / 1000 - started))
+        f.put("naive transfers/s", args.transfers / (watcher.last_completed_ms / 1000 - began))
         f.put("naive CPU ms/transfer", (cpu_seconds(process.pid) - cpu) * 1000 / args.transfers)
     finally:
         watcher.stop.set()
