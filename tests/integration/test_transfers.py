@@ -240,7 +240,9 @@ def test_a_run_keeps_the_read_models_in_a_process_of_their_own_and_leaves_them_c
     app = scenario.open_store()
     stop = threading.Event()
     try:
-        run(app, scenario.settings, scenario.bootstrap, stop, until_idle_s=1.0, on_progress=children, read_models=True)
+        # Idle for 3 s before it stops: the read-model process names itself once it has imported
+        # coterm, which took over a second on a loaded machine (CI's four test workers).
+        run(app, scenario.settings, scenario.bootstrap, stop, until_idle_s=3.0, on_progress=children, read_models=True)
         assert {"coterm-outbox", "coterm-readside"} <= names
         projection = Projection(app, create=False)
         assert projection.position == app.process_recorder.max_notification_id()
