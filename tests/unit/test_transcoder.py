@@ -109,7 +109,7 @@ def test_any_value_encodes_to_the_same_bytes(state: dict) -> None:
 
 def test_the_awkward_cases_encode_alike() -> None:
     for state in [{"x": float("nan"), "y": [float("inf"), -float("inf")]}, {"n": 2**70, "m": -(2**64) - 1},
-                  {"f": 1e308, "g": 5e-324, "z": -0.0, "h": 0.1, "e": 1e16}, {1: "int key", True: "bool key"},
+                  {"f": 1e308, "g": 5e-324, "z": -0.0, "h": 0.1, "e": 1e16}, {1: "int key", None: "none key"}, {True: "bool key"},
                   {"t": "\"_type_\" inside a text", "u": "snowman ☃, NUL \x00, DEL \x7f, \u2028, 😀"},
                   {"surrogate": "\ud800"}, {"enum": Colour.RED, "int enum": Level.HIGH, "str subclass": Text("x")},
                   {"nested": [{"when": date(2026, 3, 3)}, (UUID(int=7), Decimal("1.10"))]}, [], {"set": {1}}]:
