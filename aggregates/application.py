@@ -61,7 +61,7 @@ class Orders(Application):
     name = "coterm"
     # Cached aggregates are not copied on get: a unit of work that fails evicts every
     # aggregate it touched (`UnitOfWork.discard`), so no half-applied change stays cached.
-    # Stored events are decoded by msgspec (`aggregates.transcoder`), encoded as the library does.
+    # Stored events are decoded and encoded by msgspec (`aggregates.transcoder`), the bytes the library's `json` writes.
     env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
            "TRANSCODER_TOPIC": "aggregates.transcoder:MsgspecTranscoder"}
     is_snapshotting_enabled = True

@@ -11,8 +11,8 @@ range: `json` writes and reads them) is decoded by the library's way.
 Encoding too: the library's `json` encoder calls its `default` hook, in Python, for every
 UUID, date and time (each event's timestamp at least), and was 7-9% of the consumer's and the
 outbox's CPU in the hot path. Here a walk puts the library's `{"_type_", "_data_"}` objects in
-their place and msgspec writes the JSON: the same bytes, in 60% of the time (11.5 against
-18.6 µs an event, the events of a run). Where msgspec would write otherwise than `json` (a
+their place and msgspec writes the JSON: the same bytes, in 60% of the time (12.3 against
+20.5 µs an event, the events of a run). Where msgspec would write otherwise than `json` (a
 float with an exponent: "1e16", not "1e+16"; NaN; a key that is not text; a type neither
 plain nor registered, a str or int subclass included) the event is written the library's
 way, so stored bytes never change (tests/unit/test_transcoder.py: both encoders and both
