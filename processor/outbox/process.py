@@ -41,7 +41,7 @@ from processor.outbox.vendor_status import VendorStatus
 from processor.reconcile.schedule import Schedule
 from processor.settings import Settings
 from processor.store.opening import open_store, store_env
-from processor.store.write_turns import WriteTurns
+from processor.store.write_turns import Paths, WriteTurns
 from projections.projection import read_models as read_model_tables
 
 log = structlog.get_logger("coterm.outbox")
@@ -101,7 +101,7 @@ class OutboxProcess:
         self.beside = beside
         if beside is not None and self.turns is not None:
             beside.turn = self.turns.turn
-        self.args = (settings, bootstrap, log_path, self.turns.path if self.turns else None)
+        self.args = (settings, bootstrap, log_path, self.turns.paths if self.turns else None)
         self.read_model_args = (settings, log_path) if read_models else None
         self.process: Any = None
         self.read_models: Any = None
@@ -156,7 +156,7 @@ class OutboxProcess:
             self.turns = None
 
 
-def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, turns_path: str | None,
+def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, turns_paths: Paths | None,
                 status: SharedStatus, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     name_process(OUTBOX)
@@ -168,7 +168,7 @@ def outbox_main(settings: Settings, bootstrap: str, log_path: str | None, turns_
     collector.tune()
     # Room for every subscription and the transfers at their turn during a burst (a miss is a rebuild
     # from the store); transfers leave the cache when they end, and waiting halves are not cached here.
-    app = _taking_turns(open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE), turns_path, status)
+    app = _taking_turns(open_store(settings.store, cache_size=OUTBOX_CACHE_SIZE), turns_paths, status)
     _follow(app, settings, bootstrap, status, parent_pid)
 
 
@@ -243,9 +243,9 @@ def _follow(app: Any, settings: Settings, bootstrap: str, status: SharedStatus, 
         log.info("outbox.stopped", published=outbox.published if outbox else 0)
 
 
-def _taking_turns(app: Any, turns_path: str | None, status: SharedStatus) -> Any:
+def _taking_turns(app: Any, turns_paths: Paths | None, status: SharedStatus) -> Any:
     """The outbox's side of the turns at writing with the consumer's process (`write_turns`)."""
-    turns = WriteTurns.join(turns_path, mine=status.outbox_wants, theirs=status.consumer_wants) if turns_path else None
+    turns = WriteTurns.join(turns_paths, mine=status.outbox_wants, theirs=status.consumer_wants) if turns_paths else None
     if turns is not None:
         app.turn = turns.turn
     return app

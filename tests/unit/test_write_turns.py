@@ -26,7 +26,7 @@ def _flags() -> tuple[Any, Any]:
     return CTX.RawValue("b", False), CTX.RawValue("b", False)
 
 
-def _take_turns(path: str, mine: Any, theirs: Any, log: str, side: str, turns: int, hold_s: float, report: Any,
+def _take_turns(path: write_turns.Paths, mine: Any, theirs: Any, log: str, side: str, turns: int, hold_s: float, report: Any,
                 started: Any) -> None:
     """The other process: `turns` turns, each writing its start and end around `hold_s`."""
     joined = WriteTurns.join(path, mine=mine, theirs=theirs)
@@ -41,7 +41,7 @@ def _take_turns(path: str, mine: Any, theirs: Any, log: str, side: str, turns: i
     report.put(joined.not_had)
 
 
-def _hold_until_killed(path: str, mine: Any, theirs: Any, holding: Any) -> None:
+def _hold_until_killed(path: write_turns.Paths, mine: Any, theirs: Any, holding: Any) -> None:
     joined = WriteTurns.join(path, mine=mine, theirs=theirs)
     assert joined is not None
     with joined.turn():
@@ -54,7 +54,7 @@ def test_two_processes_never_write_at_once(tmp_path: Path) -> None:
     turns = WriteTurns.create(mine=mine, theirs=theirs)
     assert turns is not None
     log, report, started = str(tmp_path / "log"), CTX.Queue(), CTX.Event()
-    other = CTX.Process(target=_take_turns, args=(turns.path, theirs, mine, log, "outbox", 40, 0.005, report, started))
+    other = CTX.Process(target=_take_turns, args=(turns.paths, theirs, mine, log, "outbox", 40, 0.005, report, started))
     other.start()
     assert started.wait(60)
     with open(log, "a", buffering=1) as out:
@@ -99,12 +99,71 @@ def test_a_turn_ends_by_letting_the_side_that_wants_one_take_it() -> None:
     turns.close()
 
 
+def test_a_waiting_side_is_woken_not_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the other process holds its turn, the waiting side looks at the lock when told the
+    turn is over and every `RETRY_S`: not every half millisecond (26 ms of CPU a second of waiting)."""
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs)
+    assert turns is not None
+    holding = CTX.Event()
+    other = CTX.Process(target=_hold_until_killed, args=(turns.paths, theirs, mine, holding))
+    other.start()
+    looks = 0
+    lock_now = turns._lock_now
+
+    def counted() -> bool:
+        nonlocal looks
+        looks += 1
+        return lock_now()
+
+    monkeypatch.setattr(turns, "_lock_now", counted)
+    try:
+        assert holding.wait(60)
+        threading.Timer(0.5, lambda: os.kill(other.pid, signal.SIGKILL)).start()  # the kernel drops its lock
+        with turns.turn():
+            pass
+        assert turns.not_had == 0
+        assert looks <= 0.5 / write_turns.RETRY_S * 3, looks  # a poll every 0.5 ms would look ~1,000 times
+    finally:
+        other.kill()
+        other.join(10)
+    turns.close()
+
+
+def test_a_waiting_side_takes_the_turn_once_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The side that ends its turn says so down the waiting side's pipe: the waiting side looks at
+    once, not at its next `RETRY_S`."""
+    mine, theirs = _flags()
+    turns = WriteTurns.create(mine=mine, theirs=theirs, wait_s=30)
+    assert turns is not None
+    joined = WriteTurns.join(turns.paths, mine=theirs, theirs=mine, wait_s=30)  # as the outbox's process does
+    assert joined is not None
+    monkeypatch.setattr(write_turns, "RETRY_S", 30.0)  # no looking again on its own: only the word ends a wait
+    took = threading.Event()
+
+    def waits() -> None:
+        turns.owner = threading.get_ident()  # the thread that takes this side's turns
+        with turns.turn():
+            took.set()
+
+    waiter = threading.Thread(target=waits)
+    with joined.turn():
+        waiter.start()
+        while not mine.value:  # the waiting side says it wants the turn
+            time.sleep(0.001)
+        time.sleep(0.2)  # and has found the lock held: it waits for word
+    assert took.wait(10)  # woken by `joined` letting go, long before RETRY_S
+    waiter.join(10)
+    joined.close()
+    turns.close()
+
+
 def test_a_paused_holder_holds_up_the_other_for_wait_s_only() -> None:
     mine, theirs = _flags()
     turns = WriteTurns.create(mine=mine, theirs=theirs, wait_s=0.3)
     assert turns is not None
     holding = CTX.Event()
-    other = CTX.Process(target=_hold_until_killed, args=(turns.path, theirs, mine, holding))
+    other = CTX.Process(target=_hold_until_killed, args=(turns.paths, theirs, mine, holding))
     other.start()
     try:
         assert holding.wait(60)
