@@ -76,12 +76,13 @@ class WriteTurns:
         except OSError as error:  # no writable temporary directory: optimistic writes alone
             log.warning("write_turns.unavailable", error=str(error))
             return None
-        if not os.path.exists(f"/proc/{os.getpid()}/fd/{fd}"):  # not Linux: optimistic writes alone, as before
+        proc = f"/proc/{os.getpid()}/fd"
+        if not os.path.exists(f"{proc}/{fd}"):  # not Linux: optimistic writes alone, as before
             os.close(fd)
             return None
         wakes_me, wakes_them = (os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) for _ in range(2))  # (read, write) each
-        paths = tuple(f"/proc/{os.getpid()}/fd/{n}" for n in (fd, wakes_me[1], wakes_them[0]))
-        return cls(fd, mine, theirs, paths, wake_me=wakes_me[0], wake_them=wakes_them[1], wait_s=wait_s,  # type: ignore[arg-type]
+        paths = (f"{proc}/{fd}", f"{proc}/{wakes_me[1]}", f"{proc}/{wakes_them[0]}")
+        return cls(fd, mine, theirs, paths, wake_me=wakes_me[0], wake_them=wakes_them[1], wait_s=wait_s,
                    kept=(wakes_me[1], wakes_them[0]))
 
     @classmethod
@@ -90,8 +91,8 @@ class WriteTurns:
         parent with them)."""
         opened: list[int] = []
         try:
-            for path, flags in zip(paths, (os.O_RDWR, os.O_WRONLY, os.O_RDONLY), strict=True):
-                opened.append(os.open(path, flags | (os.O_NONBLOCK if flags != os.O_RDWR else 0)))
+            for path, flags in zip(paths, (os.O_RDWR, os.O_WRONLY | os.O_NONBLOCK, os.O_RDONLY | os.O_NONBLOCK), strict=True):
+                opened.append(os.open(path, flags))
         except OSError as error:
             for fd in opened:
                 os.close(fd)
