@@ -1,4 +1,6 @@
-"""A naive baseline processor, for comparison only: plain `sqlite3`, one table per entity.
+"""A naive baseline processor, for comparison only: plain SQL, one table per entity, on SQLite
+(`sqlite3`) or, given a `postgresql://` URL, on PostgreSQL (`psycopg`, each statement a round
+trip, as the obvious code makes them).
 
 The same guarantees as coterm on the benchmark's workload, written the obvious way:
 one transaction per polled batch holding the state changes, the message ids seen and
@@ -7,6 +9,9 @@ the Kafka positions; pairing by operation id; one vendor call per pair (an outbo
 table and marked once Kafka acknowledged them. No event history, no read models.
 
   python -m bench.naive BOOTSTRAP DB VENDOR_URL TOPIC_ORDERS TOPIC_RESULTS
+
+DB is a SQLite file or a PostgreSQL URL; its `?schema=NAME` (as coterm's store URLs take it) puts
+the tables in a schema of their own.
 """
 
 import json
@@ -17,10 +22,14 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qs
 
+import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from psycopg import sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS positions (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
@@ -35,7 +44,32 @@ CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TE
 """
 
 
-def connect(path: str) -> sqlite3.Connection:
+class Postgres:
+    """psycopg behind sqlite3's `execute(statement, params)` with its `?` placeholders, so the
+    processor below is one code on both stores. Autocommit, with the processor's own BEGIN and
+    COMMIT around a batch, as on SQLite; psycopg prepares a statement it has run five times."""
+
+    def __init__(self, url: str) -> None:
+        base, _, query = url.partition("?")
+        schema = parse_qs(query).get("schema", ["public"])[0]
+        self.conn = psycopg.connect(base, autocommit=True)
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+
+    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+
+    def executescript(self, script: str) -> None:
+        for statement in script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").split(";"):
+            if statement.strip():
+                self.conn.execute(statement)  # type: ignore[call-overload]
+
+
+def connect(path: str) -> Any:
+    if path.startswith("postgresql://"):
+        db: Any = Postgres(path)
+        db.executescript(SCHEMA)
+        return db
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -43,14 +77,32 @@ def connect(path: str) -> sqlite3.Connection:
     return db
 
 
-def apply(db: sqlite3.Connection, value: bytes) -> None:
+def positions(path: str) -> dict[int, int]:
+    """The next offset the baseline will apply, by partition; none before its tables exist. Reads
+    only: making the tables here too could race the baseline's own start on PostgreSQL."""
+    query = "SELECT partition, next_offset FROM positions"
+    try:
+        if path.startswith("postgresql://"):
+            base, _, params = path.partition("?")
+            schema = parse_qs(params).get("schema", ["public"])[0]
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+                return dict(conn.execute(query).fetchall())  # type: ignore[arg-type]
+        with closing(sqlite3.connect(path)) as db:
+            return dict(db.execute(query).fetchall())
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+        return {}
+
+
+def apply(db: Any, value: bytes) -> None:
     msg = json.loads(value)
     if db.execute("SELECT 1 FROM seen WHERE message_id = ?", (msg["message_id"],)).fetchone():
         return
     db.execute("INSERT INTO seen VALUES (?)", (msg["message_id"],))
     p, kind = msg["payload"], msg["type"]
     if kind == "customer.registered":
-        db.execute("INSERT OR REPLACE INTO customers VALUES (?, ?)", (p["customer_id"], json.dumps(p)))
+        db.execute("INSERT INTO customers VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                   (p["customer_id"], json.dumps(p)))
     elif kind == "subscription.purchased":
         db.execute("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?,?,?)", (
             p["subscription_id"], p["customer_id"], p["seats"], p["term_months"], p["start_date"], p["end_date"],
@@ -60,7 +112,7 @@ def apply(db: sqlite3.Connection, value: bytes) -> None:
              msg["message_id"])
 
 
-def half(db: sqlite3.Connection, side: str, p: dict[str, Any], cause: str) -> None:
+def half(db: Any, side: str, p: dict[str, Any], cause: str) -> None:
     op = p["operation_id"]
     row = db.execute("SELECT down, up, status FROM transfers WHERE id = ?", (op,)).fetchone()
     if row is None:
@@ -109,7 +161,7 @@ def check(down: dict[str, Any], up: dict[str, Any], source: Any, on: str) -> str
     return None
 
 
-def result(db: sqlite3.Connection, type_: str, cause: str, key: str, payload: dict[str, Any]) -> None:
+def result(db: Any, type_: str, cause: str, key: str, payload: dict[str, Any]) -> None:
     envelope = {"message_id": str(uuid.uuid5(uuid.UUID(cause), type_)), "type": type_, "schema_version": 1,
                 "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": "naive",
                 "causation_id": cause, "payload": payload}
@@ -135,7 +187,7 @@ def call_vendor(url: str, body: dict[str, Any]) -> str:
     raise RuntimeError("vendor unavailable")
 
 
-def complete(db: sqlite3.Connection, op: str, reference: str) -> None:
+def complete(db: Any, op: str, reference: str) -> None:
     cause, body = (lambda r: (r["cause"], r["body"]))(json.loads(
         db.execute("SELECT request FROM transfers WHERE id = ?", (op,)).fetchone()[0]))
     seats, target = body["seats"], body["target"]
@@ -173,7 +225,8 @@ def main(bootstrap: str, path: str, vendor_url: str, topic_orders: str, topic_re
                 for record in records:
                     if stored is None or record.offset >= stored[0]:
                         apply(db, record.value)
-                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (tp.partition, records[-1].offset + 1))
+                db.execute("INSERT INTO positions VALUES (?, ?) ON CONFLICT (partition) DO UPDATE "
+                           "SET next_offset = excluded.next_offset", (tp.partition, records[-1].offset + 1))
             db.execute("COMMIT")
         for op, request in db.execute("SELECT id, request FROM transfers WHERE status = 'requested'").fetchall():
             if op not in in_flight:

@@ -25,7 +25,6 @@ import contextlib
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from bench import workload
+from bench import naive, workload
 from bench.limits import append_rate, consume_rate
 from bench.replay_store import build_store
 from bench.running import (
@@ -197,21 +196,29 @@ def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watch
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
+    """The naive baseline on the store coterm ran on; beside a PostgreSQL run, on SQLite too (what
+    runs before this compared PostgreSQL's coterm with)."""
+    if args.store:
+        store = in_schema(args.store, f"bench_naive{uuid.uuid4().hex[:6]}")
+        try:
+            naive_run(args, broker, vendor, store, "naive", f)
+        finally:
+            drop_schema(store)
+    naive_run(args, broker, vendor, str(tmp / "naive.sqlite"), "naive on SQLite" if args.store else "naive", f)
+
+
+def naive_run(args: argparse.Namespace, broker: Any, vendor: VendorSim, store: str, label: str, f: Figures) -> None:
     tag = f"naive{uuid.uuid4().hex[:6]}"
     topics = Topics(broker.bootstrap, tag)
     watcher = ResultWatcher(broker.bootstrap, topics.results)
     watcher.start()
-    process = subprocess.Popen([sys.executable, "-m", "bench.naive", broker.bootstrap, str(tmp / "naive.sqlite"),
+    process = subprocess.Popen([sys.executable, "-m", "bench.naive", broker.bootstrap, store,
                                 vendor.url, topics.orders, topics.results])
     try:
         topics.publish(workload.reference_data(tag, args.customers, args.subscriptions))
         deadline = time.monotonic() + 300
         while True:  # until the baseline applied the reference data
-            try:
-                with sqlite3.connect(tmp / "naive.sqlite") as db:
-                    done = dict(db.execute("SELECT partition, next_offset FROM positions").fetchall())
-            except sqlite3.OperationalError:
-                done = {}
+            done = naive.positions(store)
             if all(done.get(p, 0) >= end for p, end in topics.ends.items()):
                 break
             if time.monotonic() > deadline or process.poll() is not None:
@@ -221,8 +228,8 @@ def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: P
         began = time.time()
         topics.publish(workload.transfers(tag, args.transfers, args.customers, args.subscriptions))
         watcher.wait_completed(args.transfers, 600, lambda: process.poll() is None)
-        f.put("naive transfers/s", args.transfers / (watcher.last_completed_ms / 1000 - began))
-        f.put("naive CPU ms/transfer", (cpu_seconds(process.pid) - cpu) * 1000 / args.transfers)
+        f.put(f"{label} transfers/s", args.transfers / (watcher.last_completed_ms / 1000 - began))
+        f.put(f"{label} CPU ms/transfer", (cpu_seconds(process.pid) - cpu) * 1000 / args.transfers)
     finally:
         watcher.stop.set()
         process.terminate()
@@ -325,6 +332,8 @@ def print_table(rows: dict[str, Any]) -> None:
     coterm, naive = rows.get("coterm transfers/s"), rows.get("naive transfers/s")
     if coterm and naive:
         print(f"| coterm / naive | {coterm / naive:.2f}x |")
+    if coterm and rows.get("naive on SQLite transfers/s"):
+        print(f"| coterm / naive on SQLite | {coterm / rows['naive on SQLite transfers/s']:.2f}x |")
     limit = rows.get("limit: store append events/s (100 per save)")
     if coterm and limit:
         print(f"| coterm events/s / store append limit | {coterm * rows['coterm events/transfer'] / limit:.2f} |")
