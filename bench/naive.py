@@ -50,8 +50,7 @@ class Postgres:
     COMMIT around a batch, as on SQLite; psycopg prepares a statement it has run five times."""
 
     def __init__(self, url: str) -> None:
-        base, _, query = url.partition("?")
-        schema = parse_qs(query).get("schema", ["public"])[0]
+        base, schema = _in_schema(url)
         self.conn = psycopg.connect(base, autocommit=True)
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -63,6 +62,12 @@ class Postgres:
         for statement in script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").split(";"):
             if statement.strip():
                 self.conn.execute(statement)  # type: ignore[call-overload]
+
+
+def _in_schema(url: str) -> tuple[str, str]:
+    """The server's URL and the schema its `?schema=` names (`public` without one)."""
+    base, _, query = url.partition("?")
+    return base, parse_qs(query).get("schema", ["public"])[0]
 
 
 def connect(path: str) -> Any:
@@ -83,8 +88,7 @@ def positions(path: str) -> dict[int, int]:
     query = "SELECT partition, next_offset FROM positions"
     try:
         if path.startswith("postgresql://"):
-            base, _, params = path.partition("?")
-            schema = parse_qs(params).get("schema", ["public"])[0]
+            base, schema = _in_schema(path)
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
                 return dict(conn.execute(query).fetchall())  # type: ignore[arg-type]
