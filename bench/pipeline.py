@@ -196,15 +196,16 @@ def bench_steady(args: argparse.Namespace, coterm: Coterm, topics: Topics, watch
 
 
 def bench_naive(args: argparse.Namespace, broker: Any, vendor: VendorSim, tmp: Path, f: Figures) -> None:
-    """The naive baseline on the store coterm ran on; beside a PostgreSQL run, on SQLite too (what
-    runs before this compared PostgreSQL's coterm with)."""
-    if args.store:
+    """The naive baseline on the kind of store coterm ran on (SQLite: a file of its own); beside a
+    PostgreSQL run, on SQLite too (what runs before this compared PostgreSQL's coterm with)."""
+    on_postgres = bool(args.store) and args.store.startswith("postgresql://")
+    if on_postgres:
         store = in_schema(args.store, f"bench_naive{uuid.uuid4().hex[:6]}")
         try:
             naive_run(args, broker, vendor, store, "naive", f)
         finally:
             drop_schema(store)
-    naive_run(args, broker, vendor, str(tmp / "naive.sqlite"), "naive on SQLite" if args.store else "naive", f)
+    naive_run(args, broker, vendor, str(tmp / "naive.sqlite"), "naive on SQLite" if on_postgres else "naive", f)
 
 
 def naive_run(args: argparse.Namespace, broker: Any, vendor: VendorSim, store: str, label: str, f: Figures) -> None:
