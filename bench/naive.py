@@ -58,6 +58,9 @@ class Postgres:
     def execute(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
         return self.conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
 
+    def close(self) -> None:
+        self.conn.close()
+
     def executescript(self, script: str) -> None:
         for statement in script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").split(";"):
             if statement.strip():

@@ -32,8 +32,7 @@ def run(bootstrap: str, store: str, messages: list[workload.Message]) -> tuple[d
         topics.publish(messages)
         watcher.wait_completed(TRANSFERS, 120, lambda: process.poll() is None)
         assert sum(naive.positions(store).values()) == len(messages)  # every message applied, its position kept
-        db = naive.connect(store)
-        with closing(db.conn if isinstance(db, naive.Postgres) else db):
+        with closing(naive.connect(store)) as db:
             state = {("subscription", *row) for row in db.execute("SELECT id, customer_id, seats FROM subscriptions")}
             state |= {("transfer", *row) for row in db.execute("SELECT id, status FROM transfers")}
             deadline = time.monotonic() + 10  # results are marked published once Kafka acknowledged them
